@@ -1,0 +1,192 @@
+//! skd: SessionKeyServer-compatible session token daemon. Parses the command line (the
+//! original's flags and GNU long forms) and wires the library together.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use keysock::cli::{self, exit, Fail};
+use keysock::{daemon, http, sks, tls};
+
+/// The original's single-dash flags, rewritten before parsing (-d -l -p -P -h need nothing).
+const LEGACY: &[(&str, &str, bool)] = &[
+    ("-PF", "--password-file", true),
+    ("-PP", "--password-prompt", false),
+    ("-tls", "--tls", true),
+    ("-default", "--default-module", true),
+    ("-pam-app", "--pam-app", true),
+    ("-jaas", "--jaas", true),
+    ("-krb5conf", "--krb5conf", true),
+    ("-d", "--dir", true),
+    ("-l", "--address", true),
+    ("-p", "--port", true),
+    ("-P", "--password", true),
+];
+
+const PROGRAM: &str = "skd";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "skd",
+    version,
+    about = "Session token server, wire-compatible with SessionKeyServer 1.5",
+    after_help = "The original's spellings -PF, -PP, -tls, -default, -pam-app, -jaas and -krb5conf are accepted too.\nSee skd(8)."
+)]
+struct Args {
+    /// Keep the store in DIR/skd.sqlite (created 0700 if missing); default: in memory
+    #[arg(short = 'd', long = "dir", value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Address to bind without socket activation or --listen; '*' = all interfaces
+    #[arg(short = 'l', long = "address", value_name = "ADDR", default_value = "127.0.0.1")]
+    address: String,
+    /// Port to bind without socket activation or --listen
+    #[arg(short = 'p', long = "port", value_name = "PORT", default_value_t = 4431)]
+    port: u16,
+    /// Keystore password for --tls (default: SessionKeyServer)
+    #[arg(short = 'P', long = "password", value_name = "PASS")]
+    password: Option<String>,
+    /// Read the keystore password from the first line of FILE
+    #[arg(long = "password-file", value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Ask for the keystore password on the terminal
+    #[arg(long = "password-prompt")]
+    password_prompt: bool,
+    /// Serve HTTPS with the PKCS#12 keystore FILE
+    #[arg(long = "tls", value_name = "FILE", conflicts_with_all = ["tls_cert", "tls_key"])]
+    tls: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key)
+    #[arg(long = "tls-cert", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert
+    #[arg(long = "tls-key", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Login module used when a request names none; only "pam" is supported
+    #[arg(long = "default-module", value_name = "MODULE", default_value = "pam")]
+    default_module: String,
+    /// PAM service for every realm (default: the realm name)
+    #[arg(long = "pam-app", value_name = "NAME")]
+    pam_app: Option<String>,
+    /// JAAS configuration of the original; accepted and ignored (JAAS is not supported)
+    #[arg(long = "jaas", value_name = "FILE")]
+    jaas: Option<PathBuf>,
+    /// Kerberos configuration of the original; accepted and ignored
+    #[arg(long = "krb5conf", value_name = "FILE")]
+    krb5conf: Option<PathBuf>,
+    /// Listen on ADDR (host:port, [v6]:port or /abs/path.sock); repeatable; replaces -l/-p
+    #[arg(long = "listen", value_name = "ADDR")]
+    listen: Vec<String>,
+    /// Serve /stored_token on TCP listeners too (always served on Unix sockets)
+    #[arg(long = "allow-stored-token")]
+    allow_stored_token: bool,
+    /// Issued tokens expire after SECONDS (default: never, as the original)
+    #[arg(long = "token-ttl", value_name = "SECONDS")]
+    token_ttl: Option<u64>,
+    /// Failed logins per realm and user (x4 per source address) before refusing for --login-window
+    #[arg(long = "login-failures", value_name = "N", default_value_t = 5)]
+    login_failures: u32,
+    /// Window of the failed-login count, in seconds
+    #[arg(long = "login-window", value_name = "SECONDS", default_value_t = 60)]
+    login_window: u64,
+    /// Most connections served at once; more get 503
+    #[arg(long = "max-connections", value_name = "N", default_value_t = 256)]
+    max_connections: usize,
+    /// Seconds allowed to send a request head (and to idle between requests)
+    #[arg(long = "header-timeout", value_name = "SECONDS", default_value_t = 10)]
+    header_timeout: u64,
+    /// Exit after SECONDS with no open connection (for socket activation)
+    #[arg(long = "idle-exit", value_name = "SECONDS")]
+    idle_exit: Option<u64>,
+    /// Log to syslog instead of stderr
+    #[arg(long = "syslog")]
+    syslog: bool,
+    /// Log debug messages too
+    #[arg(short = 'v', long = "verbose")]
+    verbose: bool,
+}
+
+fn tls_acceptor(a: &Args) -> Result<Option<openssl::ssl::SslAcceptor>, Fail> {
+    let bad = |e: tls::TlsError| Fail::new(exit::CONFIG, format!("cannot set up TLS: {e}"));
+    if let (Some(c), Some(k)) = (&a.tls_cert, &a.tls_key) {
+        return tls::from_pem(c, k).map(Some).map_err(bad);
+    }
+    let Some(ks) = &a.tls else { return Ok(None) };
+    // The last of -P, -PF, -PP given wins, as in the original; clap keeps no order, so
+    // prompt beats file beats the literal.
+    let password = if a.password_prompt {
+        cli::read_password("Keystore password: ").map_err(|e| Fail::new(exit::NOINPUT, format!("cannot read password: {e}")))?
+    } else if let Some(f) = &a.password_file {
+        let s = std::fs::read_to_string(f).map_err(|e| Fail::new(exit::NOINPUT, format!("{}: {e}", f.display())))?;
+        zeroize::Zeroizing::new(s.lines().next().unwrap_or("").to_string())
+    } else {
+        zeroize::Zeroizing::new(a.password.clone().unwrap_or_else(|| "SessionKeyServer".into()))
+    };
+    tls::from_pkcs12(ks, &password).map(Some).map_err(bad)
+}
+
+fn run(a: Args) -> Result<(), Fail> {
+    keysock::daemon::log::init(PROGRAM, a.syslog, a.verbose).map_err(|e| Fail::new(exit::OSERR, e))?;
+    if !a.default_module.eq_ignore_ascii_case("pam") {
+        return Err(Fail::new(
+            exit::CONFIG,
+            format!("login module {:?} is not supported: skd supports only \"pam\" (JAAS modules are not available)", a.default_module),
+        ));
+    }
+    if a.jaas.is_some() || a.krb5conf.is_some() {
+        log::warn!("ignoring -jaas/-krb5conf: skd has no JAAS; logins use PAM");
+    }
+    let store = sks::Store::open(a.dir.as_deref())
+        .map_err(|e| Fail::new(exit::CANTCREAT, format!("cannot open store: {e}")))?;
+    let acceptor = tls_acceptor(&a)?.map(Arc::new);
+    let cfg = sks::Config {
+        default_module: a.default_module.clone(),
+        pam_app: a.pam_app.clone(),
+        allow_stored_token_tcp: a.allow_stored_token,
+        token_ttl: a.token_ttl.map(Duration::from_secs),
+        login_failures: a.login_failures,
+        login_window: Duration::from_secs(a.login_window),
+        ..Default::default()
+    };
+    let service = Arc::new(sks::Service::new(Arc::new(store), cfg));
+    let limits = Arc::new(http::Limits { header_timeout: Duration::from_secs(a.header_timeout.max(1)), ..Default::default() });
+    let opts = daemon::Options {
+        idle_exit: a.idle_exit.map(Duration::from_secs),
+        max_connections: a.max_connections.max(1),
+        ..Default::default()
+    };
+    let host = if a.address == "*" { "[::]".to_string() } else if a.address.contains(':') { format!("[{}]", a.address) } else { a.address.clone() };
+    let fallback = [format!("{host}:{}", a.port)];
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Fail::new(exit::OSERR, format!("cannot start runtime: {e}")))?;
+    rt.block_on(async move {
+        let bound = daemon::listen::open(&a.listen, &fallback).map_err(|e| Fail::new(exit::UNAVAILABLE, e))?;
+        let store_desc = a.dir.as_ref().map(|d| d.display().to_string()).unwrap_or_else(|| "memory".into());
+        log::info!(
+            "starting version={} protocol={} store={store_desc} tls={}",
+            env!("CARGO_PKG_VERSION"),
+            sks::wire::VERSION,
+            acceptor.is_some()
+        );
+        let ctl = daemon::Control::new();
+        let status = format!("serving SessionKeyServer {} protocol, store {store_desc}", sks::wire::VERSION);
+        let c2 = ctl.clone();
+        let reason = daemon::serve(bound, opts, ctl, &status, move |conn| {
+            let (svc, ctl, tls, limits) = (service.clone(), c2.clone(), acceptor.clone(), limits.clone());
+            http::serve_conn(conn, ctl, tls, limits, move |req, info| svc.clone().handle(req, info))
+        })
+        .await;
+        log::info!("stopped reason={reason}");
+        Ok(())
+    })
+}
+
+fn main() {
+    let args = Args::parse_from(cli::translate_legacy(std::env::args_os(), LEGACY));
+    if let Err(f) = run(args) {
+        cli::exit_with(PROGRAM, f);
+    }
+}

@@ -1,0 +1,196 @@
+//! Listening sockets: handed over by systemd (`LISTEN_FDS`/`LISTEN_FDNAMES`) or bound from
+//! `--listen ADDR` (`host:port`, `[v6]:port`, or an absolute path for an AF_UNIX socket).
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+/// One listening socket and the name it goes by (`FileDescriptorName=` under systemd).
+pub struct Bound {
+    pub name: String,
+    pub listener: Listener,
+    /// Socket file this process created itself, removed again on exit.
+    pub own_path: Option<PathBuf>,
+}
+
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// Where a listener is, for log lines and `STATUS=`.
+pub fn describe(l: &Listener) -> String {
+    match l {
+        Listener::Tcp(t) => match t.local_addr() {
+            Ok(a) => format!("tcp:{a}"),
+            Err(_) => "tcp:?".into(),
+        },
+        Listener::Unix(u) => match u.local_addr().ok().and_then(|a| a.as_pathname().map(PathBuf::from)) {
+            Some(p) => format!("unix:{}", p.display()),
+            None => "unix:?".into(),
+        },
+    }
+}
+
+/// The other end of an accepted connection.
+#[derive(Clone, Debug)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    /// Credentials from `SO_PEERCRED`, taken at accept time.
+    Unix { uid: u32, gid: u32, pid: i32 },
+}
+
+impl Peer {
+    pub fn is_unix(&self) -> bool {
+        matches!(self, Peer::Unix { .. })
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Tcp(a) => write!(f, "{a}"),
+            Peer::Unix { uid, pid, .. } => write!(f, "unix(uid={uid},pid={pid})"),
+        }
+    }
+}
+
+/// An accepted connection, TCP or AF_UNIX.
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Listener {
+    pub async fn accept(&self) -> io::Result<(Stream, Peer)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, a) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok((Stream::Tcp(s), Peer::Tcp(a)))
+            }
+            Listener::Unix(l) => {
+                let (s, _) = l.accept().await?;
+                let c = s.peer_cred()?;
+                let peer = Peer::Unix { uid: c.uid(), gid: c.gid(), pid: c.pid().unwrap_or(0) };
+                Ok((Stream::Unix(s), peer))
+            }
+        }
+    }
+}
+
+macro_rules! both {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Stream::Tcp($s) => $e,
+            Stream::Unix($s) => $e,
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        both!(self, s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        both!(self, s => Pin::new(s).poll_write(cx, buf))
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        both!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
+    }
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        both!(self, s => Pin::new(s).poll_flush(cx))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        both!(self, s => Pin::new(s).poll_shutdown(cx))
+    }
+}
+
+/// Sockets passed by systemd, if this process was socket-activated. Clears the `LISTEN_*`
+/// variables so that children do not inherit them. Must run inside a tokio runtime.
+pub fn from_systemd() -> io::Result<Option<Vec<Bound>>> {
+    let fds: Vec<(RawFd, String)> = sd_notify::listen_fds_with_names(true)?.collect();
+    if fds.is_empty() {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(fds.len());
+    for (fd, name) in fds {
+        // SAFETY: systemd hands these descriptors to this process, which owns them from here on;
+        // sd_notify checked LISTEN_PID and each index is taken exactly once.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        out.push(Bound { name, listener: adopt(owned)?, own_path: None });
+    }
+    Ok(Some(out))
+}
+
+fn adopt(fd: OwnedFd) -> io::Result<Listener> {
+    use rustix::net::{sockopt, AddressFamily, SocketType};
+    let not_stream = || io::Error::new(io::ErrorKind::InvalidInput, "passed socket is not a listening stream socket");
+    if sockopt::socket_type(&fd)? != SocketType::STREAM {
+        return Err(not_stream());
+    }
+    let family = rustix::net::getsockname(&fd)?.address_family();
+    if family == AddressFamily::UNIX {
+        let l = std::os::unix::net::UnixListener::from(fd);
+        l.set_nonblocking(true)?;
+        Ok(Listener::Unix(UnixListener::from_std(l)?))
+    } else if family == AddressFamily::INET || family == AddressFamily::INET6 {
+        let l = std::net::TcpListener::from(fd);
+        l.set_nonblocking(true)?;
+        Ok(Listener::Tcp(TcpListener::from_std(l)?))
+    } else {
+        Err(not_stream())
+    }
+}
+
+/// Binds `addr`: an absolute path makes an AF_UNIX socket (mode 0666, a stale socket file is
+/// replaced), anything else is `host:port` or `[v6]:port`. Must run inside a tokio runtime.
+pub fn bind(addr: &str) -> io::Result<Bound> {
+    if addr.starts_with('/') {
+        match std::fs::symlink_metadata(addr) {
+            Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => std::fs::remove_file(addr)?,
+            Ok(_) => return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a socket")),
+            Err(_) => {}
+        }
+        let l = UnixListener::bind(addr)?;
+        std::fs::set_permissions(addr, std::fs::Permissions::from_mode(0o666))?;
+        return Ok(Bound { name: addr.to_string(), listener: Listener::Unix(l), own_path: Some(addr.into()) });
+    }
+    let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+    let first = addrs
+        .first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "address resolves to nothing"))?;
+    let std_l = std::net::TcpListener::bind(first)?;
+    std_l.set_nonblocking(true)?;
+    Ok(Bound { name: addr.to_string(), listener: Listener::Tcp(TcpListener::from_std(std_l)?), own_path: None })
+}
+
+/// The listeners to serve: systemd's if socket-activated, else `listen`, else `fallback`.
+pub fn open(listen: &[String], fallback: &[String]) -> Result<Vec<Bound>, String> {
+    if let Some(v) = from_systemd().map_err(|e| format!("cannot take sockets from systemd: {e}"))? {
+        return Ok(v);
+    }
+    let addrs = if listen.is_empty() { fallback } else { listen };
+    addrs
+        .iter()
+        .map(|a| bind(a).map_err(|e| format!("cannot listen on {a}: {e}")))
+        .collect()
+}
+

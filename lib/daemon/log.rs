@@ -1,0 +1,95 @@
+//! Logging for daemons and tools: journald's `<N>` priority prefixes on stderr when stderr is
+//! the journal stream (`JOURNAL_STREAM`), syslog when asked, plain `PROGRAM: level: message`
+//! on stderr otherwise. Messages are one line of `event key=value ...`; never pass a secret.
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::sync::Mutex;
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+enum Sink {
+    Journal,
+    Stderr(&'static str),
+    Syslog(Mutex<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>>),
+}
+
+struct Logger {
+    sink: Sink,
+    level: LevelFilter,
+}
+
+/// True when stderr is connected to journald (systemd sets `JOURNAL_STREAM=dev:ino`).
+pub fn stderr_is_journal() -> bool {
+    let Ok(v) = std::env::var("JOURNAL_STREAM") else { return false };
+    let Some((dev, ino)) = v.split_once(':') else { return false };
+    let Ok(st) = rustix::fs::fstat(std::io::stderr().as_fd()) else { return false };
+    dev.parse::<u64>().ok() == Some(st.st_dev as u64) && ino.parse::<u64>().ok() == Some(st.st_ino as u64)
+}
+
+/// Installs the process-wide logger. `use_syslog` sends lines to the local syslog daemon
+/// (facility daemon); if that fails the error is returned and nothing is installed.
+pub fn init(program: &'static str, use_syslog: bool, verbose: bool) -> Result<(), String> {
+    let level = if verbose { LevelFilter::Debug } else { LevelFilter::Info };
+    let sink = if use_syslog {
+        let f = syslog::Formatter3164 {
+            facility: syslog::Facility::LOG_DAEMON,
+            hostname: None,
+            process: program.into(),
+            pid: std::process::id(),
+        };
+        Sink::Syslog(Mutex::new(syslog::unix(f).map_err(|e| format!("cannot open syslog: {e}"))?))
+    } else if stderr_is_journal() {
+        Sink::Journal
+    } else {
+        Sink::Stderr(program)
+    };
+    log::set_boxed_logger(Box::new(Logger { sink, level })).map_err(|e| e.to_string())?;
+    log::set_max_level(level);
+    Ok(())
+}
+
+fn priority(l: Level) -> u8 {
+    match l {
+        Level::Error => 3,
+        Level::Warn => 4,
+        Level::Info => 6,
+        Level::Debug | Level::Trace => 7,
+    }
+}
+
+impl Log for Logger {
+    fn enabled(&self, m: &Metadata) -> bool {
+        m.level() <= self.level
+    }
+
+    fn log(&self, r: &Record) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        // One event is one line: a newline from a peer must not forge a second log line.
+        let msg = r.args().to_string().replace(['\n', '\r'], " ");
+        match &self.sink {
+            Sink::Journal => {
+                let _ = writeln!(std::io::stderr().lock(), "<{}>{}", priority(r.level()), msg);
+            }
+            Sink::Stderr(p) => {
+                let _ = writeln!(std::io::stderr().lock(), "{p}: {}: {msg}", r.level().as_str().to_lowercase());
+            }
+            Sink::Syslog(s) => {
+                if let Ok(mut s) = s.lock() {
+                    let _ = match r.level() {
+                        Level::Error => s.err(msg),
+                        Level::Warn => s.warning(msg),
+                        Level::Info => s.info(msg),
+                        _ => s.debug(msg),
+                    };
+                }
+            }
+        }
+    }
+
+    fn flush(&self) {
+        let _ = std::io::stderr().flush();
+    }
+}

@@ -1,0 +1,232 @@
+//! What every daemon shares: listeners (systemd's or `--listen`), `sd_notify` (READY, STATUS,
+//! STOPPING, watchdog), idle exit, a connection cap, graceful shutdown on SIGTERM/SIGINT, and
+//! logging (see [`log`]).
+
+pub mod listen;
+pub mod log;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{watch, Notify};
+
+pub use listen::{Bound, Listener, Peer, Stream};
+
+/// Serving limits common to every daemon.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Exit after this long with no open connection (systemd starts us again on the next one).
+    pub idle_exit: Option<Duration>,
+    /// Connections above this many are still accepted, but flagged `over_capacity` so the
+    /// protocol can answer with its own "busy" error instead of a silent close.
+    pub max_connections: usize,
+    /// How long in-flight connections may take to finish after a stop is requested.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { idle_exit: None, max_connections: 256, shutdown_grace: Duration::from_secs(10) }
+    }
+}
+
+/// An accepted connection, handed to the protocol's handler.
+pub struct Conn {
+    pub stream: Stream,
+    pub peer: Peer,
+    /// Name of the listener (`FileDescriptorName=` or the `--listen` address).
+    pub listener: Arc<str>,
+    pub over_capacity: bool,
+}
+
+struct Shared {
+    stop: watch::Sender<bool>,
+    reason: Mutex<String>,
+    active: AtomicUsize,
+    last_idle: Mutex<Instant>,
+    drained: Notify,
+}
+
+/// A handle to the running server: ask it to stop, publish a status line.
+#[derive(Clone)]
+pub struct Control(Arc<Shared>);
+
+impl Default for Control {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Control {
+    pub fn new() -> Self {
+        Control(Arc::new(Shared {
+            stop: watch::channel(false).0,
+            reason: Mutex::new(String::new()),
+            active: AtomicUsize::new(0),
+            last_idle: Mutex::new(Instant::now()),
+            drained: Notify::new(),
+        }))
+    }
+
+    /// Asks the server to stop accepting and wind down; the first reason given is kept.
+    pub fn stop(&self, reason: &str) {
+        if let Ok(mut r) = self.0.reason.lock() {
+            if r.is_empty() {
+                *r = reason.to_string();
+            }
+        }
+        self.0.stop.send_replace(true);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.0.stop.borrow()
+    }
+
+    /// Resolves once a stop has been requested.
+    pub async fn stopping(&self) {
+        let mut rx = self.0.stop.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Open connections right now.
+    pub fn active(&self) -> usize {
+        self.0.active.load(Ordering::Relaxed)
+    }
+
+    /// `STATUS=` for systemd (a no-op when not run by systemd).
+    pub fn set_status(&self, status: &str) {
+        notify(&[sd_notify::NotifyState::Status(status)]);
+    }
+
+    fn enter(&self) -> ConnGuard {
+        self.0.active.fetch_add(1, Ordering::SeqCst);
+        ConnGuard(self.0.clone())
+    }
+}
+
+struct ConnGuard(Arc<Shared>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if let Ok(mut t) = self.0.last_idle.lock() {
+                *t = Instant::now();
+            }
+            self.0.drained.notify_waiters();
+        }
+    }
+}
+
+fn notify(states: &[sd_notify::NotifyState]) {
+    // Keep NOTIFY_SOCKET: STATUS= and WATCHDOG=1 are sent again later.
+    let _ = sd_notify::notify(false, states);
+}
+
+/// Serves `bound` until SIGTERM/SIGINT, idle exit or [`Control::stop`]: each accepted
+/// connection runs `handler` on its own task. Returns the reason for stopping.
+pub async fn serve<H, Fut>(bound: Vec<Bound>, opts: Options, ctl: Control, status: &str, handler: H) -> String
+where
+    H: Fn(Conn) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let where_: Vec<String> = bound.iter().map(|b| format!("{}={}", b.name, listen::describe(&b.listener))).collect();
+    let own_paths: Vec<_> = bound.iter().filter_map(|b| b.own_path.clone()).collect();
+    let mut accepters = Vec::new();
+    for b in bound {
+        let (ctl, handler, max) = (ctl.clone(), handler.clone(), opts.max_connections);
+        let name: Arc<str> = b.name.into();
+        accepters.push(tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = ctl.stopping() => break,
+                    r = b.listener.accept() => r,
+                };
+                match accepted {
+                    Ok((stream, peer)) => {
+                        let guard = ctl.enter();
+                        let over_capacity = ctl.active() > max;
+                        let conn = Conn { stream, peer, listener: name.clone(), over_capacity };
+                        let h = handler.clone();
+                        tokio::spawn(async move {
+                            h(conn).await;
+                            drop(guard);
+                        });
+                    }
+                    Err(e) => {
+                        ::log::warn!("accept-failed listener={name} error=\"{e}\"");
+                        // Out of descriptors or memory: back off instead of spinning.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }));
+    }
+
+    ::log::info!("listening {}", where_.join(" "));
+    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(status)]);
+
+    let mut wd_usec = 0u64;
+    if sd_notify::watchdog_enabled(false, &mut wd_usec) && wd_usec > 0 {
+        let period = Duration::from_micros(wd_usec / 2);
+        tokio::spawn(async move {
+            loop {
+                notify(&[sd_notify::NotifyState::Watchdog]);
+                tokio::time::sleep(period).await;
+            }
+        });
+    }
+
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            ::log::error!("cannot install signal handlers");
+            ctl.stop("signal handlers unavailable");
+            return ctl.0.reason.lock().map(|r| r.clone()).unwrap_or_default();
+        }
+    };
+    let tick = opts.idle_exit.map(|d| (d / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
+    loop {
+        tokio::select! {
+            _ = term.recv() => ctl.stop("SIGTERM"),
+            _ = int.recv() => ctl.stop("SIGINT"),
+            _ = ctl.stopping() => break,
+            _ = tokio::time::sleep(tick.unwrap_or(Duration::from_secs(3600))), if tick.is_some() => {
+                let idle_for = ctl.0.last_idle.lock().map(|t| t.elapsed()).unwrap_or_default();
+                if let Some(limit) = opts.idle_exit {
+                    if ctl.active() == 0 && idle_for >= limit {
+                        ctl.stop("idle");
+                    }
+                }
+            }
+        }
+    }
+
+    let reason = ctl.0.reason.lock().map(|r| r.clone()).unwrap_or_default();
+    notify(&[sd_notify::NotifyState::Stopping, sd_notify::NotifyState::Status(&format!("stopping: {reason}"))]);
+    for a in &accepters {
+        a.abort();
+    }
+    let open = ctl.active();
+    if open > 0 {
+        ::log::info!("draining connections={open} grace={}s", opts.shutdown_grace.as_secs());
+        let drained = async {
+            loop {
+                let n = ctl.0.drained.notified();
+                if ctl.active() == 0 {
+                    break;
+                }
+                n.await;
+            }
+        };
+        if tokio::time::timeout(opts.shutdown_grace, drained).await.is_err() {
+            ::log::warn!("shutdown-timeout abandoned-connections={}", ctl.active());
+        }
+    }
+    for p in own_paths {
+        let _ = std::fs::remove_file(p);
+    }
+    reason
+}

@@ -1,0 +1,139 @@
+//! HTTP/1.1 serving on hyper for every HTTP daemon: optional TLS, bounded headers, a header
+//! timeout that also closes idle keep-alive connections, a 503 for connections over the cap,
+//! graceful finish of in-flight requests on stop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use openssl::ssl::SslAcceptor;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::daemon::{Conn, Control, Peer};
+
+pub type Body = Full<Bytes>;
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Request line plus headers, in bytes.
+    pub max_head: usize,
+    pub max_headers: usize,
+    /// Time allowed to send a complete request head, and to stay idle between requests.
+    pub header_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head: 64 * 1024,
+            max_headers: 100,
+            header_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a handler knows about the connection a request came on.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub peer: Peer,
+    pub listener: Arc<str>,
+    pub tls: bool,
+}
+
+/// A response with a body and a `Content-Type`.
+pub fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    r
+}
+
+/// A status with an empty body and no `Content-Type`.
+pub fn bare(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("reading request body: {0}")]
+    Read(String),
+}
+
+/// Reads a whole request body of at most `max` bytes.
+pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, BodyError> {
+    match Limited::new(body, max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge(max)),
+        Err(e) => Err(BodyError::Read(e.to_string())),
+    }
+}
+
+/// Serves HTTP/1.1 on one accepted connection until the peer leaves, a limit is hit, or the
+/// server stops (then the request in flight completes and the connection closes).
+pub async fn serve_conn<H, Fut>(conn: Conn, ctl: Control, tls: Option<Arc<SslAcceptor>>, limits: Arc<Limits>, handler: H)
+where
+    H: Fn(Request<Incoming>, Arc<ConnInfo>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let info = Arc::new(ConnInfo { peer: conn.peer, listener: conn.listener, tls: tls.is_some() });
+    let over = conn.over_capacity;
+    match tls {
+        None => run(TokioIo::new(conn.stream), over, info, ctl, &limits, handler).await,
+        Some(acc) => match crate::tls::accept(&acc, conn.stream, limits.tls_handshake_timeout).await {
+            Ok(s) => run(TokioIo::new(s), over, info, ctl, &limits, handler).await,
+            Err(e) => log::info!("tls-handshake-failed peer={} error=\"{e}\"", info.peer),
+        },
+    }
+}
+
+async fn run<I, H, Fut>(io: TokioIo<I>, over: bool, info: Arc<ConnInfo>, ctl: Control, limits: &Limits, handler: H)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>, Arc<ConnInfo>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_head.max(8192))
+        .max_headers(limits.max_headers)
+        .keep_alive(!over);
+    let peer = info.peer.clone();
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (h, info) = (handler.clone(), info.clone());
+        async move {
+            if over {
+                log::warn!("busy peer={} answer=503", info.peer);
+                return Ok::<_, std::convert::Infallible>(text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "ERR: too many connections\n",
+                ));
+            }
+            Ok(h(req, info).await)
+        }
+    });
+    let conn = b.serve_connection(io, svc);
+    tokio::pin!(conn);
+    let res = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = ctl.stopping() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = res {
+        log::debug!("http-connection-closed peer={peer} error=\"{e}\"");
+    }
+}

@@ -1,0 +1,12 @@
+//! keysock: the shared library behind the daemons and tools in `bins/`.
+//! One mechanism per module; binaries only parse their command line and wire these together.
+
+pub mod cli;
+pub mod daemon;
+pub mod http;
+pub mod pam;
+pub mod secret;
+pub mod sks;
+pub mod sqlite;
+pub mod throttle;
+pub mod tls;

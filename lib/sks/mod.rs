@@ -1,0 +1,9 @@
+//! SessionKeyServer protocol (spec: shared/specs/sks.md): the wire format, the token store,
+//! and the server side that `skd` runs. `tokenctl skd` works on the same store.
+
+pub mod server;
+pub mod store;
+pub mod wire;
+
+pub use server::{Config, Service};
+pub use store::{Store, Validity};

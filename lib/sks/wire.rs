@@ -1,0 +1,140 @@
+//! SessionKeyServer's wire format: query decoding as the original does it (Java's
+//! `URLDecoder` on values, names taken raw, last duplicate wins), info records, and the
+//! fixed bodies a client compares against.
+
+use std::collections::HashMap;
+
+/// The protocol version the original reports at `/version`; clients may check it.
+pub const VERSION: &str = "1.5";
+
+/// Body of the original's answer to a malformed `%` escape (a JDK artefact kept byte for byte).
+pub const BAD_ESCAPE_BODY: &str = "<h1>400 Bad Request</h1>URISyntaxException thrown";
+
+fn hexval(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+/// True if `s` has a `%` not followed by two hex digits.
+pub fn has_bad_escape(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if i + 2 >= b.len() {
+                return true;
+            }
+            if hexval(b[i + 1]).is_none() || hexval(b[i + 2]).is_none() {
+                return true;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+fn decode(s: &str, plus_is_space: bool) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' if plus_is_space => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match (hexval(b[i + 1]), hexval(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push(h << 4 | l);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A query value as Java's `URLDecoder.decode` under UTF-8: `+` is a space, `%XX` a byte.
+pub fn decode_value(s: &str) -> String {
+    decode(s, true)
+}
+
+/// A URI path: `%XX` decoded, `+` kept.
+pub fn decode_path(s: &str) -> String {
+    decode(s, false)
+}
+
+/// Parameters of a query string or form body: split on `&`, pieces without `=` dropped,
+/// names raw, values decoded, the last of repeated names wins.
+pub fn parse_query(raw: &str) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    for piece in raw.split('&') {
+        if let Some((k, v)) = piece.split_once('=') {
+            m.insert(k.to_string(), decode_value(v));
+        }
+    }
+    m
+}
+
+/// The info record kept with a token: `user\nsource\n[uid=N\n][gid=N\n]`.
+pub fn info(user: &str, source: &str, ids: crate::pam::Ids) -> String {
+    let mut s = format!("{user}\n{source}\n");
+    if let Some(u) = ids.uid {
+        s.push_str(&format!("uid={u}\n"));
+    }
+    if let Some(g) = ids.gid {
+        s.push_str(&format!("gid={g}\n"));
+    }
+    s
+}
+
+/// The user of an info record, if it has the two lines the original requires.
+pub fn info_user(info: &str) -> Option<&str> {
+    let mut lines = info.split('\n').collect::<Vec<_>>();
+    while lines.last() == Some(&"") {
+        lines.pop();
+    }
+    (lines.len() >= 2).then(|| lines[0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_decode_like_java() {
+        assert_eq!(decode_value("a+b%20c"), "a b c");
+        assert_eq!(decode_value("%C3%A9"), "é");
+        assert_eq!(decode_value("plain"), "plain");
+        assert_eq!(decode_path("/va%6Cid+x"), "/valid+x");
+    }
+
+    #[test]
+    fn bad_escapes() {
+        assert!(has_bad_escape("token=%zz"));
+        assert!(has_bad_escape("a=%4"));
+        assert!(has_bad_escape("a=%"));
+        assert!(!has_bad_escape("a=%41&b=%c3%a9"));
+    }
+
+    #[test]
+    fn query_rules() {
+        let q = parse_query("realm=r&token=zzz&token=abc&novalue&realm2=&%72=x");
+        assert_eq!(q["token"], "abc");
+        assert_eq!(q["realm2"], "");
+        assert!(!q.contains_key("novalue"));
+        assert_eq!(q["%72"], "x"); // names are not decoded
+    }
+
+    #[test]
+    fn info_records() {
+        let ids = crate::pam::Ids { uid: Some(65534), gid: Some(65534) };
+        assert_eq!(info("nobody", "auth/pam", ids), "nobody\nauth/pam\nuid=65534\ngid=65534\n");
+        assert_eq!(info_user("alice\nstored\n"), Some("alice"));
+        assert_eq!(info_user("alice\n"), None);
+    }
+}
