@@ -1,1 +1,161 @@
-fn main(){}
+//! tokenctl: manage tokens in our daemons' stores directly (skd now; iscepd later).
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use keysock::cli::{self, exit, Fail};
+use keysock::sks::{self, Validity};
+
+const PROGRAM: &str = "tokenctl";
+
+#[derive(Parser, Debug)]
+#[command(name = "tokenctl", version, about = "Manage keysock tokens for service accounts and admins", after_help = "See tokenctl(1).")]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Tokens in skd's store (works beside a running skd)
+    #[command(subcommand)]
+    Skd(SkdCmd),
+}
+
+#[derive(clap::Args, Debug)]
+struct Where {
+    /// skd's store directory (skd -d DIR; /var/lib/skd under systemd)
+    #[arg(long = "db", value_name = "DIR")]
+    db: PathBuf,
+    /// Realm the tokens belong to
+    #[arg(long = "realm", value_name = "REALM")]
+    realm: String,
+    /// Print JSON instead of plain lines
+    #[arg(long = "json")]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum SkdCmd {
+    /// Issue a new current token for USER and print it
+    Issue {
+        #[command(flatten)]
+        at: Where,
+        /// User the token is for
+        #[arg(long = "user", value_name = "USER")]
+        user: String,
+        /// Source line recorded with the token (the key identity of /get_key follows it)
+        #[arg(long = "source", value_name = "SOURCE", default_value = "stored")]
+        source: String,
+        /// Token expires after SECONDS
+        #[arg(long = "ttl", value_name = "SECONDS")]
+        ttl: Option<u64>,
+    },
+    /// List live tokens of the realm, one per line
+    List {
+        #[command(flatten)]
+        at: Where,
+        /// Only this user's tokens
+        #[arg(long = "user", value_name = "USER")]
+        user: Option<String>,
+    },
+    /// Revoke tokens (exit 1 if any was not known)
+    Revoke {
+        #[command(flatten)]
+        at: Where,
+        #[arg(value_name = "TOKEN", required = true)]
+        tokens: Vec<String>,
+    },
+    /// Print YES, SUPERCEDED or NO; exit 0 only for a current token
+    Check {
+        #[command(flatten)]
+        at: Where,
+        #[arg(value_name = "TOKEN")]
+        token: String,
+    },
+}
+
+fn open(at: &Where) -> Result<(sks::Store, String), Fail> {
+    if !at.db.is_dir() {
+        return Err(Fail::new(exit::NOINPUT, format!("{}: no such store directory", at.db.display())));
+    }
+    let store = sks::Store::open(Some(&at.db)).map_err(|e| Fail::new(exit::NOINPUT, format!("cannot open store: {e}")))?;
+    Ok((store, keysock::secret::sha1_hex(at.realm.as_bytes())))
+}
+
+fn db_err(e: sks::store::StoreError) -> Fail {
+    Fail::new(exit::IOERR, format!("store: {e}"))
+}
+
+fn run(cmd: SkdCmd) -> Result<i32, Fail> {
+    match cmd {
+        SkdCmd::Issue { at, user, source, ttl } => {
+            if user.is_empty() || user.contains('\n') || source.is_empty() || source.contains('\n') {
+                return Err(Fail::new(exit::USAGE, "user and source must be non-empty single lines"));
+            }
+            let (store, r) = open(&at)?;
+            let info = sks::wire::info(&user, &source, Default::default());
+            let expires = ttl.map(|t| sks::store::now() + t as i64);
+            let t = store.issue(&r, &user, &info, None, expires).map_err(db_err)?;
+            if at.json {
+                println!("{}", serde_json::json!({"token": t, "user": user, "source": source, "expires": expires}));
+            } else {
+                println!("{t}");
+            }
+            Ok(0)
+        }
+        SkdCmd::List { at, user } => {
+            let (store, r) = open(&at)?;
+            let list = store.list(&r, user.as_deref()).map_err(db_err)?;
+            if at.json {
+                println!("{}", serde_json::to_string(&list).map_err(|e| Fail::new(exit::SOFTWARE, e.to_string()))?);
+            } else {
+                for e in list {
+                    println!("{}", e.token);
+                }
+            }
+            Ok(0)
+        }
+        SkdCmd::Revoke { at, tokens } => {
+            let (store, r) = open(&at)?;
+            let mut unknown = 0;
+            for t in &tokens {
+                if !store.revoke(&r, t).map_err(db_err)? {
+                    eprintln!("{PROGRAM}: token not known in realm {:?}", at.realm);
+                    unknown += 1;
+                }
+            }
+            if at.json {
+                println!("{}", serde_json::json!({"revoked": tokens.len() - unknown, "unknown": unknown}));
+            }
+            Ok(if unknown == 0 { 0 } else { 1 })
+        }
+        SkdCmd::Check { at, token } => {
+            let (store, r) = open(&at)?;
+            let v = store.check(&r, &token).map_err(db_err)?;
+            let (word, info) = match &v {
+                Validity::Current(i) => ("YES", Some(i)),
+                Validity::Superseded(i) => ("SUPERCEDED", Some(i)),
+                Validity::No => ("NO", None),
+            };
+            if at.json {
+                let mut lines = info.map(|i| i.lines().collect::<Vec<_>>()).unwrap_or_default().into_iter();
+                let (user, source) = (lines.next(), lines.next());
+                println!("{}", serde_json::json!({"state": word, "user": user, "source": source}));
+            } else {
+                println!("{word}");
+            }
+            Ok(if matches!(v, Validity::Current(_)) { 0 } else { 1 })
+        }
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    let Cmd::Skd(cmd) = args.cmd;
+    match run(cmd) {
+        Ok(code) => std::process::exit(code),
+        Err(f) => cli::exit_with(PROGRAM, f),
+    }
+}

@@ -1,0 +1,84 @@
+# keysock: build, test, install. See README.md.
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+USERUNITDIR ?= $(PREFIX)/lib/systemd/user
+MANDIR  ?= $(PREFIX)/share/man
+DESTDIR ?=
+CARGO   ?= cargo
+# release for install/bench; the tests build debug binaries (much faster on 2 cores).
+PROFILE ?= release
+
+DAEMONS := skd
+TOOLS   := tokenctl
+CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
+TARGET  := target/$(PROFILE)
+
+.PHONY: all build run check deps fmt-check clippy test unit-gate man-gate sdbox-test install uninstall bench clean
+
+all: build
+
+build:
+	$(CARGO) build $(CARGO_PROFILE_FLAG) --bins
+
+# The main job on embedded defaults: skd socket-activated on loopback, a walk-through, a clean stop.
+run:
+	$(CARGO) build --bins
+	scripts/demo-skd.sh target/debug
+
+# Everything CI runs. Installs the Debian packages it needs when root and missing.
+check: deps fmt-check clippy test unit-gate man-gate sdbox-test
+	@echo "make check: all gates passed"
+
+deps:
+	scripts/install-deps.sh
+
+fmt-check:
+	$(CARGO) fmt --check
+
+clippy:
+	$(CARGO) clippy --all-targets -- -D warnings
+
+test:
+	$(CARGO) test
+
+unit-gate:
+	scripts/unit-gate.sh
+
+man-gate:
+	scripts/man-gate.sh
+
+sdbox-test:
+	$(CARGO) build --bins
+	tests/systemd/run.sh
+
+install:
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR)
+	for d in $(DAEMONS); do install -m 0755 $(TARGET)/$$d $(DESTDIR)$(SBINDIR)/$$d; done
+	for t in $(TOOLS); do install -m 0755 $(TARGET)/$$t $(DESTDIR)$(BINDIR)/$$t; done
+	for u in units/*.socket units/*.service; do \
+	  [ -e "$$u" ] || continue; \
+	  sed -E 's|^(ExecStart=[-@:+!]*)[^ ]*/([A-Za-z0-9_-]+)|\1$(SBINDIR)/\2|' "$$u" > $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
+	  chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
+	done
+	if [ -d units/user ]; then install -d $(DESTDIR)$(USERUNITDIR); \
+	  for u in units/user/*; do \
+	    sed -E 's|^(ExecStart=[-@:+!]*)[^ ]*/([A-Za-z0-9_-]+)|\1$(SBINDIR)/\2|' "$$u" > $(DESTDIR)$(USERUNITDIR)/$$(basename $$u); \
+	  done; fi
+	for m in man/*.[1-8]; do \
+	  s=$${m##*.}; install -d $(DESTDIR)$(MANDIR)/man$$s; install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$$s/; \
+	done
+
+uninstall:
+	for d in $(DAEMONS); do rm -f $(DESTDIR)$(SBINDIR)/$$d; done
+	for t in $(TOOLS); do rm -f $(DESTDIR)$(BINDIR)/$$t; done
+	for u in units/*.socket units/*.service; do rm -f $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
+	for m in man/*.[1-8]; do s=$${m##*.}; rm -f $(DESTDIR)$(MANDIR)/man$$s/$$(basename $$m); done
+
+bench:
+	$(CARGO) build --release --bins
+	scripts/bench-skd.sh target/release
+
+clean:
+	$(CARGO) clean
