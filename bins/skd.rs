@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use keysock::cli::{self, exit, Fail};
 use keysock::{daemon, http, sks, tls};
 
@@ -27,7 +26,7 @@ const LEGACY: &[(&str, &str, bool)] = &[
 
 const PROGRAM: &str = "skd";
 
-#[derive(Parser, Debug)]
+#[derive(clap::Parser, Debug)]
 #[command(
     name = "skd",
     version,
@@ -185,7 +184,7 @@ fn run(a: Args) -> Result<(), Fail> {
 }
 
 fn main() {
-    let args = Args::parse_from(cli::translate_legacy(std::env::args_os(), LEGACY));
+    let args: Args = cli::parse(cli::translate_legacy(std::env::args_os(), LEGACY));
     if let Err(f) = run(args) {
         cli::exit_with(PROGRAM, f);
     }

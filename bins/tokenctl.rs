@@ -3,13 +3,13 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use keysock::cli::{self, exit, Fail};
 use keysock::sks::{self, Validity};
 
 const PROGRAM: &str = "tokenctl";
 
-#[derive(Parser, Debug)]
+#[derive(clap::Parser, Debug)]
 #[command(name = "tokenctl", version, about = "Manage keysock tokens for service accounts and admins", after_help = "See tokenctl(1).")]
 struct Args {
     #[command(subcommand)]
@@ -152,7 +152,7 @@ fn run(cmd: SkdCmd) -> Result<i32, Fail> {
 }
 
 fn main() {
-    let args = Args::parse();
+    let args: Args = cli::parse(std::env::args_os());
     let Cmd::Skd(cmd) = args.cmd;
     match run(cmd) {
         Ok(code) => std::process::exit(code),

@@ -38,6 +38,19 @@ pub fn exit_with(program: &str, f: Fail) -> ! {
     std::process::exit(f.code)
 }
 
+/// Parses the command line with clap; `--help`/`--version` print and exit 0, a usage error
+/// prints clap's message and exits 64 (EX_USAGE) instead of clap's 2.
+pub fn parse<T: clap::Parser>(args: impl IntoIterator<Item = OsString>) -> T {
+    match T::try_parse_from(args) {
+        Ok(t) => t,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { 0 };
+            let _ = e.print();
+            std::process::exit(code)
+        }
+    }
+}
+
 /// Rewrites the original program's single-dash long flags (`-pam-app`, `-PF`, ...) to our
 /// GNU long forms before clap sees them. `legacy` maps each old flag to its new name and says
 /// whether it takes a value, so that values are never rewritten.

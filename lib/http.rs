@@ -104,7 +104,10 @@ where
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let mut b = hyper::server::conn::http1::Builder::new();
+    // Title-Case names, as the JDK server of the original sends them (a few clients compare
+    // header names case-sensitively).
     b.timer(TokioTimer::new())
+        .title_case_headers(true)
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(limits.max_head.max(8192))
         .max_headers(limits.max_headers)

@@ -1,0 +1,173 @@
+//! Test helpers: start the real binaries on loopback, talk HTTP/1.1 to them over plain sockets.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+pub const PAM_SERVICE: &str = "keysock-test";
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Installs the throw-away PAM service once per test binary (root only; see tests/pam-setup.sh).
+pub fn pam_setup() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let st = Command::new(root().join("tests/pam-setup.sh")).arg(PAM_SERVICE).status().expect("run pam-setup.sh");
+        assert!(st.success(), "tests/pam-setup.sh failed: the PAM tests need root or an installed keysock-test service");
+    });
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running daemon, killed when dropped. Its stderr goes to a file for inspection.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: String,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// `bin` started through `systemd-socket-activate -l ADDR`, as systemd would.
+    pub fn activated(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut cmd = Command::new("systemd-socket-activate");
+        cmd.arg("-l").arg(&addr);
+        for (k, v) in env {
+            cmd.arg("-E").arg(format!("{k}={v}"));
+        }
+        cmd.arg(bin).args(args);
+        Self::spawn(cmd, addr)
+    }
+
+    /// `bin` started by hand with `--listen ADDR`.
+    pub fn direct(bin: &str, args: &[&str]) -> Daemon {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut cmd = Command::new(bin);
+        cmd.arg("--listen").arg(&addr).args(args);
+        Self::spawn(cmd, addr)
+    }
+
+    fn spawn(mut cmd: Command, addr: String) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("stderr.log");
+        let f = std::fs::File::create(&log).unwrap();
+        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(f).spawn().expect("spawn daemon");
+        let d = Daemon { child, addr, log, _dir: dir };
+        d.wait_ready();
+        d
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if TcpStream::connect(&self.addr).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("daemon did not listen on {}: {}", self.addr, self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        get(&self.addr, path)
+    }
+
+    /// Sends a signal and waits (at most 15 s) for the exit status.
+    pub fn signal_and_wait(&mut self, sig: &str) -> std::process::ExitStatus {
+        Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        self.wait(Duration::from_secs(15)).expect("daemon did not exit")
+    }
+
+    pub fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// First line of the body (the token of a login answer).
+    pub fn first_line(&self) -> String {
+        self.text().lines().next().unwrap_or("").to_string()
+    }
+}
+
+/// Sends raw bytes, reads until the server closes, splits status/head/body.
+pub fn raw(addr: &str, request: &[u8]) -> Resp {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    parse(&buf)
+}
+
+pub fn parse(buf: &[u8]) -> Resp {
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4).unwrap_or(buf.len());
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Resp { status, head, body: buf[split..].to_vec() }
+}
+
+pub fn get(addr: &str, path: &str) -> Resp {
+    raw(addr, format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes())
+}
+
+pub fn post_form(addr: &str, path: &str, form: &str) -> Resp {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    );
+    raw(addr, req.as_bytes())
+}
+
+pub fn skd() -> &'static str {
+    env!("CARGO_BIN_EXE_skd")
+}
+
+pub fn tokenctl() -> &'static str {
+    env!("CARGO_BIN_EXE_tokenctl")
+}
+
+pub fn is_token(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
