@@ -38,10 +38,20 @@ struct Args {
     #[arg(short = 'd', long = "dir", value_name = "DIR")]
     dir: Option<PathBuf>,
     /// Address to bind without socket activation or --listen; '*' = all interfaces
-    #[arg(short = 'l', long = "address", value_name = "ADDR", default_value = "127.0.0.1")]
+    #[arg(
+        short = 'l',
+        long = "address",
+        value_name = "ADDR",
+        default_value = "127.0.0.1"
+    )]
     address: String,
     /// Port to bind without socket activation or --listen
-    #[arg(short = 'p', long = "port", value_name = "PORT", default_value_t = 4431)]
+    #[arg(
+        short = 'p',
+        long = "port",
+        value_name = "PORT",
+        default_value_t = 4431
+    )]
     port: u16,
     /// Keystore password for --tls (default: SessionKeyServer)
     #[arg(short = 'P', long = "password", value_name = "PASS")]
@@ -114,18 +124,25 @@ fn tls_acceptor(a: &Args) -> Result<Option<openssl::ssl::SslAcceptor>, Fail> {
     // The last of -P, -PF, -PP given wins, as in the original; clap keeps no order, so
     // prompt beats file beats the literal.
     let password = if a.password_prompt {
-        cli::read_password("Keystore password: ").map_err(|e| Fail::new(exit::NOINPUT, format!("cannot read password: {e}")))?
+        cli::read_password("Keystore password: ")
+            .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot read password: {e}")))?
     } else if let Some(f) = &a.password_file {
-        let s = std::fs::read_to_string(f).map_err(|e| Fail::new(exit::NOINPUT, format!("{}: {e}", f.display())))?;
+        let s = std::fs::read_to_string(f)
+            .map_err(|e| Fail::new(exit::NOINPUT, format!("{}: {e}", f.display())))?;
         zeroize::Zeroizing::new(s.lines().next().unwrap_or("").to_string())
     } else {
-        zeroize::Zeroizing::new(a.password.clone().unwrap_or_else(|| "SessionKeyServer".into()))
+        zeroize::Zeroizing::new(
+            a.password
+                .clone()
+                .unwrap_or_else(|| "SessionKeyServer".into()),
+        )
     };
     tls::from_pkcs12(ks, &password).map(Some).map_err(bad)
 }
 
 fn run(a: Args) -> Result<(), Fail> {
-    keysock::daemon::log::init(PROGRAM, a.syslog, a.verbose).map_err(|e| Fail::new(exit::OSERR, e))?;
+    keysock::daemon::log::init(PROGRAM, a.syslog, a.verbose)
+        .map_err(|e| Fail::new(exit::OSERR, e))?;
     if !a.default_module.eq_ignore_ascii_case("pam") {
         return Err(Fail::new(
             exit::CONFIG,
@@ -148,13 +165,22 @@ fn run(a: Args) -> Result<(), Fail> {
         ..Default::default()
     };
     let service = Arc::new(sks::Service::new(Arc::new(store), cfg));
-    let limits = Arc::new(http::Limits { header_timeout: Duration::from_secs(a.header_timeout.max(1)), ..Default::default() });
+    let limits = Arc::new(http::Limits {
+        header_timeout: Duration::from_secs(a.header_timeout.max(1)),
+        ..Default::default()
+    });
     let opts = daemon::Options {
         idle_exit: a.idle_exit.map(Duration::from_secs),
         max_connections: a.max_connections.max(1),
         ..Default::default()
     };
-    let host = if a.address == "*" { "[::]".to_string() } else if a.address.contains(':') { format!("[{}]", a.address) } else { a.address.clone() };
+    let host = if a.address == "*" {
+        "[::]".to_string()
+    } else if a.address.contains(':') {
+        format!("[{}]", a.address)
+    } else {
+        a.address.clone()
+    };
     let fallback = [format!("{host}:{}", a.port)];
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -162,8 +188,13 @@ fn run(a: Args) -> Result<(), Fail> {
         .build()
         .map_err(|e| Fail::new(exit::OSERR, format!("cannot start runtime: {e}")))?;
     rt.block_on(async move {
-        let bound = daemon::listen::open(&a.listen, &fallback).map_err(|e| Fail::new(exit::UNAVAILABLE, e))?;
-        let store_desc = a.dir.as_ref().map(|d| d.display().to_string()).unwrap_or_else(|| "memory".into());
+        let bound = daemon::listen::open(&a.listen, &fallback)
+            .map_err(|e| Fail::new(exit::UNAVAILABLE, e))?;
+        let store_desc = a
+            .dir
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "memory".into());
         log::info!(
             "starting version={} protocol={} store={store_desc} tls={}",
             env!("CARGO_PKG_VERSION"),
@@ -171,11 +202,21 @@ fn run(a: Args) -> Result<(), Fail> {
             acceptor.is_some()
         );
         let ctl = daemon::Control::new();
-        let status = format!("serving SessionKeyServer {} protocol, store {store_desc}", sks::wire::VERSION);
+        let status = format!(
+            "serving SessionKeyServer {} protocol, store {store_desc}",
+            sks::wire::VERSION
+        );
         let c2 = ctl.clone();
         let reason = daemon::serve(bound, opts, ctl, &status, move |conn| {
-            let (svc, ctl, tls, limits) = (service.clone(), c2.clone(), acceptor.clone(), limits.clone());
-            http::serve_conn(conn, ctl, tls, limits, move |req, info| svc.clone().handle(req, info))
+            let (svc, ctl, tls, limits) = (
+                service.clone(),
+                c2.clone(),
+                acceptor.clone(),
+                limits.clone(),
+            );
+            http::serve_conn(conn, ctl, tls, limits, move |req, info| {
+                svc.clone().handle(req, info)
+            })
         })
         .await;
         log::info!("stopped reason={reason}");

@@ -10,7 +10,12 @@ use keysock::sks::{self, Validity};
 const PROGRAM: &str = "tokenctl";
 
 #[derive(clap::Parser, Debug)]
-#[command(name = "tokenctl", version, about = "Manage keysock tokens for service accounts and admins", after_help = "See tokenctl(1).")]
+#[command(
+    name = "tokenctl",
+    version,
+    about = "Manage keysock tokens for service accounts and admins",
+    after_help = "See tokenctl(1)."
+)]
 struct Args {
     #[command(subcommand)]
     cmd: Cmd,
@@ -78,9 +83,13 @@ enum SkdCmd {
 
 fn open(at: &Where) -> Result<(sks::Store, String), Fail> {
     if !at.db.is_dir() {
-        return Err(Fail::new(exit::NOINPUT, format!("{}: no such store directory", at.db.display())));
+        return Err(Fail::new(
+            exit::NOINPUT,
+            format!("{}: no such store directory", at.db.display()),
+        ));
     }
-    let store = sks::Store::open(Some(&at.db)).map_err(|e| Fail::new(exit::NOINPUT, format!("cannot open store: {e}")))?;
+    let store = sks::Store::open(Some(&at.db))
+        .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot open store: {e}")))?;
     Ok((store, keysock::secret::sha1_hex(at.realm.as_bytes())))
 }
 
@@ -90,16 +99,30 @@ fn db_err(e: sks::store::StoreError) -> Fail {
 
 fn run(cmd: SkdCmd) -> Result<i32, Fail> {
     match cmd {
-        SkdCmd::Issue { at, user, source, ttl } => {
-            if user.is_empty() || user.contains('\n') || source.is_empty() || source.contains('\n') {
-                return Err(Fail::new(exit::USAGE, "user and source must be non-empty single lines"));
+        SkdCmd::Issue {
+            at,
+            user,
+            source,
+            ttl,
+        } => {
+            if user.is_empty() || user.contains('\n') || source.is_empty() || source.contains('\n')
+            {
+                return Err(Fail::new(
+                    exit::USAGE,
+                    "user and source must be non-empty single lines",
+                ));
             }
             let (store, r) = open(&at)?;
             let info = sks::wire::info(&user, &source, Default::default());
             let expires = ttl.map(|t| sks::store::now() + t as i64);
-            let t = store.issue(&r, &user, &info, None, expires).map_err(db_err)?;
+            let t = store
+                .issue(&r, &user, &info, None, expires)
+                .map_err(db_err)?;
             if at.json {
-                println!("{}", serde_json::json!({"token": t, "user": user, "source": source, "expires": expires}));
+                println!(
+                    "{}",
+                    serde_json::json!({"token": t, "user": user, "source": source, "expires": expires})
+                );
             } else {
                 println!("{t}");
             }
@@ -109,7 +132,11 @@ fn run(cmd: SkdCmd) -> Result<i32, Fail> {
             let (store, r) = open(&at)?;
             let list = store.list(&r, user.as_deref()).map_err(db_err)?;
             if at.json {
-                println!("{}", serde_json::to_string(&list).map_err(|e| Fail::new(exit::SOFTWARE, e.to_string()))?);
+                println!(
+                    "{}",
+                    serde_json::to_string(&list)
+                        .map_err(|e| Fail::new(exit::SOFTWARE, e.to_string()))?
+                );
             } else {
                 for e in list {
                     println!("{}", e.token);
@@ -127,7 +154,10 @@ fn run(cmd: SkdCmd) -> Result<i32, Fail> {
                 }
             }
             if at.json {
-                println!("{}", serde_json::json!({"revoked": tokens.len() - unknown, "unknown": unknown}));
+                println!(
+                    "{}",
+                    serde_json::json!({"revoked": tokens.len() - unknown, "unknown": unknown})
+                );
             }
             Ok(if unknown == 0 { 0 } else { 1 })
         }
@@ -140,13 +170,23 @@ fn run(cmd: SkdCmd) -> Result<i32, Fail> {
                 Validity::No => ("NO", None),
             };
             if at.json {
-                let mut lines = info.map(|i| i.lines().collect::<Vec<_>>()).unwrap_or_default().into_iter();
+                let mut lines = info
+                    .map(|i| i.lines().collect::<Vec<_>>())
+                    .unwrap_or_default()
+                    .into_iter();
                 let (user, source) = (lines.next(), lines.next());
-                println!("{}", serde_json::json!({"state": word, "user": user, "source": source}));
+                println!(
+                    "{}",
+                    serde_json::json!({"state": word, "user": user, "source": source})
+                );
             } else {
                 println!("{word}");
             }
-            Ok(if matches!(v, Validity::Current(_)) { 0 } else { 1 })
+            Ok(if matches!(v, Validity::Current(_)) {
+                0
+            } else {
+                1
+            })
         }
     }
 }

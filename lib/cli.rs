@@ -28,7 +28,10 @@ pub struct Fail {
 
 impl Fail {
     pub fn new(code: i32, msg: impl Into<String>) -> Self {
-        Fail { code, msg: msg.into() }
+        Fail {
+            code,
+            msg: msg.into(),
+        }
     }
 }
 
@@ -54,7 +57,10 @@ pub fn parse<T: clap::Parser>(args: impl IntoIterator<Item = OsString>) -> T {
 /// Rewrites the original program's single-dash long flags (`-pam-app`, `-PF`, ...) to our
 /// GNU long forms before clap sees them. `legacy` maps each old flag to its new name and says
 /// whether it takes a value, so that values are never rewritten.
-pub fn translate_legacy(args: impl IntoIterator<Item = OsString>, legacy: &[(&str, &str, bool)]) -> Vec<OsString> {
+pub fn translate_legacy(
+    args: impl IntoIterator<Item = OsString>,
+    legacy: &[(&str, &str, bool)],
+) -> Vec<OsString> {
     let mut out = Vec::new();
     let mut value_next = false;
     for a in args {
@@ -63,7 +69,10 @@ pub fn translate_legacy(args: impl IntoIterator<Item = OsString>, legacy: &[(&st
             out.push(a);
             continue;
         }
-        match a.to_str().and_then(|s| legacy.iter().find(|(old, _, _)| *old == s)) {
+        match a
+            .to_str()
+            .and_then(|s| legacy.iter().find(|(old, _, _)| *old == s))
+        {
             Some((_, new, takes)) => {
                 out.push(OsString::from(new));
                 value_next = *takes;
@@ -83,7 +92,10 @@ pub fn translate_legacy(args: impl IntoIterator<Item = OsString>, legacy: &[(&st
 /// a terminal, else one line from it (no prompt). The trailing newline is removed.
 pub fn read_password(prompt: &str) -> std::io::Result<Zeroizing<String>> {
     use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
-    let tty = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty");
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty");
     let mut line = Zeroizing::new(String::new());
     match tty {
         Ok(mut t) if rustix::termios::isatty(&t) => {
@@ -114,10 +126,24 @@ mod tests {
 
     #[test]
     fn legacy_flags_become_long_ones_values_stay() {
-        let map = [("-pam-app", "--pam-app", true), ("-PP", "--password-prompt", false), ("-P", "--password", true)];
-        let args = ["skd", "-pam-app", "-PP", "-PP", "-P", "-pam-app", "-p", "1"].map(OsString::from);
+        let map = [
+            ("-pam-app", "--pam-app", true),
+            ("-PP", "--password-prompt", false),
+            ("-P", "--password", true),
+        ];
+        let args =
+            ["skd", "-pam-app", "-PP", "-PP", "-P", "-pam-app", "-p", "1"].map(OsString::from);
         let out = translate_legacy(args, &map);
-        let want = ["skd", "--pam-app", "-PP", "--password-prompt", "--password", "-pam-app", "-p", "1"];
+        let want = [
+            "skd",
+            "--pam-app",
+            "-PP",
+            "--password-prompt",
+            "--password",
+            "-pam-app",
+            "-p",
+            "1",
+        ];
         assert_eq!(out, want.map(OsString::from));
     }
 }

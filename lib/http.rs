@@ -48,10 +48,17 @@ pub struct ConnInfo {
 }
 
 /// A response with a body and a `Content-Type`.
-pub fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+pub fn text(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
     r
 }
 
@@ -81,24 +88,41 @@ pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, BodyError> {
 
 /// Serves HTTP/1.1 on one accepted connection until the peer leaves, a limit is hit, or the
 /// server stops (then the request in flight completes and the connection closes).
-pub async fn serve_conn<H, Fut>(conn: Conn, ctl: Control, tls: Option<Arc<SslAcceptor>>, limits: Arc<Limits>, handler: H)
-where
+pub async fn serve_conn<H, Fut>(
+    conn: Conn,
+    ctl: Control,
+    tls: Option<Arc<SslAcceptor>>,
+    limits: Arc<Limits>,
+    handler: H,
+) where
     H: Fn(Request<Incoming>, Arc<ConnInfo>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let info = Arc::new(ConnInfo { peer: conn.peer, listener: conn.listener, tls: tls.is_some() });
+    let info = Arc::new(ConnInfo {
+        peer: conn.peer,
+        listener: conn.listener,
+        tls: tls.is_some(),
+    });
     let over = conn.over_capacity;
     match tls {
         None => run(TokioIo::new(conn.stream), over, info, ctl, &limits, handler).await,
-        Some(acc) => match crate::tls::accept(&acc, conn.stream, limits.tls_handshake_timeout).await {
-            Ok(s) => run(TokioIo::new(s), over, info, ctl, &limits, handler).await,
-            Err(e) => log::info!("tls-handshake-failed peer={} error=\"{e}\"", info.peer),
-        },
+        Some(acc) => {
+            match crate::tls::accept(&acc, conn.stream, limits.tls_handshake_timeout).await {
+                Ok(s) => run(TokioIo::new(s), over, info, ctl, &limits, handler).await,
+                Err(e) => log::info!("tls-handshake-failed peer={} error=\"{e}\"", info.peer),
+            }
+        }
     }
 }
 
-async fn run<I, H, Fut>(io: TokioIo<I>, over: bool, info: Arc<ConnInfo>, ctl: Control, limits: &Limits, handler: H)
-where
+async fn run<I, H, Fut>(
+    io: TokioIo<I>,
+    over: bool,
+    info: Arc<ConnInfo>,
+    ctl: Control,
+    limits: &Limits,
+    handler: H,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Fn(Request<Incoming>, Arc<ConnInfo>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,

@@ -49,9 +49,14 @@ pub fn authenticate(service: &str, user: &str, password: &[u8]) -> Result<Ids, P
     if service.contains('\0') || user.contains('\0') || password.contains(&0) {
         return Err(PamFailure::BadInput);
     }
-    let conv = Conv { user: user.to_string(), password: Zeroizing::new(password.to_vec()) };
-    let mut auth = pam::Authenticator::with_handler(service, conv).map_err(|e| PamFailure::Start(e.to_string()))?;
-    auth.authenticate().map_err(|e| PamFailure::Refused(e.to_string()))?;
+    let conv = Conv {
+        user: user.to_string(),
+        password: Zeroizing::new(password.to_vec()),
+    };
+    let mut auth = pam::Authenticator::with_handler(service, conv)
+        .map_err(|e| PamFailure::Start(e.to_string()))?;
+    auth.authenticate()
+        .map_err(|e| PamFailure::Refused(e.to_string()))?;
     drop(auth);
     Ok(lookup_ids(user))
 }
@@ -59,7 +64,10 @@ pub fn authenticate(service: &str, user: &str, password: &[u8]) -> Result<Ids, P
 /// uid and gid of `user` from the passwd database, if it has an entry.
 pub fn lookup_ids(user: &str) -> Ids {
     match nix::unistd::User::from_name(user) {
-        Ok(Some(u)) => Ids { uid: Some(u.uid.as_raw()), gid: Some(u.gid.as_raw()) },
+        Ok(Some(u)) => Ids {
+            uid: Some(u.uid.as_raw()),
+            gid: Some(u.gid.as_raw()),
+        },
         _ => Ids::default(),
     }
 }

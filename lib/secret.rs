@@ -52,7 +52,9 @@ mod tests {
     fn tokens_are_hex_and_distinct() {
         let (a, b) = (hex_token(20), hex_token(20));
         assert_eq!(a.len(), 40);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(a, b);
     }
 
@@ -60,7 +62,10 @@ mod tests {
     fn digests_match_known_vectors() {
         // sha1("r1") as the spec shows it in a store dump.
         assert_eq!(sha1_hex(b"r1"), "5573e39b6600496d40f493d00ec7658479a19607");
-        assert_eq!(sha256_hex(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 
     #[test]

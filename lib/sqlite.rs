@@ -12,9 +12,15 @@ pub fn open(path: &Path, schema: &str) -> rusqlite::Result<Connection> {
     if !path.exists() {
         // Create it 0600 before SQLite does, so no other user can ever read it.
         use std::os::unix::fs::OpenOptionsExt;
-        let _ = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
     }
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let c = Connection::open_with_flags(path, flags)?;
     c.busy_timeout(Duration::from_secs(10))?;
     c.pragma_update(None, "journal_mode", "WAL")?;

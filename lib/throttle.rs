@@ -17,7 +17,11 @@ const SWEEP_AT: usize = 10_000;
 
 impl<K: Hash + Eq + Clone> Throttle<K> {
     pub fn new(max_failures: u32, window: Duration) -> Self {
-        Throttle { max_failures, window, map: Mutex::new(HashMap::new()) }
+        Throttle {
+            max_failures,
+            window,
+            map: Mutex::new(HashMap::new()),
+        }
     }
 
     /// True when `key` may try now.

@@ -26,7 +26,8 @@ fn bad(what: &Path, e: impl std::fmt::Display) -> TlsError {
 }
 
 fn base() -> Result<openssl::ssl::SslAcceptorBuilder, TlsError> {
-    SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(|e| TlsError::Bad("TLS".into(), e.to_string()))
+    SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
+        .map_err(|e| TlsError::Bad("TLS".into(), e.to_string()))
 }
 
 /// A server context from a PEM certificate chain and a PEM private key.
@@ -35,8 +36,10 @@ pub fn from_pem(cert: &Path, key: &Path) -> Result<SslAcceptor, TlsError> {
         std::fs::metadata(f).map_err(|e| TlsError::Read(f.display().to_string(), e))?;
     }
     let mut b = base()?;
-    b.set_certificate_chain_file(cert).map_err(|e| bad(cert, e))?;
-    b.set_private_key_file(key, SslFiletype::PEM).map_err(|e| bad(key, e))?;
+    b.set_certificate_chain_file(cert)
+        .map_err(|e| bad(cert, e))?;
+    b.set_private_key_file(key, SslFiletype::PEM)
+        .map_err(|e| bad(key, e))?;
     b.check_private_key().map_err(|e| bad(key, e))?;
     Ok(b.build())
 }
@@ -51,7 +54,10 @@ pub fn from_pkcs12(file: &Path, password: &str) -> Result<SslAcceptor, TlsError>
         .and_then(|p| p.parse2(password))
         .map_err(|_| bad(file, "not a PKCS#12 keystore, or wrong password"))?;
     let (Some(cert), Some(key)) = (parsed.cert, parsed.pkey) else {
-        return Err(bad(file, "keystore holds no certificate with its private key"));
+        return Err(bad(
+            file,
+            "keystore holds no certificate with its private key",
+        ));
     };
     let mut b = base()?;
     b.set_certificate(&cert).map_err(|e| bad(file, e))?;
@@ -75,7 +81,10 @@ where
     match tokio::time::timeout(limit, std::pin::Pin::new(&mut s).accept()).await {
         Ok(Ok(())) => Ok(s),
         Ok(Err(e)) => Err(std::io::Error::other(e.to_string())),
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "TLS handshake timed out",
+        )),
     }
 }
 

@@ -2,7 +2,8 @@
 # Installs the throw-away PAM service "keysock-test" (spec sks.md §6.6, the pam_exec recipe):
 # one file in /etc/pam.d and a private users file; no change to passwd or shadow. Idempotent.
 # Needs root. Users: alice/wonderland (no Unix account), nobody/nopass (uid 65534, exercises
-# the uid=/gid= lines), c1..c8/pw1..pw8 for the concurrency test.
+# the uid=/gid= lines), c1..c8/pw1..pw8 for the concurrency test,
+# slow/slowpw whose check takes a second.
 set -eu
 SERVICE=${1:-keysock-test}
 DIR=/usr/local/lib/$SERVICE
@@ -16,10 +17,11 @@ cat > "$DIR/pam-check" <<EOT
 #!/bin/sh
 # pam_exec helper: user in \$PAM_USER, password on stdin (no newline).
 IFS= read -r pw || true
+[ "\$PAM_USER" = slow ] && sleep 1   # a login that is still in flight a second later
 grep -qxF -- "\$PAM_USER:\$pw" $DIR/users
 EOT
 chmod 755 "$DIR/pam-check"
-{ printf 'alice:wonderland\nnobody:nopass\n'; for i in 1 2 3 4 5 6 7 8; do printf 'c%s:pw%s\n' "$i" "$i"; done; } > "$DIR/users.new"
+{ printf 'alice:wonderland\nnobody:nopass\n'; printf 'slow:slowpw\n'; for i in 1 2 3 4 5 6 7 8; do printf 'c%s:pw%s\n' "$i" "$i"; done; } > "$DIR/users.new"
 chmod 644 "$DIR/users.new"   # read by the daemon under test, whatever user it runs as
 mv "$DIR/users.new" "$DIR/users"
 cat > /etc/pam.d/"$SERVICE".new <<EOT

@@ -21,7 +21,11 @@ fn steps(s: &str) -> BTreeMap<String, String> {
 #[test]
 fn scenario_matches_the_original_after_normalisation() {
     pam_setup();
-    let d = Daemon::activated(skd(), &["-pam-app", PAM_SERVICE, "--allow-stored-token"], &[]);
+    let d = Daemon::activated(
+        skd(),
+        &["-pam-app", PAM_SERVICE, "--allow-stored-token"],
+        &[],
+    );
     let base = format!("http://{}", d.addr);
     let out = Command::new("bash")
         .arg("-c")
@@ -32,13 +36,25 @@ fn scenario_matches_the_original_after_normalisation() {
         .arg(root().join("tests/sks/normalize.py"))
         .output()
         .expect("run scenario");
-    assert!(out.status.success(), "scenario failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "scenario failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ours = steps(&String::from_utf8(out.stdout).unwrap());
-    let original = steps(&std::fs::read_to_string(root().join("tests/sks/original.expected")).unwrap());
+    let original =
+        steps(&std::fs::read_to_string(root().join("tests/sks/original.expected")).unwrap());
     assert_eq!(ours.len(), 42, "every scenario step ran");
-    assert_eq!(ours.keys().collect::<Vec<_>>(), original.keys().collect::<Vec<_>>());
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        original.keys().collect::<Vec<_>>()
+    );
 
-    let differs: Vec<&str> = original.iter().filter(|(k, v)| ours[*k] != **v).map(|(k, _)| k.as_str()).collect();
+    let differs: Vec<&str> = original
+        .iter()
+        .filter(|(k, v)| ours[*k] != **v)
+        .map(|(k, _)| k.as_str())
+        .collect();
     assert_eq!(
         differs,
         vec!["auth-missing-pwd", "head-valid", "stored-missing-token"],
@@ -46,12 +62,24 @@ fn scenario_matches_the_original_after_normalisation() {
         ours
     );
     // Where the original dropped the connection or hung, skd answers 400 with an ERR line.
-    assert_eq!(ours["auth-missing-pwd"], "status=400 rc=0\nERR: missing pwd$\n<EOF>\n");
-    assert_eq!(ours["stored-missing-token"], "status=400 rc=0\nERR: missing user or token$\n<EOF>\n");
+    assert_eq!(
+        ours["auth-missing-pwd"],
+        "status=400 rc=0\nERR: missing pwd$\n<EOF>\n"
+    );
+    assert_eq!(
+        ours["stored-missing-token"],
+        "status=400 rc=0\nERR: missing user or token$\n<EOF>\n"
+    );
     // HEAD: same status and Content-Type as the original, no body; hyper adds Content-Length.
     let head = &ours["head-valid"];
-    assert!(head.starts_with("status=404 rc=0\nHTTP/1.1 404 Not Found^M$\n"), "{head}");
+    assert!(
+        head.starts_with("status=404 rc=0\nHTTP/1.1 404 Not Found^M$\n"),
+        "{head}"
+    );
     assert!(head.contains("Content-Type: text/plain^M$\n"), "{head}");
     assert!(head.contains("Date: <DATE>^M$\n"), "{head}");
-    assert!(!d.log_text().contains("wonderland"), "a password reached the log");
+    assert!(
+        !d.log_text().contains("wonderland"),
+        "a password reached the log"
+    );
 }

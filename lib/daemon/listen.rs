@@ -32,7 +32,11 @@ pub fn describe(l: &Listener) -> String {
             Ok(a) => format!("tcp:{a}"),
             Err(_) => "tcp:?".into(),
         },
-        Listener::Unix(u) => match u.local_addr().ok().and_then(|a| a.as_pathname().map(PathBuf::from)) {
+        Listener::Unix(u) => match u
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(PathBuf::from))
+        {
             Some(p) => format!("unix:{}", p.display()),
             None => "unix:?".into(),
         },
@@ -44,7 +48,11 @@ pub fn describe(l: &Listener) -> String {
 pub enum Peer {
     Tcp(SocketAddr),
     /// Credentials from `SO_PEERCRED`, taken at accept time.
-    Unix { uid: u32, gid: u32, pid: i32 },
+    Unix {
+        uid: u32,
+        gid: u32,
+        pid: i32,
+    },
 }
 
 impl Peer {
@@ -79,7 +87,11 @@ impl Listener {
             Listener::Unix(l) => {
                 let (s, _) = l.accept().await?;
                 let c = s.peer_cred()?;
-                let peer = Peer::Unix { uid: c.uid(), gid: c.gid(), pid: c.pid().unwrap_or(0) };
+                let peer = Peer::Unix {
+                    uid: c.uid(),
+                    gid: c.gid(),
+                    pid: c.pid().unwrap_or(0),
+                };
                 Ok((Stream::Unix(s), peer))
             }
         }
@@ -96,13 +108,21 @@ macro_rules! both {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         both!(self, s => Pin::new(s).poll_read(cx, buf))
     }
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         both!(self, s => Pin::new(s).poll_write(cx, buf))
     }
     fn poll_write_vectored(
@@ -135,14 +155,23 @@ pub fn from_systemd() -> io::Result<Option<Vec<Bound>>> {
         // SAFETY: systemd hands these descriptors to this process, which owns them from here on;
         // sd_notify checked LISTEN_PID and each index is taken exactly once.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        out.push(Bound { name, listener: adopt(owned)?, own_path: None });
+        out.push(Bound {
+            name,
+            listener: adopt(owned)?,
+            own_path: None,
+        });
     }
     Ok(Some(out))
 }
 
 fn adopt(fd: OwnedFd) -> io::Result<Listener> {
     use rustix::net::{sockopt, AddressFamily, SocketType};
-    let not_stream = || io::Error::new(io::ErrorKind::InvalidInput, "passed socket is not a listening stream socket");
+    let not_stream = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "passed socket is not a listening stream socket",
+        )
+    };
     if sockopt::socket_type(&fd)? != SocketType::STREAM {
         return Err(not_stream());
     }
@@ -165,13 +194,24 @@ fn adopt(fd: OwnedFd) -> io::Result<Listener> {
 pub fn bind(addr: &str) -> io::Result<Bound> {
     if addr.starts_with('/') {
         match std::fs::symlink_metadata(addr) {
-            Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => std::fs::remove_file(addr)?,
-            Ok(_) => return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a socket")),
+            Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
+                std::fs::remove_file(addr)?
+            }
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "exists and is not a socket",
+                ))
+            }
             Err(_) => {}
         }
         let l = UnixListener::bind(addr)?;
         std::fs::set_permissions(addr, std::fs::Permissions::from_mode(0o666))?;
-        return Ok(Bound { name: addr.to_string(), listener: Listener::Unix(l), own_path: Some(addr.into()) });
+        return Ok(Bound {
+            name: addr.to_string(),
+            listener: Listener::Unix(l),
+            own_path: Some(addr.into()),
+        });
     }
     let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
     let first = addrs
@@ -179,7 +219,11 @@ pub fn bind(addr: &str) -> io::Result<Bound> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "address resolves to nothing"))?;
     let std_l = std::net::TcpListener::bind(first)?;
     std_l.set_nonblocking(true)?;
-    Ok(Bound { name: addr.to_string(), listener: Listener::Tcp(TcpListener::from_std(std_l)?), own_path: None })
+    Ok(Bound {
+        name: addr.to_string(),
+        listener: Listener::Tcp(TcpListener::from_std(std_l)?),
+        own_path: None,
+    })
 }
 
 /// The listeners to serve: systemd's if socket-activated, else `listen`, else `fallback`.
@@ -193,4 +237,3 @@ pub fn open(listen: &[String], fallback: &[String]) -> Result<Vec<Bound>, String
         .map(|a| bind(a).map_err(|e| format!("cannot listen on {a}: {e}")))
         .collect()
 }
-

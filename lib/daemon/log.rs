@@ -21,16 +21,26 @@ struct Logger {
 
 /// True when stderr is connected to journald (systemd sets `JOURNAL_STREAM=dev:ino`).
 pub fn stderr_is_journal() -> bool {
-    let Ok(v) = std::env::var("JOURNAL_STREAM") else { return false };
-    let Some((dev, ino)) = v.split_once(':') else { return false };
-    let Ok(st) = rustix::fs::fstat(std::io::stderr().as_fd()) else { return false };
-    dev.parse::<u64>().ok() == Some(st.st_dev as u64) && ino.parse::<u64>().ok() == Some(st.st_ino as u64)
+    let Ok(v) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.split_once(':') else {
+        return false;
+    };
+    let Ok(st) = rustix::fs::fstat(std::io::stderr().as_fd()) else {
+        return false;
+    };
+    dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino)
 }
 
 /// Installs the process-wide logger. `use_syslog` sends lines to the local syslog daemon
 /// (facility daemon); if that fails the error is returned and nothing is installed.
 pub fn init(program: &'static str, use_syslog: bool, verbose: bool) -> Result<(), String> {
-    let level = if verbose { LevelFilter::Debug } else { LevelFilter::Info };
+    let level = if verbose {
+        LevelFilter::Debug
+    } else {
+        LevelFilter::Info
+    };
     let sink = if use_syslog {
         let f = syslog::Formatter3164 {
             facility: syslog::Facility::LOG_DAEMON,
@@ -38,7 +48,9 @@ pub fn init(program: &'static str, use_syslog: bool, verbose: bool) -> Result<()
             process: program.into(),
             pid: std::process::id(),
         };
-        Sink::Syslog(Mutex::new(syslog::unix(f).map_err(|e| format!("cannot open syslog: {e}"))?))
+        Sink::Syslog(Mutex::new(
+            syslog::unix(f).map_err(|e| format!("cannot open syslog: {e}"))?,
+        ))
     } else if stderr_is_journal() {
         Sink::Journal
     } else {
@@ -74,7 +86,11 @@ impl Log for Logger {
                 let _ = writeln!(std::io::stderr().lock(), "<{}>{}", priority(r.level()), msg);
             }
             Sink::Stderr(p) => {
-                let _ = writeln!(std::io::stderr().lock(), "{p}: {}: {msg}", r.level().as_str().to_lowercase());
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "{p}: {}: {msg}",
+                    r.level().as_str().to_lowercase()
+                );
             }
             Sink::Syslog(s) => {
                 if let Ok(mut s) = s.lock() {

@@ -29,7 +29,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { idle_exit: None, max_connections: 256, shutdown_grace: Duration::from_secs(10) }
+        Options {
+            idle_exit: None,
+            max_connections: 256,
+            shutdown_grace: Duration::from_secs(10),
+        }
     }
 }
 
@@ -127,12 +131,21 @@ fn notify(states: &[sd_notify::NotifyState]) {
 
 /// Serves `bound` until SIGTERM/SIGINT, idle exit or [`Control::stop`]: each accepted
 /// connection runs `handler` on its own task. Returns the reason for stopping.
-pub async fn serve<H, Fut>(bound: Vec<Bound>, opts: Options, ctl: Control, status: &str, handler: H) -> String
+pub async fn serve<H, Fut>(
+    bound: Vec<Bound>,
+    opts: Options,
+    ctl: Control,
+    status: &str,
+    handler: H,
+) -> String
 where
     H: Fn(Conn) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let where_: Vec<String> = bound.iter().map(|b| format!("{}={}", b.name, listen::describe(&b.listener))).collect();
+    let where_: Vec<String> = bound
+        .iter()
+        .map(|b| format!("{}={}", b.name, listen::describe(&b.listener)))
+        .collect();
     let own_paths: Vec<_> = bound.iter().filter_map(|b| b.own_path.clone()).collect();
     let mut accepters = Vec::new();
     for b in bound {
@@ -148,7 +161,12 @@ where
                     Ok((stream, peer)) => {
                         let guard = ctl.enter();
                         let over_capacity = ctl.active() > max;
-                        let conn = Conn { stream, peer, listener: name.clone(), over_capacity };
+                        let conn = Conn {
+                            stream,
+                            peer,
+                            listener: name.clone(),
+                            over_capacity,
+                        };
                         let h = handler.clone();
                         tokio::spawn(async move {
                             h(conn).await;
@@ -166,7 +184,10 @@ where
     }
 
     ::log::info!("listening {}", where_.join(" "));
-    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(status)]);
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(status),
+    ]);
 
     let mut wd_usec = 0u64;
     if sd_notify::watchdog_enabled(false, &mut wd_usec) && wd_usec > 0 {
@@ -179,7 +200,10 @@ where
         });
     }
 
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(t), Ok(i)) => (t, i),
         _ => {
             ::log::error!("cannot install signal handlers");
@@ -187,7 +211,9 @@ where
             return ctl.0.reason.lock().map(|r| r.clone()).unwrap_or_default();
         }
     };
-    let tick = opts.idle_exit.map(|d| (d / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
+    let tick = opts
+        .idle_exit
+        .map(|d| (d / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
     loop {
         tokio::select! {
             _ = term.recv() => ctl.stop("SIGTERM"),
@@ -205,13 +231,19 @@ where
     }
 
     let reason = ctl.0.reason.lock().map(|r| r.clone()).unwrap_or_default();
-    notify(&[sd_notify::NotifyState::Stopping, sd_notify::NotifyState::Status(&format!("stopping: {reason}"))]);
+    notify(&[
+        sd_notify::NotifyState::Stopping,
+        sd_notify::NotifyState::Status(&format!("stopping: {reason}")),
+    ]);
     for a in &accepters {
         a.abort();
     }
     let open = ctl.active();
     if open > 0 {
-        ::log::info!("draining connections={open} grace={}s", opts.shutdown_grace.as_secs());
+        ::log::info!(
+            "draining connections={open} grace={}s",
+            opts.shutdown_grace.as_secs()
+        );
         let drained = async {
             loop {
                 let n = ctl.0.drained.notified();
@@ -221,7 +253,10 @@ where
                 n.await;
             }
         };
-        if tokio::time::timeout(opts.shutdown_grace, drained).await.is_err() {
+        if tokio::time::timeout(opts.shutdown_grace, drained)
+            .await
+            .is_err()
+        {
             ::log::warn!("shutdown-timeout abandoned-connections={}", ctl.active());
         }
     }

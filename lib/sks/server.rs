@@ -61,7 +61,11 @@ fn ok_text(body: impl Into<bytes::Bytes>) -> Response<Body> {
 }
 
 fn err400(msg: &str) -> Response<Body> {
-    http::text(StatusCode::BAD_REQUEST, "text/plain", format!("ERR: {msg}\n"))
+    http::text(
+        StatusCode::BAD_REQUEST,
+        "text/plain",
+        format!("ERR: {msg}\n"),
+    )
 }
 
 fn forbidden() -> Response<Body> {
@@ -76,15 +80,26 @@ fn realm_label(realm: &str) -> String {
 impl Service {
     pub fn new(store: Arc<Store>, cfg: Config) -> Self {
         let (n, w) = (cfg.login_failures, cfg.login_window);
-        Service { store, cfg, by_user: Throttle::new(n, w), by_addr: Throttle::new(n.saturating_mul(4), w) }
+        Service {
+            store,
+            cfg,
+            by_user: Throttle::new(n, w),
+            by_addr: Throttle::new(n.saturating_mul(4), w),
+        }
     }
 
     fn expires(&self) -> Option<i64> {
-        self.cfg.token_ttl.map(|t| super::store::now() + t.as_secs() as i64)
+        self.cfg
+            .token_ttl
+            .map(|t| super::store::now() + t.as_secs() as i64)
     }
 
     /// Answers one request.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<Body> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let raw_path = parts.uri.path();
         let raw_query = parts.uri.query().unwrap_or("");
@@ -98,22 +113,31 @@ impl Service {
         }
         let mut params = wire::parse_query(raw_query);
         // Logins may send their fields as a form body, so the password stays out of URLs.
-        let form_login = parts.method == Method::POST && (path == "/auth_token" || path == "/pam_token");
+        let form_login =
+            parts.method == Method::POST && (path == "/auth_token" || path == "/pam_token");
         if form_login {
             let form = match http::read_body(body, self.cfg.max_form).await {
                 Ok(b) => b,
                 Err(http::BodyError::TooLarge(n)) => {
-                    return http::text(StatusCode::PAYLOAD_TOO_LARGE, "text/plain", format!("ERR: form body over {n} bytes\n"))
+                    return http::text(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "text/plain",
+                        format!("ERR: form body over {n} bytes\n"),
+                    )
                 }
                 Err(e) => return err400(&e.to_string()),
             };
-            let Ok(form) = std::str::from_utf8(&form) else { return err400("form body is not UTF-8") };
+            let Ok(form) = std::str::from_utf8(&form) else {
+                return err400("form body is not UTF-8");
+            };
             if wire::has_bad_escape(form) {
                 return err400("malformed escape in form body");
             }
             params.extend(wire::parse_query(form.trim_end_matches(['\r', '\n'])));
         }
-        let Some(realm) = params.get("realm").cloned() else { return err400("missing realm") };
+        let Some(realm) = params.get("realm").cloned() else {
+            return err400("missing realm");
+        };
         let r = crate::secret::sha1_hex(realm.as_bytes());
         if !is_get && !form_login {
             return http::text(StatusCode::NOT_FOUND, "text/plain", "Unknown path");
@@ -144,11 +168,15 @@ impl Service {
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&store)).await.unwrap_or(Err(StoreError::Poisoned))
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .unwrap_or(Err(StoreError::Poisoned))
     }
 
     fn valid(&self, r: &str, p: &Params) -> Result<Response<Body>, StoreError> {
-        let Some(t) = p.get("token") else { return Ok(ok_text("NO\n")) };
+        let Some(t) = p.get("token") else {
+            return Ok(ok_text("NO\n"));
+        };
         Ok(match self.store.check(r, t)? {
             Validity::Current(info) => ok_text(format!("YES\n{info}\n")),
             Validity::Superseded(info) => ok_text(format!("SUPERCEDED\n{info}\n")),
@@ -157,7 +185,9 @@ impl Service {
     }
 
     async fn revoke(&self, r: &str, realm: &str, p: &Params) -> Result<Response<Body>, StoreError> {
-        let Some(t) = p.get("token").cloned() else { return Ok(ok_text("INVALID\n")) };
+        let Some(t) = p.get("token").cloned() else {
+            return Ok(ok_text("INVALID\n"));
+        };
         let r2 = r.to_string();
         if self.write(move |s| s.revoke(&r2, &t)).await? {
             log::info!("revoked realm={}", realm_label(realm));
@@ -167,23 +197,50 @@ impl Service {
         }
     }
 
-    async fn replace(&self, r: &str, realm: &str, p: &Params) -> Result<Response<Body>, StoreError> {
-        let Some(t) = p.get("token").cloned() else { return Ok(forbidden()) };
+    async fn replace(
+        &self,
+        r: &str,
+        realm: &str,
+        p: &Params,
+    ) -> Result<Response<Body>, StoreError> {
+        let Some(t) = p.get("token").cloned() else {
+            return Ok(forbidden());
+        };
         let (r2, exp) = (r.to_string(), self.expires());
         Ok(match self.write(move |s| s.replace(&r2, &t, exp)).await? {
             Some((n, info)) => {
-                log::info!("replaced realm={} user={:?}", realm_label(realm), wire::info_user(&info).unwrap_or(""));
+                log::info!(
+                    "replaced realm={} user={:?}",
+                    realm_label(realm),
+                    wire::info_user(&info).unwrap_or("")
+                );
                 ok_text(format!("{n}\n{info}\n"))
             }
             None => forbidden(),
         })
     }
 
-    async fn login(&self, r: &str, realm: &str, p: Params, peer: &Peer, legacy: bool) -> Response<Body> {
-        let module = if legacy { "pam".to_string() } else { p.get("module").cloned().unwrap_or(self.cfg.default_module.clone()) };
+    async fn login(
+        &self,
+        r: &str,
+        realm: &str,
+        p: Params,
+        peer: &Peer,
+        legacy: bool,
+    ) -> Response<Body> {
+        let module = if legacy {
+            "pam".to_string()
+        } else {
+            p.get("module")
+                .cloned()
+                .unwrap_or(self.cfg.default_module.clone())
+        };
         let event = if legacy { "pam-login" } else { "login" };
         let Some(user) = p.get("user").cloned() else {
-            log::info!("{event} realm={} result=refused reason=no-user", realm_label(realm));
+            log::info!(
+                "{event} realm={} result=refused reason=no-user",
+                realm_label(realm)
+            );
             return forbidden();
         };
         let Some(pwd) = p.get("pwd") else {
@@ -204,12 +261,20 @@ impl Service {
             Peer::Unix { .. } => None,
         };
         if !self.by_user.allowed(&ukey) || addr.is_some_and(|a| !self.by_addr.allowed(&a)) {
-            log::warn!("{event} realm={} user={user:?} peer={peer} result=refused reason=throttled", realm_label(realm));
+            log::warn!(
+                "{event} realm={} user={user:?} peer={peer} result=refused reason=throttled",
+                realm_label(realm)
+            );
             return forbidden();
         }
-        let service = self.cfg.pam_app.clone().unwrap_or_else(|| realm.to_string());
+        let service = self
+            .cfg
+            .pam_app
+            .clone()
+            .unwrap_or_else(|| realm.to_string());
         let u = user.clone();
-        let checked = tokio::task::spawn_blocking(move || crate::pam::authenticate(&service, &u, &pwd)).await;
+        let checked =
+            tokio::task::spawn_blocking(move || crate::pam::authenticate(&service, &u, &pwd)).await;
         let ids = match checked {
             Ok(Ok(ids)) => ids,
             Ok(Err(e)) => {
@@ -217,13 +282,20 @@ impl Service {
                 if let Some(a) = addr {
                     self.by_addr.failed(&a);
                 }
-                log::info!("{event} realm={} user={user:?} peer={peer} result=failed reason=\"{e}\"", realm_label(realm));
+                log::info!(
+                    "{event} realm={} user={user:?} peer={peer} result=failed reason=\"{e}\"",
+                    realm_label(realm)
+                );
                 return forbidden();
             }
             Err(_) => return http::bare(StatusCode::INTERNAL_SERVER_ERROR),
         };
         self.by_user.succeeded(&ukey);
-        let source = if legacy { "pam".to_string() } else { format!("auth/{module}") };
+        let source = if legacy {
+            "pam".to_string()
+        } else {
+            format!("auth/{module}")
+        };
         let info = wire::info(&user, &source, ids);
         let (r2, u2, i2, exp) = (r.to_string(), user.clone(), info.clone(), self.expires());
         match self.write(move |s| s.issue(&r2, &u2, &i2, None, exp)).await {
@@ -242,9 +314,19 @@ impl Service {
         }
     }
 
-    async fn stored_token(&self, r: &str, realm: &str, p: &Params, conn: &ConnInfo) -> Result<Response<Body>, StoreError> {
+    async fn stored_token(
+        &self,
+        r: &str,
+        realm: &str,
+        p: &Params,
+        conn: &ConnInfo,
+    ) -> Result<Response<Body>, StoreError> {
         if !conn.peer.is_unix() && !self.cfg.allow_stored_token_tcp {
-            log::warn!("stored-token realm={} peer={} result=refused reason=tcp-not-allowed", realm_label(realm), conn.peer);
+            log::warn!(
+                "stored-token realm={} peer={} result=refused reason=tcp-not-allowed",
+                realm_label(realm),
+                conn.peer
+            );
             return Ok(forbidden());
         }
         let (Some(user), Some(token)) = (p.get("user"), p.get("token")) else {
@@ -254,22 +336,42 @@ impl Service {
             return Ok(err400("missing user or token"));
         }
         let info = wire::info(user, "stored", Default::default());
-        let (r2, u2, i2, t2, exp) = (r.to_string(), user.clone(), info.clone(), token.clone(), self.expires());
-        self.write(move |s| s.issue(&r2, &u2, &i2, Some(&t2), exp)).await?;
-        log::info!("stored-token realm={} user={user:?} peer={}", realm_label(realm), conn.peer);
+        let (r2, u2, i2, t2, exp) = (
+            r.to_string(),
+            user.clone(),
+            info.clone(),
+            token.clone(),
+            self.expires(),
+        );
+        self.write(move |s| s.issue(&r2, &u2, &i2, Some(&t2), exp))
+            .await?;
+        log::info!(
+            "stored-token realm={} user={user:?} peer={}",
+            realm_label(realm),
+            conn.peer
+        );
         Ok(ok_text(format!("{token}\n{info}")))
     }
 
     fn get_key(&self, r: &str, p: &Params) -> Result<Response<Body>, StoreError> {
-        let Some(t) = p.get("token") else { return Ok(forbidden()) };
+        let Some(t) = p.get("token") else {
+            return Ok(forbidden());
+        };
         Ok(match self.store.get_key(r, t)? {
             None => forbidden(),
             Some(k) => ok_text(k.unwrap_or_default()),
         })
     }
 
-    async fn gen_key(&self, r: &str, realm: &str, p: &Params) -> Result<Response<Body>, StoreError> {
-        let Some(t) = p.get("token").cloned() else { return Ok(forbidden()) };
+    async fn gen_key(
+        &self,
+        r: &str,
+        realm: &str,
+        p: &Params,
+    ) -> Result<Response<Body>, StoreError> {
+        let Some(t) = p.get("token").cloned() else {
+            return Ok(forbidden());
+        };
         let r2 = r.to_string();
         Ok(match self.write(move |s| s.gen_key(&r2, &t)).await? {
             None => forbidden(),
@@ -281,28 +383,48 @@ impl Service {
     }
 
     async fn create_group(&self, r: &str, p: &Params) -> Result<Response<Body>, StoreError> {
-        let (Some(t), Some(g)) = (p.get("token").cloned(), p.get("group").cloned()) else { return Ok(forbidden()) };
+        let (Some(t), Some(g)) = (p.get("token").cloned(), p.get("group").cloned()) else {
+            return Ok(forbidden());
+        };
         let r2 = r.to_string();
-        Ok(match self.write(move |s| s.create_group(&r2, &t, &g)).await? {
-            GroupCreate::Created => ok_text("OK\n"),
-            GroupCreate::Exists => http::text(StatusCode::FORBIDDEN, "text/plain", "ERROR: group exists"),
-            GroupCreate::Forbidden => forbidden(),
-        })
+        Ok(
+            match self.write(move |s| s.create_group(&r2, &t, &g)).await? {
+                GroupCreate::Created => ok_text("OK\n"),
+                GroupCreate::Exists => {
+                    http::text(StatusCode::FORBIDDEN, "text/plain", "ERROR: group exists")
+                }
+                GroupCreate::Forbidden => forbidden(),
+            },
+        )
     }
 
     async fn mod_group(&self, r: &str, p: &Params) -> Result<Response<Body>, StoreError> {
-        let (Some(t), Some(g)) = (p.get("token").cloned(), p.get("group").cloned()) else { return Ok(forbidden()) };
+        let (Some(t), Some(g)) = (p.get("token").cloned(), p.get("group").cloned()) else {
+            return Ok(forbidden());
+        };
         let field = |k: &str| p.get(k).cloned().unwrap_or_default();
-        let (am, aa, rm, r2) = (field("add_members"), field("add_admins"), field("remove"), r.to_string());
-        Ok(match self.write(move |s| s.mod_group(&r2, &t, &g, &am, &aa, &rm)).await? {
-            None => forbidden(),
-            Some(true) => ok_text("WARN: self-removal ignored\n"),
-            Some(false) => ok_text("OK\n"),
-        })
+        let (am, aa, rm, r2) = (
+            field("add_members"),
+            field("add_admins"),
+            field("remove"),
+            r.to_string(),
+        );
+        Ok(
+            match self
+                .write(move |s| s.mod_group(&r2, &t, &g, &am, &aa, &rm))
+                .await?
+            {
+                None => forbidden(),
+                Some(true) => ok_text("WARN: self-removal ignored\n"),
+                Some(false) => ok_text("OK\n"),
+            },
+        )
     }
 
     fn group_hash(&self, r: &str, p: &Params) -> Result<Response<Body>, StoreError> {
-        let (Some(t), Some(g)) = (p.get("token"), p.get("group")) else { return Ok(forbidden()) };
+        let (Some(t), Some(g)) = (p.get("token"), p.get("group")) else {
+            return Ok(forbidden());
+        };
         let salt = p.get("salt").map(String::as_str).unwrap_or("");
         Ok(match self.store.group_hash(r, t, g, salt)? {
             None => forbidden(),

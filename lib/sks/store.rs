@@ -78,7 +78,10 @@ pub struct Store {
 }
 
 pub fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn tkey(r: &str, token: &str) -> String {
@@ -98,25 +101,36 @@ fn get(c: &Connection, k: &str) -> rusqlite::Result<Option<String>> {
 }
 
 fn put(c: &Connection, k: &str, v: &str, expires: Option<i64>) -> rusqlite::Result<()> {
-    c.prepare_cached("INSERT OR REPLACE INTO kv (k, v, expires) VALUES (?1, ?2, ?3)")?.execute(params![k, v, expires])?;
+    c.prepare_cached("INSERT OR REPLACE INTO kv (k, v, expires) VALUES (?1, ?2, ?3)")?
+        .execute(params![k, v, expires])?;
     Ok(())
 }
 
 fn del(c: &Connection, k: &str) -> rusqlite::Result<()> {
-    c.prepare_cached("DELETE FROM kv WHERE k = ?1")?.execute([k])?;
+    c.prepare_cached("DELETE FROM kv WHERE k = ?1")?
+        .execute([k])?;
     Ok(())
 }
 
 /// The token's state in realm `r` (spec §2.3).
 fn validity(c: &Connection, r: &str, token: &str) -> rusqlite::Result<Validity> {
-    let Some(info) = get(c, &tkey(r, token))? else { return Ok(Validity::No) };
-    let Some(user) = wire::info_user(&info) else { return Ok(Validity::No) };
+    let Some(info) = get(c, &tkey(r, token))? else {
+        return Ok(Validity::No);
+    };
+    let Some(user) = wire::info_user(&info) else {
+        return Ok(Validity::No);
+    };
     let cur = get(c, &ukey(r, user))?;
-    Ok(if cur.as_deref().is_some_and(|t| secret::ct_eq(t.as_bytes(), token.as_bytes())) {
-        Validity::Current(info)
-    } else {
-        Validity::Superseded(info)
-    })
+    Ok(
+        if cur
+            .as_deref()
+            .is_some_and(|t| secret::ct_eq(t.as_bytes(), token.as_bytes()))
+        {
+            Validity::Current(info)
+        } else {
+            Validity::Superseded(info)
+        },
+    )
 }
 
 fn current_info(c: &Connection, r: &str, token: &str) -> rusqlite::Result<Option<String>> {
@@ -130,7 +144,11 @@ impl Store {
     /// The store in `dir` (created 0700 if missing), or in memory without a directory.
     pub fn open(dir: Option<&Path>) -> Result<Store, StoreError> {
         let Some(dir) = dir else {
-            return Ok(Store { writer: Mutex::new(crate::sqlite::memory(SCHEMA)?), reader: None, path: None });
+            return Ok(Store {
+                writer: Mutex::new(crate::sqlite::memory(SCHEMA)?),
+                reader: None,
+                path: None,
+            });
         };
         if !dir.exists() {
             use std::os::unix::fs::DirBuilderExt;
@@ -143,7 +161,11 @@ impl Store {
         let path = dir.join("skd.sqlite");
         let writer = crate::sqlite::open(&path, SCHEMA)?;
         let reader = crate::sqlite::open(&path, SCHEMA)?;
-        Ok(Store { writer: Mutex::new(writer), reader: Some(Mutex::new(reader)), path: Some(path) })
+        Ok(Store {
+            writer: Mutex::new(writer),
+            reader: Some(Mutex::new(reader)),
+            path: Some(path),
+        })
     }
 
     pub fn path(&self) -> Option<&Path> {
@@ -156,7 +178,10 @@ impl Store {
         Ok(f(&c)?)
     }
 
-    fn write<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
         let mut c = self.writer.lock().map_err(|_| StoreError::Poisoned)?;
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let v = f(&tx)?;
@@ -171,8 +196,17 @@ impl Store {
 
     /// Makes a token current for `user` (a login, `/stored_token`, `tokenctl skd issue`):
     /// `token` if given, else a new random one. Returns the token.
-    pub fn issue(&self, r: &str, user: &str, info: &str, token: Option<&str>, expires: Option<i64>) -> Result<String, StoreError> {
-        let t = token.map(str::to_string).unwrap_or_else(|| secret::hex_token(TOKEN_BYTES));
+    pub fn issue(
+        &self,
+        r: &str,
+        user: &str,
+        info: &str,
+        token: Option<&str>,
+        expires: Option<i64>,
+    ) -> Result<String, StoreError> {
+        let t = token
+            .map(str::to_string)
+            .unwrap_or_else(|| secret::hex_token(TOKEN_BYTES));
         self.write(|c| {
             put(c, &tkey(r, &t), info, expires)?;
             put(c, &ukey(r, user), &t, None)
@@ -197,10 +231,19 @@ impl Store {
     }
 
     /// `/replace`: a new current token with the same info; the old one is deleted.
-    pub fn replace(&self, r: &str, token: &str, expires: Option<i64>) -> Result<Option<(String, String)>, StoreError> {
+    pub fn replace(
+        &self,
+        r: &str,
+        token: &str,
+        expires: Option<i64>,
+    ) -> Result<Option<(String, String)>, StoreError> {
         self.write(|c| {
-            let Some(info) = current_info(c, r, token)? else { return Ok(None) };
-            let Some(user) = wire::info_user(&info) else { return Ok(None) };
+            let Some(info) = current_info(c, r, token)? else {
+                return Ok(None);
+            };
+            let Some(user) = wire::info_user(&info) else {
+                return Ok(None);
+            };
             let n = secret::hex_token(TOKEN_BYTES);
             put(c, &tkey(r, &n), &info, expires)?;
             put(c, &ukey(r, user), &n, None)?;
@@ -220,7 +263,9 @@ impl Store {
     /// `/gen_key`: a new 512-bit user key (replacing any old one), or `None` if not current.
     pub fn gen_key(&self, r: &str, token: &str) -> Result<Option<String>, StoreError> {
         self.write(|c| {
-            let Some(info) = current_info(c, r, token)? else { return Ok(None) };
+            let Some(info) = current_info(c, r, token)? else {
+                return Ok(None);
+            };
             let key = secret::hex_token(USER_KEY_BYTES);
             put(c, &format!("k:{info}"), &key, None)?;
             Ok(Some(key))
@@ -228,16 +273,30 @@ impl Store {
     }
 
     /// `/create_group`.
-    pub fn create_group(&self, r: &str, token: &str, group: &str) -> Result<GroupCreate, StoreError> {
+    pub fn create_group(
+        &self,
+        r: &str,
+        token: &str,
+        group: &str,
+    ) -> Result<GroupCreate, StoreError> {
         let g = secret::sha1_hex(group.as_bytes());
         self.write(|c| {
-            let Some(info) = current_info(c, r, token)? else { return Ok(GroupCreate::Forbidden) };
-            let Some(user) = wire::info_user(&info) else { return Ok(GroupCreate::Forbidden) };
+            let Some(info) = current_info(c, r, token)? else {
+                return Ok(GroupCreate::Forbidden);
+            };
+            let Some(user) = wire::info_user(&info) else {
+                return Ok(GroupCreate::Forbidden);
+            };
             if get(c, &format!("grk:{g}"))?.is_some() {
                 return Ok(GroupCreate::Exists);
             }
             put(c, &gkey(&g, r, user), "admin", None)?;
-            put(c, &format!("grk:{g}"), &secret::hex_token(TOKEN_BYTES), None)?;
+            put(
+                c,
+                &format!("grk:{g}"),
+                &secret::hex_token(TOKEN_BYTES),
+                None,
+            )?;
             Ok(GroupCreate::Created)
         })
     }
@@ -253,11 +312,20 @@ impl Store {
         remove: &str,
     ) -> Result<Option<bool>, StoreError> {
         let g = secret::sha1_hex(group.as_bytes());
-        let items = |s: &str| s.split(',').filter(|x| !x.is_empty()).map(str::to_string).collect::<Vec<_>>();
+        let items = |s: &str| {
+            s.split(',')
+                .filter(|x| !x.is_empty())
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
         let (members, admins, removals) = (items(add_members), items(add_admins), items(remove));
         self.write(|c| {
-            let Some(info) = current_info(c, r, token)? else { return Ok(None) };
-            let Some(user) = wire::info_user(&info) else { return Ok(None) };
+            let Some(info) = current_info(c, r, token)? else {
+                return Ok(None);
+            };
+            let Some(user) = wire::info_user(&info) else {
+                return Ok(None);
+            };
             if get(c, &gkey(&g, r, user))?.as_deref() != Some("admin") {
                 return Ok(None);
             }
@@ -280,17 +348,31 @@ impl Store {
     }
 
     /// `/group_hash`: hex SHA-256 of `salt \n group-key`, for members and admins.
-    pub fn group_hash(&self, r: &str, token: &str, group: &str, salt: &str) -> Result<Option<String>, StoreError> {
+    pub fn group_hash(
+        &self,
+        r: &str,
+        token: &str,
+        group: &str,
+        salt: &str,
+    ) -> Result<Option<String>, StoreError> {
         let g = secret::sha1_hex(group.as_bytes());
         self.read(|c| {
-            let Some(info) = current_info(c, r, token)? else { return Ok(None) };
-            let Some(user) = wire::info_user(&info) else { return Ok(None) };
+            let Some(info) = current_info(c, r, token)? else {
+                return Ok(None);
+            };
+            let Some(user) = wire::info_user(&info) else {
+                return Ok(None);
+            };
             match get(c, &gkey(&g, r, user))?.as_deref() {
                 Some("admin") | Some("member") => {}
                 _ => return Ok(None),
             }
-            let Some(key) = get(c, &format!("grk:{g}"))? else { return Ok(None) };
-            Ok(Some(secret::sha256_hex(format!("{salt}\n{key}").as_bytes())))
+            let Some(key) = get(c, &format!("grk:{g}"))? else {
+                return Ok(None);
+            };
+            Ok(Some(secret::sha256_hex(
+                format!("{salt}\n{key}").as_bytes(),
+            )))
         })
     }
 
@@ -322,7 +404,12 @@ impl Store {
 
     /// Deletes expired token entries; returns how many.
     pub fn purge_expired(&self) -> Result<usize, StoreError> {
-        self.write(|c| c.execute("DELETE FROM kv WHERE expires IS NOT NULL AND expires <= ?1", [now()]))
+        self.write(|c| {
+            c.execute(
+                "DELETE FROM kv WHERE expires IS NOT NULL AND expires <= ?1",
+                [now()],
+            )
+        })
     }
 }
 
@@ -334,10 +421,17 @@ mod tests {
     fn lifecycle_matches_spec() {
         let s = Store::open(None).unwrap();
         let r = secret::sha1_hex(b"realm");
-        let t1 = s.issue(&r, "alice", "alice\nauth/pam\n", None, None).unwrap();
+        let t1 = s
+            .issue(&r, "alice", "alice\nauth/pam\n", None, None)
+            .unwrap();
         assert_eq!(t1.len(), 40);
-        assert_eq!(s.check(&r, &t1).unwrap(), Validity::Current("alice\nauth/pam\n".into()));
-        let t2 = s.issue(&r, "alice", "alice\nauth/pam\n", None, None).unwrap();
+        assert_eq!(
+            s.check(&r, &t1).unwrap(),
+            Validity::Current("alice\nauth/pam\n".into())
+        );
+        let t2 = s
+            .issue(&r, "alice", "alice\nauth/pam\n", None, None)
+            .unwrap();
         assert!(matches!(s.check(&r, &t1).unwrap(), Validity::Superseded(_)));
         assert_eq!(s.replace(&r, &t1, None).unwrap(), None);
         let (t3, _) = s.replace(&r, &t2, None).unwrap().unwrap();
@@ -362,18 +456,26 @@ mod tests {
         assert_eq!(s.create_group(&r, &adm, "g").unwrap(), GroupCreate::Created);
         assert_eq!(s.create_group(&r, &adm, "g").unwrap(), GroupCreate::Exists);
         assert_eq!(s.group_hash(&r, &mem, "g", "").unwrap(), None);
-        assert_eq!(s.mod_group(&r, &adm, "g", "mem,,x", "y", "").unwrap(), Some(false));
+        assert_eq!(
+            s.mod_group(&r, &adm, "g", "mem,,x", "y", "").unwrap(),
+            Some(false)
+        );
         let h = s.group_hash(&r, &mem, "g", "").unwrap().unwrap();
         assert_eq!(h, s.group_hash(&r, &adm, "g", "").unwrap().unwrap());
         assert_ne!(h, s.group_hash(&r, &adm, "g", "salt").unwrap().unwrap());
-        assert_eq!(s.mod_group(&r, &adm, "g", "", "", "adm,x").unwrap(), Some(true));
+        assert_eq!(
+            s.mod_group(&r, &adm, "g", "", "", "adm,x").unwrap(),
+            Some(true)
+        );
         assert_eq!(s.mod_group(&r, &mem, "g", "", "", "").unwrap(), None);
     }
 
     #[test]
     fn expired_tokens_answer_no() {
         let s = Store::open(None).unwrap();
-        let t = s.issue("r", "u", "u\nstored\n", None, Some(now() - 1)).unwrap();
+        let t = s
+            .issue("r", "u", "u\nstored\n", None, Some(now() - 1))
+            .unwrap();
         assert_eq!(s.check("r", &t).unwrap(), Validity::No);
         assert_eq!(s.purge_expired().unwrap(), 1);
     }

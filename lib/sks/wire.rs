@@ -41,16 +41,14 @@ fn decode(s: &str, plus_is_space: bool) -> String {
     while i < b.len() {
         match b[i] {
             b'+' if plus_is_space => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match (hexval(b[i + 1]), hexval(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match (hexval(b[i + 1]), hexval(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             c => out.push(c),
         }
         i += 1;
@@ -132,8 +130,14 @@ mod tests {
 
     #[test]
     fn info_records() {
-        let ids = crate::pam::Ids { uid: Some(65534), gid: Some(65534) };
-        assert_eq!(info("nobody", "auth/pam", ids), "nobody\nauth/pam\nuid=65534\ngid=65534\n");
+        let ids = crate::pam::Ids {
+            uid: Some(65534),
+            gid: Some(65534),
+        };
+        assert_eq!(
+            info("nobody", "auth/pam", ids),
+            "nobody\nauth/pam\nuid=65534\ngid=65534\n"
+        );
         assert_eq!(info_user("alice\nstored\n"), Some("alice"));
         assert_eq!(info_user("alice\n"), None);
     }

@@ -24,7 +24,11 @@ pub fn pam_setup() {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running daemon, killed when dropped. Its stderr goes to a file for inspection.
@@ -60,8 +64,18 @@ impl Daemon {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("stderr.log");
         let f = std::fs::File::create(&log).unwrap();
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(f).spawn().expect("spawn daemon");
-        let d = Daemon { child, addr, log, _dir: dir };
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(f)
+            .spawn()
+            .expect("spawn daemon");
+        let d = Daemon {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        };
         d.wait_ready();
         d
     }
@@ -74,7 +88,11 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("daemon did not listen on {}: {}", self.addr, self.log_text());
+        panic!(
+            "daemon did not listen on {}: {}",
+            self.addr,
+            self.log_text()
+        );
     }
 
     pub fn log_text(&self) -> String {
@@ -87,8 +105,13 @@ impl Daemon {
 
     /// Sends a signal and waits (at most 15 s) for the exit status.
     pub fn signal_and_wait(&mut self, sig: &str) -> std::process::ExitStatus {
-        Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
-        self.wait(Duration::from_secs(15)).expect("daemon did not exit")
+        Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        self.wait(Duration::from_secs(15))
+            .expect("daemon did not exit")
     }
 
     pub fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
@@ -138,14 +161,29 @@ pub fn raw(addr: &str, request: &[u8]) -> Resp {
 }
 
 pub fn parse(buf: &[u8]) -> Resp {
-    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4).unwrap_or(buf.len());
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .unwrap_or(buf.len());
     let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    Resp { status, head, body: buf[split..].to_vec() }
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Resp {
+        status,
+        head,
+        body: buf[split..].to_vec(),
+    }
 }
 
 pub fn get(addr: &str, path: &str) -> Resp {
-    raw(addr, format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes())
+    raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
 }
 
 pub fn post_form(addr: &str, path: &str, form: &str) -> Resp {
@@ -165,7 +203,9 @@ pub fn tokenctl() -> &'static str {
 }
 
 pub fn is_token(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+    s.len() == 40
+        && s.bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
 }
 
 pub fn path_str(p: &Path) -> &str {

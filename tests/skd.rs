@@ -1,0 +1,579 @@
+//! skd end to end: persistence across kill -9, concurrency, bad input, the fixes of skd(8),
+//! socket activation with sd_notify, idle exit, TLS, and tokenctl on the same store.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn login(d: &Daemon, realm: &str, user: &str, pwd: &str) -> String {
+    let r = d.get(&format!("/auth_token?realm={realm}&user={user}&pwd={pwd}"));
+    assert_eq!(r.status, 200, "login {user}: {r:?}");
+    let t = r.first_line();
+    assert!(is_token(&t), "{t}");
+    t
+}
+
+#[test]
+fn tokens_and_keys_survive_kill_9() {
+    pam_setup();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let args = [
+        "-d",
+        path_str(&store),
+        "-pam-app",
+        PAM_SERVICE,
+        "--allow-stored-token",
+    ];
+    let mut d = Daemon::direct(skd(), &args);
+    let t1 = login(&d, "r1", "alice", "wonderland");
+    let t2 = login(&d, "r1", "alice", "wonderland");
+    let t3 = login(&d, "r1", "nobody", "nopass");
+    assert_eq!(
+        d.get("/stored_token?realm=r2&user=carol&token=abc").status,
+        200
+    );
+    let key = d.get(&format!("/gen_key?realm=r1&token={t2}")).text();
+    assert_eq!(key.len(), 128);
+    assert_eq!(
+        d.get(&format!("/create_group?realm=r1&token={t2}&group=g"))
+            .text(),
+        "OK\n"
+    );
+    let hash = d
+        .get(&format!("/group_hash?realm=r1&token={t2}&group=g&salt=s"))
+        .text();
+    let probes = [
+        format!("/valid?realm=r1&token={t1}"),
+        format!("/valid?realm=r1&token={t2}"),
+        format!("/valid?realm=r1&token={t3}"),
+        "/valid?realm=r2&token=abc".to_string(),
+    ];
+    let before: Vec<String> = probes.iter().map(|p| d.get(p).text()).collect();
+    assert!(before[0].starts_with("SUPERCEDED\n") && before[1].starts_with("YES\n"));
+    Command::new("kill")
+        .arg("-9")
+        .arg(d.child.id().to_string())
+        .status()
+        .unwrap();
+    d.wait(Duration::from_secs(5)).expect("killed");
+
+    let d = Daemon::direct(skd(), &args);
+    let after: Vec<String> = probes.iter().map(|p| d.get(p).text()).collect();
+    assert_eq!(before, after);
+    assert_eq!(d.get(&format!("/get_key?realm=r1&token={t2}")).text(), key);
+    assert_eq!(
+        d.get(&format!("/group_hash?realm=r1&token={t2}&group=g&salt=s"))
+            .text(),
+        hash
+    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&store).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700, "store directory is private");
+    let db = std::fs::metadata(store.join("skd.sqlite")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&db.permissions()) & 0o777,
+        0o600
+    );
+    for t in [&t1, &t2, &t3] {
+        assert!(!d.log_text().contains(t.as_str()), "token in log");
+    }
+}
+
+/// 8 clients x 500 mixed requests (login, valid, replace, revoke), each on its own user so
+/// every answer is known in advance: nothing lost, nothing wrong.
+#[test]
+fn eight_clients_five_hundred_requests_each() {
+    pam_setup();
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::direct(
+        skd(),
+        &["-d", path_str(dir.path()), "-pam-app", PAM_SERVICE],
+    );
+    let addr = d.addr.clone();
+    let workers: Vec<_> = (1..=8)
+        .map(|i| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let (user, pwd) = (format!("c{i}"), format!("pw{i}"));
+                let n = std::cell::Cell::new(0usize);
+                let check = |path: String, want: &dyn Fn(&Resp) -> bool| {
+                    let r = get(&addr, &path);
+                    n.set(n.get() + 1);
+                    assert!(want(&r), "client {i} request {} {path}: {r:?}", n.get());
+                    r
+                };
+                while n.get() < 500 {
+                    let t = check(
+                        format!("/auth_token?realm=conc&user={user}&pwd={pwd}"),
+                        &|r| {
+                            r.status == 200
+                                && r.text().ends_with(&format!(
+                                    "\n{}\nauth/pam\n",
+                                    "c".to_string() + &i.to_string()
+                                ))
+                        },
+                    )
+                    .first_line();
+                    check(format!("/valid?realm=conc&token={t}"), &|r| {
+                        r.text().starts_with("YES\n")
+                    });
+                    let t2 = check(format!("/replace?realm=conc&token={t}"), &|r| {
+                        r.status == 200
+                    })
+                    .first_line();
+                    check(format!("/valid?realm=conc&token={t}"), &|r| {
+                        r.text() == "NO\n"
+                    });
+                    check(format!("/valid?realm=conc&token={t2}"), &|r| {
+                        r.text().starts_with("YES\n")
+                    });
+                    check(format!("/revoke?realm=conc&token={t2}"), &|r| {
+                        r.text() == "OK\n"
+                    });
+                    check(format!("/valid?realm=conc&token={t2}"), &|r| {
+                        r.text() == "NO\n"
+                    });
+                    check(format!("/replace?realm=conc&token={t2}"), &|r| {
+                        r.status == 403
+                    });
+                }
+                n.get()
+            })
+        })
+        .collect();
+    let total: usize = workers
+        .into_iter()
+        .map(|w| w.join().expect("client failed"))
+        .sum();
+    assert!(total >= 4000);
+    assert_eq!(d.get("/version").text(), "1.5\n");
+}
+
+#[test]
+fn bad_input_gets_error_answers_and_others_are_served_meanwhile() {
+    let d = Daemon::direct(skd(), &["--header-timeout", "2"]);
+    // A client that sends its headers one byte a second is cut off by the header timeout...
+    let addr = d.addr.clone();
+    let slow = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let start = Instant::now();
+        for b in b"GET /version HTTP/1.1\r\nHost: slow-client-header\r\n\r\n" {
+            if s.write_all(&[*b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1000));
+            if start.elapsed() > Duration::from_secs(6) {
+                break;
+            }
+        }
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        (start.elapsed(), buf)
+    });
+    // ...while everyone else keeps being served.
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..20 {
+        assert_eq!(d.get("/version").text(), "1.5\n");
+    }
+    // A 1 MiB URL: refused with an error status, not a crash.
+    let long = format!("/valid?realm=r&token={}", "a".repeat(1 << 20));
+    let r = raw(
+        &d.addr,
+        format!("GET {long} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    assert!(
+        r.status == 431 || r.status == 414 || r.status == 400,
+        "{:?}",
+        r.head
+    );
+    // Binary garbage.
+    let r = raw(
+        &d.addr,
+        &[0u8, 0xff, 0x13, 0x37, b'\r', b'\n', b'\r', b'\n', 0x80],
+    );
+    assert_eq!(r.status, 400, "{:?}", r.head);
+    // Malformed queries, the original's answers.
+    assert_eq!(d.get("/valid?token=x").text(), "ERR: missing realm\n");
+    let r = d.get("/valid?realm=r&token=%zz");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (400, "<h1>400 Bad Request</h1>URISyntaxException thrown")
+    );
+    assert_eq!(d.get("/valid?realm=r&token").text(), "NO\n");
+    assert_eq!(d.get("/valid?realm=r&&&==&token=x=y").text(), "NO\n");
+    assert_eq!(d.get("/VALID?realm=r").status, 404);
+    let r = raw(
+        &d.addr,
+        b"DELETE /valid?realm=r HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!((r.status, r.text().as_str()), (404, "Unknown path"));
+    // Headers that never end are cut at the size limit.
+    let many: String = (0..5000).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let r = raw(
+        &d.addr,
+        format!("GET /version HTTP/1.1\r\nHost: t\r\n{many}\r\n").as_bytes(),
+    );
+    assert_ne!(r.status, 200);
+
+    let (took, answer) = slow.join().unwrap();
+    assert!(
+        took < Duration::from_secs(6),
+        "slow client was not cut off: {took:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("1.5"),
+        "slow client got an answer"
+    );
+    assert_eq!(d.get("/version").text(), "1.5\n");
+}
+
+#[test]
+fn form_logins_keep_passwords_out_of_urls() {
+    pam_setup();
+    let d = Daemon::direct(skd(), &["-pam-app", PAM_SERVICE]);
+    let r = post_form(&d.addr, "/auth_token", "realm=f&user=alice&pwd=wonderland");
+    assert_eq!(r.status, 200, "{r:?}");
+    let t = r.first_line();
+    assert_eq!(r.text(), format!("{t}\nalice\nauth/pam\n"));
+    assert!(d
+        .get(&format!("/valid?realm=f&token={t}"))
+        .text()
+        .starts_with("YES\n"));
+    let r = post_form(&d.addr, "/pam_token?realm=f", "user=alice&pwd=wonderland");
+    assert_eq!(r.text(), format!("{}\nalice\npam\n", r.first_line()));
+    assert_eq!(
+        post_form(&d.addr, "/auth_token", "realm=f&user=alice&pwd=nope").status,
+        403
+    );
+    assert_eq!(
+        post_form(
+            &d.addr,
+            "/auth_token",
+            &format!("realm=f&user=alice&pwd={}", "x".repeat(20000))
+        )
+        .status,
+        413
+    );
+    // Other POSTs keep the original's answer.
+    assert_eq!(
+        post_form(&d.addr, "/valid?realm=f", "token=x").text(),
+        "Unknown path"
+    );
+    assert!(!d.log_text().contains("wonderland"));
+}
+
+#[test]
+fn stored_token_only_on_unix_sockets_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("skd.sock");
+    let tcp = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(skd())
+        .args(["--listen", &tcp, "--listen", path_str(&sock)])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        get(&tcp, "/stored_token?realm=r&user=bob&token=T1").status,
+        403
+    );
+    let mut u = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    u.write_all(b"GET /stored_token?realm=r&user=bob&token=T1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    u.read_to_end(&mut buf).unwrap();
+    let r = parse(&buf);
+    assert_eq!((r.status, r.text().as_str()), (200, "T1\nbob\nstored\n"));
+    assert_eq!(
+        get(&tcp, "/valid?realm=r&token=T1").text(),
+        "YES\nbob\nstored\n\n"
+    );
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(!sock.exists(), "socket file removed on exit");
+}
+
+#[test]
+fn failed_logins_are_throttled() {
+    pam_setup();
+    let d = Daemon::direct(
+        skd(),
+        &[
+            "-pam-app",
+            PAM_SERVICE,
+            "--login-failures",
+            "3",
+            "--login-window",
+            "60",
+        ],
+    );
+    for _ in 0..3 {
+        assert_eq!(d.get("/auth_token?realm=t&user=alice&pwd=bad").status, 403);
+    }
+    // Right password, but the (realm, user) pair is locked out for the window.
+    assert_eq!(
+        d.get("/auth_token?realm=t&user=alice&pwd=wonderland")
+            .status,
+        403
+    );
+    assert!(d.log_text().contains("reason=throttled"));
+    // Another realm is a different pair.
+    assert_eq!(
+        d.get("/auth_token?realm=t2&user=alice&pwd=wonderland")
+            .status,
+        200
+    );
+}
+
+#[test]
+fn token_ttl_expires_tokens() {
+    let d = Daemon::direct(skd(), &["--allow-stored-token", "--token-ttl", "1"]);
+    assert_eq!(d.get("/stored_token?realm=r&user=u&token=tok").status, 200);
+    assert!(d
+        .get("/valid?realm=r&token=tok")
+        .text()
+        .starts_with("YES\n"));
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(d.get("/valid?realm=r&token=tok").text(), "NO\n");
+}
+
+#[test]
+fn socket_activation_notifies_and_idle_exit_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let nsock = dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&nsock).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut d = Daemon::activated(
+        skd(),
+        &["--idle-exit", "1"],
+        &[("NOTIFY_SOCKET", path_str(&nsock))],
+    );
+    assert_eq!(d.get("/version").text(), "1.5\n");
+    let mut buf = [0u8; 512];
+    let n = notify.recv(&mut buf).unwrap();
+    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(
+        msg.contains("READY=1") && msg.contains("STATUS=serving"),
+        "{msg}"
+    );
+    let st = d
+        .wait(Duration::from_secs(10))
+        .expect("skd exits when idle");
+    assert!(st.success());
+    let n = notify.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    assert!(
+        d.log_text().contains("stopped reason=idle"),
+        "{}",
+        d.log_text()
+    );
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish() {
+    pam_setup();
+    let mut d = Daemon::direct(skd(), &["-pam-app", PAM_SERVICE]);
+    // The PAM check of user "slow" takes a second; SIGTERM arrives while it runs.
+    let addr = d.addr.clone();
+    let inflight =
+        std::thread::spawn(move || get(&addr, "/auth_token?realm=s&user=slow&pwd=slowpw"));
+    std::thread::sleep(Duration::from_millis(300));
+    let st = d.signal_and_wait("TERM");
+    assert!(st.success(), "{st:?}");
+    let r = inflight.join().unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.text().ends_with("\nslow\nauth/pam\n"));
+    // And nothing listens any more.
+    assert!(TcpStream::connect(&d.addr).is_err());
+    assert!(d.log_text().contains("stopped reason=SIGTERM"));
+}
+
+#[test]
+fn connections_over_the_cap_get_503() {
+    let d = Daemon::direct(skd(), &["--max-connections", "2"]);
+    let _a = TcpStream::connect(&d.addr).unwrap();
+    let _b = TcpStream::connect(&d.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let r = d.get("/version");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (503, "ERR: too many connections\n")
+    );
+    drop((_a, _b));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(d.get("/version").status, 200);
+}
+
+#[test]
+fn command_line_errors_are_clear() {
+    let run = |args: &[&str]| {
+        let o = Command::new(skd()).args(args).output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    let (code, out) = run(&["-h"]);
+    assert_eq!(code, 0);
+    for flag in [
+        "--dir",
+        "--pam-app",
+        "--password-file",
+        "--tls-cert",
+        "--listen",
+        "--idle-exit",
+    ] {
+        assert!(out.contains(flag), "{flag} missing from --help");
+    }
+    assert_eq!(run(&["--version"]).0, 0);
+    assert_eq!(run(&["-p", "abc"]).0, 64);
+    assert_eq!(run(&["-p", "70000"]).0, 64);
+    assert_eq!(run(&["--no-such-flag"]).0, 64);
+    let (code, out) = run(&["-default", "ldap"]);
+    assert_eq!(code, 78);
+    assert!(out.contains("supports only \"pam\""), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let jks = dir.path().join("ks.jks");
+    std::fs::write(&jks, [0xFE, 0xED, 0xFE, 0xED, 0, 0, 0, 2]).unwrap();
+    let (code, out) = run(&["-tls", path_str(&jks)]);
+    assert_eq!(code, 78);
+    assert!(out.contains("keytool -importkeystore"), "{out}");
+    let (code, out) = run(&["-tls", "/nonexistent.p12"]);
+    assert_eq!(code, 78);
+    assert!(out.contains("/nonexistent.p12"), "{out}");
+    let (code, out) = run(&["-PF", "/nonexistent", "-tls", path_str(&jks)]);
+    assert_eq!(code, 66, "{out}");
+    // A port in use.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let (code, out) = run(&["-l", "127.0.0.1", "-p", &port]);
+    assert_eq!(code, 69);
+    assert!(out.contains("cannot listen"), "{out}");
+}
+
+/// PEM and PKCS#12 TLS set-ups, checked with the openssl client.
+#[test]
+fn tls_with_pem_and_pkcs12() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = keysock::tls::self_signed("localhost").unwrap();
+    let (c, k, p12) = (
+        dir.path().join("c.pem"),
+        dir.path().join("k.pem"),
+        dir.path().join("ks.p12"),
+    );
+    std::fs::write(&c, &cert).unwrap();
+    std::fs::write(&k, &key).unwrap();
+    let st = Command::new("openssl")
+        .args([
+            "pkcs12",
+            "-export",
+            "-in",
+            path_str(&c),
+            "-inkey",
+            path_str(&k),
+            "-out",
+            path_str(&p12),
+        ])
+        .args(["-passout", "pass:SessionKeyServer"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for args in [
+        vec!["--tls-cert", path_str(&c), "--tls-key", path_str(&k)],
+        vec!["-tls", path_str(&p12)],
+    ] {
+        let d = Daemon::direct(skd(), &args);
+        let out = Command::new("curl")
+            .args(["-sk", &format!("https://{}/version", d.addr)])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "1.5\n", "{args:?}");
+        // Plain HTTP on a TLS port gets nothing useful, and the server carries on.
+        let r = get(&d.addr, "/version");
+        assert_ne!(r.status, 200);
+    }
+    let o = Command::new(skd())
+        .args(["-tls", path_str(&p12), "-P", "wrong"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("wrong password"));
+}
+
+#[test]
+fn tokenctl_works_on_the_live_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = path_str(dir.path());
+    let d = Daemon::direct(skd(), &["-d", db]);
+    let tc = |args: &[&str]| {
+        let o = Command::new(tokenctl()).args(args).output().unwrap();
+        (
+            o.status.code().unwrap(),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+        )
+    };
+    let (code, t) = tc(&[
+        "skd", "issue", "--db", db, "--realm", "svc", "--user", "robot",
+    ]);
+    assert_eq!(code, 0);
+    let t = t.trim().to_string();
+    assert!(is_token(&t));
+    assert_eq!(
+        d.get(&format!("/valid?realm=svc&token={t}")).text(),
+        "YES\nrobot\nstored\n\n"
+    );
+    assert_eq!(
+        tc(&["skd", "check", "--db", db, "--realm", "svc", &t]),
+        (0, "YES\n".into())
+    );
+    assert_eq!(
+        tc(&["skd", "check", "--db", db, "--realm", "other", &t]).0,
+        1
+    );
+    let (_, list) = tc(&["skd", "list", "--db", db, "--realm", "svc", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(v[0]["token"], t.as_str());
+    assert_eq!(v[0]["current"], true);
+    // Revoked by the daemon, seen by the tool, and the other way round.
+    let (_, t2) = tc(&[
+        "skd", "issue", "--db", db, "--realm", "svc", "--user", "robot2",
+    ]);
+    assert_eq!(
+        d.get(&format!("/revoke?realm=svc&token={t}")).text(),
+        "OK\n"
+    );
+    assert_eq!(
+        tc(&["skd", "check", "--db", db, "--realm", "svc", &t]),
+        (1, "NO\n".into())
+    );
+    assert_eq!(
+        tc(&["skd", "revoke", "--db", db, "--realm", "svc", t2.trim()]).0,
+        0
+    );
+    assert_eq!(
+        d.get(&format!("/valid?realm=svc&token={}", t2.trim()))
+            .text(),
+        "NO\n"
+    );
+    assert_eq!(
+        tc(&["skd", "revoke", "--db", db, "--realm", "svc", t2.trim()]).0,
+        1
+    );
+    assert_eq!(
+        tc(&["skd", "list", "--db", "/nonexistent", "--realm", "svc"]).0,
+        66
+    );
+}
