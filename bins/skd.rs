@@ -183,7 +183,7 @@ fn run(a: Args) -> Result<(), Fail> {
     };
     let fallback = [format!("{host}:{}", a.port)];
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Fail::new(exit::OSERR, format!("cannot start runtime: {e}")))?;

@@ -77,6 +77,16 @@ pub enum Stream {
 }
 
 impl Listener {
+    /// A second descriptor for the same listening socket (`dup(2)`), for another worker.
+    pub fn duplicate(&self) -> io::Result<OwnedFd> {
+        use std::os::fd::AsFd;
+        let fd = match self {
+            Listener::Tcp(l) => l.as_fd(),
+            Listener::Unix(l) => l.as_fd(),
+        };
+        Ok(rustix::io::fcntl_dupfd_cloexec(fd, 3)?)
+    }
+
     pub async fn accept(&self) -> io::Result<(Stream, Peer)> {
         match self {
             Listener::Tcp(l) => {
@@ -164,7 +174,8 @@ pub fn from_systemd() -> io::Result<Option<Vec<Bound>>> {
     Ok(Some(out))
 }
 
-fn adopt(fd: OwnedFd) -> io::Result<Listener> {
+/// Wraps a listening socket descriptor (TCP or AF_UNIX); needs a tokio runtime.
+pub fn adopt(fd: OwnedFd) -> io::Result<Listener> {
     use rustix::net::{sockopt, AddressFamily, SocketType};
     let not_stream = || {
         io::Error::new(

@@ -25,6 +25,9 @@ pub struct Options {
     pub max_connections: usize,
     /// How long in-flight connections may take to finish after a stop is requested.
     pub shutdown_grace: Duration,
+    /// Threads accepting and serving connections, each with a single-threaded runtime; the
+    /// caller's runtime is the first. Blocking work goes to tokio's blocking pool anyway.
+    pub workers: usize,
 }
 
 impl Default for Options {
@@ -33,6 +36,9 @@ impl Default for Options {
             idle_exit: None,
             max_connections: 256,
             shutdown_grace: Duration::from_secs(10),
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
         }
     }
 }
@@ -147,41 +153,66 @@ where
         .map(|b| format!("{}={}", b.name, listen::describe(&b.listener)))
         .collect();
     let own_paths: Vec<_> = bound.iter().filter_map(|b| b.own_path.clone()).collect();
-    let mut accepters = Vec::new();
-    for b in bound {
-        let (ctl, handler, max) = (ctl.clone(), handler.clone(), opts.max_connections);
-        let name: Arc<str> = b.name.into();
-        accepters.push(tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    _ = ctl.stopping() => break,
-                    r = b.listener.accept() => r,
-                };
-                match accepted {
-                    Ok((stream, peer)) => {
-                        let guard = ctl.enter();
-                        let over_capacity = ctl.active() > max;
-                        let conn = Conn {
-                            stream,
-                            peer,
-                            listener: name.clone(),
-                            over_capacity,
-                        };
-                        let h = handler.clone();
-                        tokio::spawn(async move {
-                            h(conn).await;
-                            drop(guard);
-                        });
-                    }
-                    Err(e) => {
-                        ::log::warn!("accept-failed listener={name} error=\"{e}\"");
-                        // Out of descriptors or memory: back off instead of spinning.
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
+    // Extra workers: each its own single-threaded runtime accepting on duplicates of the
+    // listeners (nginx's model). Cheaper than one work-stealing runtime, whose cross-thread
+    // wake-ups cost more than a token look-up.
+    for w in 1..opts.workers.max(1) {
+        let mut dups = Vec::new();
+        for b in &bound {
+            match b.listener.duplicate() {
+                Ok(fd) => dups.push((b.name.clone(), fd)),
+                Err(e) => ::log::warn!("worker-not-started worker={w} error=\"{e}\""),
             }
-        }));
+        }
+        let (ctl, handler, opts) = (ctl.clone(), handler.clone(), opts.clone());
+        let started = std::thread::Builder::new()
+            .name(format!("worker-{w}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => return ::log::warn!("worker-not-started worker={w} error=\"{e}\""),
+                };
+                rt.block_on(async move {
+                    for (name, fd) in dups {
+                        match listen::adopt(fd) {
+                            Ok(listener) => {
+                                let b = Bound {
+                                    name,
+                                    listener,
+                                    own_path: None,
+                                };
+                                tokio::spawn(accept_loop(
+                                    b,
+                                    ctl.clone(),
+                                    handler.clone(),
+                                    opts.max_connections,
+                                ));
+                            }
+                            Err(e) => ::log::warn!("worker-not-started worker={w} error=\"{e}\""),
+                        }
+                    }
+                    ctl.stopping().await;
+                    drain(&ctl, opts.shutdown_grace).await;
+                });
+            });
+        if let Err(e) = started {
+            ::log::warn!("worker-not-started worker={w} error=\"{e}\"");
+        }
     }
+    let accepters: Vec<_> = bound
+        .into_iter()
+        .map(|b| {
+            tokio::spawn(accept_loop(
+                b,
+                ctl.clone(),
+                handler.clone(),
+                opts.max_connections,
+            ))
+        })
+        .collect();
 
     ::log::info!("listening {}", where_.join(" "));
     notify(&[
@@ -244,19 +275,7 @@ where
             "draining connections={open} grace={}s",
             opts.shutdown_grace.as_secs()
         );
-        let drained = async {
-            loop {
-                let n = ctl.0.drained.notified();
-                if ctl.active() == 0 {
-                    break;
-                }
-                n.await;
-            }
-        };
-        if tokio::time::timeout(opts.shutdown_grace, drained)
-            .await
-            .is_err()
-        {
+        if !drain(&ctl, opts.shutdown_grace).await {
             ::log::warn!("shutdown-timeout abandoned-connections={}", ctl.active());
         }
     }
@@ -264,4 +283,56 @@ where
         let _ = std::fs::remove_file(p);
     }
     reason
+}
+
+/// Accepts connections on one listener until a stop is requested; each runs `handler` on its
+/// own task of the current runtime.
+async fn accept_loop<H, Fut>(b: Bound, ctl: Control, handler: H, max: usize)
+where
+    H: Fn(Conn) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let name: Arc<str> = b.name.into();
+    loop {
+        let accepted = tokio::select! {
+            _ = ctl.stopping() => break,
+            r = b.listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let guard = ctl.enter();
+                let over_capacity = ctl.active() > max;
+                let conn = Conn {
+                    stream,
+                    peer,
+                    listener: name.clone(),
+                    over_capacity,
+                };
+                let h = handler.clone();
+                tokio::spawn(async move {
+                    h(conn).await;
+                    drop(guard);
+                });
+            }
+            Err(e) => {
+                ::log::warn!("accept-failed listener={name} error=\"{e}\"");
+                // Out of descriptors or memory: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Waits until no connection is open, at most `grace`; false if some were still open.
+async fn drain(ctl: &Control, grace: Duration) -> bool {
+    let all_closed = async {
+        loop {
+            let n = ctl.0.drained.notified();
+            if ctl.active() == 0 {
+                break;
+            }
+            n.await;
+        }
+    };
+    tokio::time::timeout(grace, all_closed).await.is_ok()
 }
