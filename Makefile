@@ -67,14 +67,14 @@ install:
 	    sed -E 's|^(ExecStart=[-@:+!]*)[^ ]*/([A-Za-z0-9_-]+)|\1$(SBINDIR)/\2|' "$$u" > $(DESTDIR)$(USERUNITDIR)/$$(basename $$u); \
 	  done; fi
 	for m in man/*.[1-8]; do \
-	  s=$${m##*.}; install -d $(DESTDIR)$(MANDIR)/man$$s; install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$$s/; \
+	  [ -e "$$m" ] || continue; s=$${m##*.}; install -d $(DESTDIR)$(MANDIR)/man$$s; install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$$s/; \
 	done
 
 uninstall:
 	for d in $(DAEMONS); do rm -f $(DESTDIR)$(SBINDIR)/$$d; done
 	for t in $(TOOLS); do rm -f $(DESTDIR)$(BINDIR)/$$t; done
 	for u in units/*.socket units/*.service; do rm -f $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
-	for m in man/*.[1-8]; do s=$${m##*.}; rm -f $(DESTDIR)$(MANDIR)/man$$s/$$(basename $$m); done
+	for m in man/*.[1-8]; do [ -e "$$m" ] || continue; s=$${m##*.}; rm -f $(DESTDIR)$(MANDIR)/man$$s/$$(basename $$m); done
 
 bench:
 	$(CARGO) build --release --bins
