@@ -71,9 +71,9 @@ pub struct TokenEntry {
 pub struct Store {
     /// All changes go through this connection, one transaction each.
     writer: Mutex<Connection>,
-    /// A second connection for reads on a file store (WAL readers never wait for a writer's
+    /// Connections for reads on a file store, one per core (WAL readers never wait for a writer's
     /// fsync); `None` in memory, where the writer also reads.
-    reader: Option<Mutex<Connection>>,
+    readers: Vec<Mutex<Connection>>,
     path: Option<PathBuf>,
 }
 
@@ -146,7 +146,7 @@ impl Store {
         let Some(dir) = dir else {
             return Ok(Store {
                 writer: Mutex::new(crate::sqlite::memory(SCHEMA)?),
-                reader: None,
+                readers: Vec::new(),
                 path: None,
             });
         };
@@ -160,10 +160,15 @@ impl Store {
         }
         let path = dir.join("skd.sqlite");
         let writer = crate::sqlite::open(&path, SCHEMA)?;
-        let reader = crate::sqlite::open(&path, SCHEMA)?;
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let readers = (0..cores)
+            .map(|_| crate::sqlite::open(&path, SCHEMA).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Store {
             writer: Mutex::new(writer),
-            reader: Some(Mutex::new(reader)),
+            readers,
             path: Some(path),
         })
     }
@@ -173,8 +178,16 @@ impl Store {
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        let m = self.reader.as_ref().unwrap_or(&self.writer);
-        let c = m.lock().map_err(|_| StoreError::Poisoned)?;
+        // The first idle reader, else wait for the first one.
+        let c = match self.readers.iter().find_map(|m| m.try_lock().ok()) {
+            Some(c) => c,
+            None => self
+                .readers
+                .first()
+                .unwrap_or(&self.writer)
+                .lock()
+                .map_err(|_| StoreError::Poisoned)?,
+        };
         Ok(f(&c)?)
     }
 
