@@ -9,7 +9,8 @@ use std::time::Duration;
 use keysock::cli::{self, exit, Fail};
 use keysock::{daemon, http, sks, tls};
 
-/// The original's single-dash flags, rewritten before parsing (-d -l -p -P -h need nothing).
+/// The original's single-dash flags, rewritten before parsing; -d -l -p -P are listed so that
+/// their values are never taken for flags.
 const LEGACY: &[(&str, &str, bool)] = &[
     ("-PF", "--password-file", true),
     ("-PP", "--password-prompt", false),
@@ -121,8 +122,8 @@ fn tls_acceptor(a: &Args) -> Result<Option<openssl::ssl::SslAcceptor>, Fail> {
         return tls::from_pem(c, k).map(Some).map_err(bad);
     }
     let Some(ks) = &a.tls else { return Ok(None) };
-    // The last of -P, -PF, -PP given wins, as in the original; clap keeps no order, so
-    // prompt beats file beats the literal.
+    // The original let the last of -P, -PF, -PP win; clap keeps no order, so here a prompt
+    // beats a file beats a literal (skd(8)).
     let password = if a.password_prompt {
         cli::read_password("Keystore password: ")
             .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot read password: {e}")))?
@@ -174,12 +175,10 @@ fn run(a: Args) -> Result<(), Fail> {
         max_connections: a.max_connections.max(1),
         ..Default::default()
     };
-    let host = if a.address == "*" {
-        "[::]".to_string()
-    } else if a.address.contains(':') {
-        format!("[{}]", a.address)
-    } else {
-        a.address.clone()
+    let host = match a.address.as_str() {
+        "*" => "[::]".to_string(),
+        h if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
+        h => h.to_string(),
     };
     let fallback = [format!("{host}:{}", a.port)];
 
@@ -201,6 +200,7 @@ fn run(a: Args) -> Result<(), Fail> {
             sks::wire::VERSION,
             acceptor.is_some()
         );
+        service.spawn_purger();
         let ctl = daemon::Control::new();
         let status = format!(
             "serving SessionKeyServer {} protocol, store {store_desc}",

@@ -82,13 +82,7 @@ enum SkdCmd {
 }
 
 fn open(at: &Where) -> Result<(sks::Store, String), Fail> {
-    if !at.db.is_dir() {
-        return Err(Fail::new(
-            exit::NOINPUT,
-            format!("{}: no such store directory", at.db.display()),
-        ));
-    }
-    let store = sks::Store::open(Some(&at.db))
+    let store = sks::Store::open_existing(&at.db)
         .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot open store: {e}")))?;
     Ok((store, keysock::secret::sha1_hex(at.realm.as_bytes())))
 }

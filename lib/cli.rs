@@ -62,8 +62,12 @@ pub fn translate_legacy(
     legacy: &[(&str, &str, bool)],
 ) -> Vec<OsString> {
     let mut out = Vec::new();
-    let mut value_next = false;
+    let (mut value_next, mut rest_verbatim) = (false, false);
     for a in args {
+        if rest_verbatim {
+            out.push(a);
+            continue;
+        }
         if value_next {
             value_next = false;
             out.push(a);
@@ -77,12 +81,12 @@ pub fn translate_legacy(
                 out.push(OsString::from(new));
                 value_next = *takes;
             }
-            None => {
-                if a == "--" {
-                    value_next = false;
-                }
+            None if a == "--" => {
+                // Operands follow: copy the rest as it is.
                 out.push(a);
+                rest_verbatim = true;
             }
+            None => out.push(a),
         }
     }
     out

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use openssl::pkcs12::Pkcs12;
 use openssl::pkey::PKey;
-use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
+use openssl::ssl::{SslAcceptor, SslMethod};
 use openssl::x509::X509;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_openssl::SslStream;
@@ -38,8 +38,12 @@ pub fn from_pem(cert: &Path, key: &Path) -> Result<SslAcceptor, TlsError> {
     let mut b = base()?;
     b.set_certificate_chain_file(cert)
         .map_err(|e| bad(cert, e))?;
-    b.set_private_key_file(key, SslFiletype::PEM)
-        .map_err(|e| bad(key, e))?;
+    // Never let OpenSSL prompt for a passphrase (a daemon has no terminal): an encrypted key
+    // is an error.
+    let pem = std::fs::read(key).map_err(|e| TlsError::Read(key.display().to_string(), e))?;
+    let pkey = PKey::private_key_from_pem_callback(&pem, |_| Ok(0))
+        .map_err(|_| bad(key, "not an unencrypted PEM private key"))?;
+    b.set_private_key(&pkey).map_err(|e| bad(key, e))?;
     b.check_private_key().map_err(|e| bad(key, e))?;
     Ok(b.build())
 }

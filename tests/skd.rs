@@ -205,6 +205,13 @@ fn bad_input_gets_error_answers_and_others_are_served_meanwhile() {
         (400, "<h1>400 Bad Request</h1>URISyntaxException thrown")
     );
     assert_eq!(d.get("/valid?realm=r&token").text(), "NO\n");
+    // Bytes that are not UTF-8 would collide once replaced by U+FFFD: refused instead.
+    let r = d.get("/valid?realm=%E9&token=x");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (400, "ERR: parameter \"realm\" is not UTF-8\n")
+    );
+    assert_eq!(d.get("/valid?realm=%C3%A9&token=x").text(), "NO\n");
     assert_eq!(d.get("/valid?realm=r&&&==&token=x=y").text(), "NO\n");
     assert_eq!(d.get("/VALID?realm=r").status, 404);
     let r = raw(
@@ -454,6 +461,18 @@ fn command_line_errors_are_clear() {
     let (code, out) = run(&["-tls", "/nonexistent.p12"]);
     assert_eq!(code, 78);
     assert!(out.contains("/nonexistent.p12"), "{out}");
+    // An encrypted PEM key is an error, never a passphrase prompt.
+    let (cert, _) = keysock::tls::self_signed("localhost").unwrap();
+    let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&c, cert).unwrap();
+    let enc = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+    let enc = enc
+        .private_key_to_pem_pkcs8_passphrase(openssl::symm::Cipher::aes_256_cbc(), b"pw")
+        .unwrap();
+    std::fs::write(&k, enc).unwrap();
+    let (code, out) = run(&["--tls-cert", path_str(&c), "--tls-key", path_str(&k)]);
+    assert_eq!(code, 78);
+    assert!(out.contains("not an unencrypted PEM private key"), "{out}");
     let (code, out) = run(&["-PF", "/nonexistent", "-tls", path_str(&jks)]);
     assert_eq!(code, 66, "{out}");
     // A port in use.
@@ -462,6 +481,23 @@ fn command_line_errors_are_clear() {
     let (code, out) = run(&["-l", "127.0.0.1", "-p", &port]);
     assert_eq!(code, 69);
     assert!(out.contains("cannot listen"), "{out}");
+    // IPv6 literals with or without brackets.
+    for l in ["::1", "[::1]"] {
+        let p = free_port().to_string();
+        let mut c = Command::new(skd())
+            .args(["-l", l, "-p", &p])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(format!("[::1]:{p}")).is_err() {
+            assert!(Instant::now() < deadline, "skd -l {l} did not listen");
+            assert!(c.try_wait().unwrap().is_none(), "skd -l {l} exited");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
 }
 
 /// PEM and PKCS#12 TLS set-ups, checked with the openssl client.
@@ -576,4 +612,12 @@ fn tokenctl_works_on_the_live_store() {
         tc(&["skd", "list", "--db", "/nonexistent", "--realm", "svc"]).0,
         66
     );
+    // A directory without a store is not turned into one by the tool.
+    let empty = tempfile::tempdir().unwrap();
+    let e = path_str(empty.path());
+    assert_eq!(
+        tc(&["skd", "issue", "--db", e, "--realm", "r", "--user", "u"]).0,
+        66
+    );
+    assert!(!empty.path().join("skd.sqlite").exists());
 }

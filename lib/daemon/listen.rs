@@ -200,8 +200,8 @@ pub fn adopt(fd: OwnedFd) -> io::Result<Listener> {
     }
 }
 
-/// Binds `addr`: an absolute path makes an AF_UNIX socket (mode 0666, a stale socket file is
-/// replaced), anything else is `host:port` or `[v6]:port`. Must run inside a tokio runtime.
+/// Binds `addr`: an absolute path makes an AF_UNIX socket (mode 0660: the daemon's user and
+/// group only; a stale socket file is replaced), anything else is `host:port` or `[v6]:port`. Must run inside a tokio runtime.
 pub fn bind(addr: &str) -> io::Result<Bound> {
     if addr.starts_with('/') {
         match std::fs::symlink_metadata(addr) {
@@ -217,7 +217,7 @@ pub fn bind(addr: &str) -> io::Result<Bound> {
             Err(_) => {}
         }
         let l = UnixListener::bind(addr)?;
-        std::fs::set_permissions(addr, std::fs::Permissions::from_mode(0o666))?;
+        std::fs::set_permissions(addr, std::fs::Permissions::from_mode(0o660))?;
         return Ok(Bound {
             name: addr.to_string(),
             listener: Listener::Unix(l),

@@ -88,6 +88,25 @@ impl Service {
         }
     }
 
+    /// With `--token-ttl`, deletes expired tokens at start and every ten minutes.
+    pub fn spawn_purger(&self) {
+        if self.cfg.token_ttl.is_none() {
+            return;
+        }
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            loop {
+                let s = store.clone();
+                match tokio::task::spawn_blocking(move || s.purge_expired()).await {
+                    Ok(Ok(n)) if n > 0 => log::info!("purged expired-tokens={n}"),
+                    Ok(Err(e)) => log::error!("store-error path=purge error=\"{e}\""),
+                    _ => {}
+                }
+                tokio::time::sleep(Duration::from_secs(600)).await;
+            }
+        });
+    }
+
     fn expires(&self) -> Option<i64> {
         self.cfg
             .token_ttl
@@ -111,7 +130,10 @@ impl Service {
         if is_get && path == "/version" {
             return ok_text(format!("{}\n", wire::VERSION));
         }
-        let mut params = wire::parse_query(raw_query);
+        let mut params = match wire::parse_query(raw_query) {
+            Ok(p) => p,
+            Err(wire::NotUtf8(name)) => return err400(&format!("parameter {name:?} is not UTF-8")),
+        };
         // Logins may send their fields as a form body, so the password stays out of URLs.
         let form_login =
             parts.method == Method::POST && (path == "/auth_token" || path == "/pam_token");
@@ -133,7 +155,12 @@ impl Service {
             if wire::has_bad_escape(form) {
                 return err400("malformed escape in form body");
             }
-            params.extend(wire::parse_query(form.trim_end_matches(['\r', '\n'])));
+            match wire::parse_query(form.trim_end_matches(['\r', '\n'])) {
+                Ok(f) => params.extend(f),
+                Err(wire::NotUtf8(name)) => {
+                    return err400(&format!("parameter {name:?} is not UTF-8"))
+                }
+            }
         }
         let Some(realm) = params.get("realm").cloned() else {
             return err400("missing realm");

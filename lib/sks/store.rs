@@ -173,6 +173,20 @@ impl Store {
         })
     }
 
+    /// The store skd keeps in `dir`, which must exist already: a tool run as another user
+    /// must not create a database the daemon cannot write.
+    pub fn open_existing(dir: &Path) -> Result<Store, StoreError> {
+        let db = dir.join("skd.sqlite");
+        if !db.is_file() {
+            let e = std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no skd.sqlite here (start skd -d DIR once first)",
+            );
+            return Err(StoreError::Dir(dir.display().to_string(), e));
+        }
+        Store::open(Some(dir))
+    }
+
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
@@ -389,7 +403,7 @@ impl Store {
         })
     }
 
-    /// Live tokens of realm hash `r`, optionally of one user, oldest key order.
+    /// Live tokens of realm hash `r`, optionally of one user, sorted by token text.
     pub fn list(&self, r: &str, user: Option<&str>) -> Result<Vec<TokenEntry>, StoreError> {
         let prefix = format!("t:{r}:");
         self.read(|c| {

@@ -34,7 +34,7 @@ pub fn has_bad_escape(s: &str) -> bool {
     false
 }
 
-fn decode(s: &str, plus_is_space: bool) -> String {
+fn decode(s: &str, plus_is_space: bool) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -53,29 +53,36 @@ fn decode(s: &str, plus_is_space: bool) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// A query value as Java's `URLDecoder.decode` under UTF-8: `+` is a space, `%XX` a byte.
-pub fn decode_value(s: &str) -> String {
-    decode(s, true)
+/// `None` if the bytes are not UTF-8: the original turned them into U+FFFD, so that distinct
+/// realms (or tokens) collided.
+pub fn decode_value(s: &str) -> Option<String> {
+    String::from_utf8(decode(s, true)).ok()
 }
 
-/// A URI path: `%XX` decoded, `+` kept.
+/// A URI path: `%XX` decoded, `+` kept (compared with fixed ASCII names only).
 pub fn decode_path(s: &str) -> String {
-    decode(s, false)
+    String::from_utf8_lossy(&decode(s, false)).into_owned()
 }
+
+/// A parameter value that is not UTF-8 once decoded.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NotUtf8(pub String);
 
 /// Parameters of a query string or form body: split on `&`, pieces without `=` dropped,
 /// names raw, values decoded, the last of repeated names wins.
-pub fn parse_query(raw: &str) -> HashMap<String, String> {
+pub fn parse_query(raw: &str) -> Result<HashMap<String, String>, NotUtf8> {
     let mut m = HashMap::new();
     for piece in raw.split('&') {
         if let Some((k, v)) = piece.split_once('=') {
-            m.insert(k.to_string(), decode_value(v));
+            let v = decode_value(v).ok_or_else(|| NotUtf8(k.to_string()))?;
+            m.insert(k.to_string(), v);
         }
     }
-    m
+    Ok(m)
 }
 
 /// The info record kept with a token: `user\nsource\n[uid=N\n][gid=N\n]`.
@@ -105,9 +112,11 @@ mod tests {
 
     #[test]
     fn values_decode_like_java() {
-        assert_eq!(decode_value("a+b%20c"), "a b c");
-        assert_eq!(decode_value("%C3%A9"), "é");
-        assert_eq!(decode_value("plain"), "plain");
+        assert_eq!(decode_value("a+b%20c").unwrap(), "a b c");
+        assert_eq!(decode_value("%C3%A9").unwrap(), "é");
+        assert_eq!(decode_value("plain").unwrap(), "plain");
+        assert_eq!(decode_value("%E9"), None);
+        assert_eq!(parse_query("realm=%FC"), Err(NotUtf8("realm".into())));
         assert_eq!(decode_path("/va%6Cid+x"), "/valid+x");
     }
 
@@ -121,7 +130,7 @@ mod tests {
 
     #[test]
     fn query_rules() {
-        let q = parse_query("realm=r&token=zzz&token=abc&novalue&realm2=&%72=x");
+        let q = parse_query("realm=r&token=zzz&token=abc&novalue&realm2=&%72=x").unwrap();
         assert_eq!(q["token"], "abc");
         assert_eq!(q["realm2"], "");
         assert!(!q.contains_key("novalue"));
