@@ -10,8 +10,8 @@ CARGO   ?= cargo
 # release for install/bench; the tests build debug binaries (much faster on 2 cores).
 PROFILE ?= release
 
-DAEMONS := skd
-TOOLS   := tokenctl
+DAEMONS := skd s5d
+TOOLS   := tokenctl s5
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 TARGET  := target/$(PROFILE)
 
@@ -52,6 +52,7 @@ man-gate:
 sdbox-test:
 	$(CARGO) build --bins
 	tests/systemd/run.sh
+	tests/systemd/s5d.sh
 
 install:
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR)
@@ -79,6 +80,7 @@ uninstall:
 bench:
 	$(CARGO) build --release --bins
 	scripts/bench-skd.sh target/release
+	scripts/bench-s5.sh target/release
 
 clean:
 	$(CARGO) clean

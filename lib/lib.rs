@@ -3,8 +3,12 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod detach;
 pub mod http;
+pub mod locked;
 pub mod pam;
+pub mod privfile;
+pub mod s5;
 pub mod secret;
 pub mod sks;
 pub mod sqlite;

@@ -1,0 +1,396 @@
+//! s5d: a drop-in, hardened replacement for s5server (specs/s5.md). Takes every s5server
+//! flag with the same meaning and default; under socket activation it serves the sockets
+//! systemd hands it. Parses the command line and wires the library together.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keysock::cli::{self, exit, Fail};
+use keysock::daemon::{self, Bound, Listener};
+use keysock::s5::server::{AccessLog, Config, Server};
+use keysock::s5::{self, Source};
+use keysock::{detach, http, locked::Locked, privfile};
+
+const PROGRAM: &str = "s5d";
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum SecretFrom {
+    /// $CREDENTIALS_DIRECTORY/s5-secret if present, else `s5 put` when socket-activated, else prompt
+    Auto,
+    /// One line of standard input, or the terminal with echo off when stdin is one
+    Prompt,
+    /// The systemd credential s5-secret
+    Credential,
+    /// `s5 put` over the control socket
+    Put,
+}
+
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "s5d",
+    version,
+    about = "Serve one secret to s5/s5client, drop-in for s5server (SciNet Super Simple Secrets Server)",
+    after_help = "See s5d(1)."
+)]
+struct Args {
+    /// IP address to bind (without socket activation)
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
+    bind_address: String,
+    /// First port tried (without socket activation)
+    #[arg(long, value_name = "PORT", default_value_t = s5::DEFAULT_PORT_MIN)]
+    port_min: u16,
+    /// Last port tried, inclusive
+    #[arg(long, value_name = "PORT", default_value_t = s5::DEFAULT_PORT_MAX)]
+    port_max: u16,
+    /// Where to write the connection details (host, port, token), 0600
+    #[arg(long, value_name = "FILE", default_value = s5::DEFAULT_CLIENT_FILE)]
+    client_file: String,
+    /// Write no client file; print "Token: <base64>" instead (never under systemd)
+    #[arg(long)]
+    no_client_file: bool,
+    /// Leave the client file in place when s5d exits (default: remove it)
+    #[arg(long)]
+    keep_client_file: bool,
+    /// Stay in the foreground (default: go to the background once serving)
+    #[arg(long)]
+    foreground: bool,
+    /// Access log, appended to; "stdout" for standard output [default: ~/s5server.log, or
+    /// the journal when socket-activated]
+    #[arg(long, value_name = "FILE")]
+    logfile: Option<String>,
+    /// Stop after serving the secret this many times; 0 = unlimited
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    success_max: u64,
+    /// Stop after this many failed requests (wrong identifier); 0 = unlimited
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    failure_max: u64,
+    /// Stop after SECONDS, served or not
+    #[arg(long, value_name = "SECONDS")]
+    expire: Option<u64>,
+    /// Where the secret comes from
+    #[arg(long, value_name = "SOURCE", value_enum, default_value = "auto")]
+    secret_from: SecretFrom,
+    /// Control socket for `s5 put` [default: $XDG_RUNTIME_DIR/s5d.sock, /run/s5d.sock for
+    /// root; bound only with --secret-from put or this flag]
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+    /// Seconds a client may take to send its request
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    timeout: u64,
+    /// Most connections served at once; more get 503
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_connections: usize,
+    /// Log to syslog instead of stderr
+    #[arg(long)]
+    syslog: bool,
+    /// Log debug messages too
+    #[arg(short = 'v', long)]
+    verbose: bool,
+}
+
+fn socket_activated() -> bool {
+    std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id())
+}
+
+fn source(a: &Args, activated: bool) -> Source {
+    match a.secret_from {
+        SecretFrom::Prompt => Source::Prompt,
+        SecretFrom::Credential => Source::Credential,
+        SecretFrom::Put => Source::Put,
+        SecretFrom::Auto if s5::credential_path().is_some() => Source::Credential,
+        SecretFrom::Auto if activated => Source::Put,
+        SecretFrom::Auto => Source::Prompt,
+    }
+}
+
+fn intake(src: Source) -> Result<Option<Locked>, Fail> {
+    let s = match src {
+        Source::Put => return Ok(None),
+        Source::Credential => {
+            let p = s5::credential_path().ok_or_else(|| {
+                Fail::new(
+                    exit::NOINPUT,
+                    format!("no credential {}: $CREDENTIALS_DIRECTORY is unset or has no such file (LoadCredential=s5-secret:FILE)", s5::CREDENTIAL),
+                )
+            })?;
+            s5::read_credential(&p).map_err(|e| {
+                Fail::new(exit::NOINPUT, format!("{}: cannot read: {e}", p.display()))
+            })?
+        }
+        Source::Prompt => s5::read_prompted()
+            .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot read the secret: {e}")))?,
+    };
+    Ok(Some(s))
+}
+
+fn bind_control(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener, Fail> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let bad = |e: std::io::Error| {
+        Fail::new(
+            exit::CANTCREAT,
+            format!("cannot listen on {}: {e}", path.display()),
+        )
+    };
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if !m.file_type().is_socket() {
+            return Err(bad(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a socket",
+            )));
+        }
+        // A live s5d answers on it: don't steal its socket.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(bad(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another s5d is listening on it",
+            )));
+        }
+        std::fs::remove_file(path).map_err(bad)?;
+    }
+    let l = std::os::unix::net::UnixListener::bind(path).map_err(bad)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bad)?;
+    l.set_nonblocking(true).map_err(bad)?;
+    Ok(l)
+}
+
+fn access_log(a: &Args, activated: bool) -> Result<(AccessLog, Option<std::fs::File>), Fail> {
+    let name = match (&a.logfile, activated) {
+        (Some(n), _) => n.clone(),
+        (None, true) => return Ok((AccessLog::None, None)),
+        (None, false) => s5::DEFAULT_LOGFILE.to_string(),
+    };
+    if name == "stdout" {
+        return Ok((AccessLog::Stdout, None));
+    }
+    let path = s5::expand_tilde(&name);
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .map_err(|e| Fail::new(exit::CANTCREAT, format!("{}: {e}", path.display())))?;
+    let dup = f.try_clone().ok();
+    Ok((AccessLog::File(Mutex::new(f)), dup))
+}
+
+fn run(a: Args) -> Result<(), Fail> {
+    daemon::log::init(PROGRAM, a.syslog, a.verbose).map_err(|e| Fail::new(exit::OSERR, e))?;
+    // No core dumps, no ptrace by other processes of the same user: the secret is in memory.
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+    let activated = socket_activated();
+    let src = source(&a, activated);
+    let token = Server::new_token();
+    let secret = intake(src)?;
+    if let Some(s) = &secret {
+        if !activated {
+            // As s5server: a short fingerprint to check the right secret was typed.
+            let h = keysock::secret::sha256_hex(s.as_bytes());
+            println!("Secret's sha256: {}...", &h[..6]);
+        }
+        if s.len() > s5::wire::V1_MAX {
+            eprintln!(
+                "{PROGRAM}: warning: the secret is {} bytes, longer than the {} the original s5client can take: only s5 (v2) will be able to fetch it",
+                s.len(),
+                s5::wire::V1_MAX
+            );
+        }
+    }
+    let (log, log_dup) = access_log(&a, activated)?;
+
+    // Listeners: systemd's, else the original's port search (before any fork, so that a
+    // failure reaches the caller).
+    let tcp = if activated {
+        None
+    } else {
+        Some(
+            s5::bind_port_range(&a.bind_address, a.port_min, a.port_max)
+                .map_err(|e| Fail::new(exit::UNAVAILABLE, format!("cannot listen: {e}")))?,
+        )
+    };
+    let control_path = match (&a.control, src) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Source::Put) if !activated => Some(s5::default_control_path()),
+        _ => None,
+    };
+    let control = match (&control_path, activated) {
+        (Some(p), false) => Some(bind_control(p)?),
+        _ => None,
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
+    // The runtime's threads must not exist before a fork: build it after, unless activated.
+    let (mut bound, rt) = if activated {
+        let rt = rt.map_err(|e| Fail::new(exit::OSERR, format!("cannot start runtime: {e}")))?;
+        let b = rt
+            .block_on(async { daemon::listen::from_systemd() })
+            .map_err(|e| {
+                Fail::new(
+                    exit::OSERR,
+                    format!("cannot take sockets from systemd: {e}"),
+                )
+            })?
+            .unwrap_or_default();
+        (b, Some(rt))
+    } else {
+        drop(rt);
+        (Vec::new(), None)
+    };
+    let (host, bind_address, port) = match &tcp {
+        Some(l) => {
+            let addr = l.local_addr().map_err(|e| {
+                Fail::new(exit::OSERR, format!("cannot read the bound address: {e}"))
+            })?;
+            (s5::hostname(), a.bind_address.clone(), addr.port())
+        }
+        None => {
+            let addr = bound.iter().find_map(|b| match &b.listener {
+                Listener::Tcp(t) => t.local_addr().ok(),
+                Listener::Unix(_) => None,
+            });
+            let Some(addr) = addr else {
+                return Err(Fail::new(
+                    exit::CONFIG,
+                    "socket-activated without a TCP socket: add ListenStream=PORT to the socket unit",
+                ));
+            };
+            (s5::hostname(), addr.ip().to_string(), addr.port())
+        }
+    };
+
+    let client_path = (!a.no_client_file).then(|| s5::expand_tilde(&a.client_file));
+    let cfg = Config {
+        success_max: a.success_max,
+        failure_max: a.failure_max,
+        read_timeout: Duration::from_secs(a.timeout.max(1)),
+        access_log: log,
+        client_file: client_path.clone(),
+    };
+    let ctl = daemon::Control::new();
+    let server = Server::new(cfg, ctl.clone(), token, host.clone(), bind_address, port);
+    let written = match &client_path {
+        Some(p) => Some(
+            privfile::write_private(p, server.client_file().to_json().as_bytes())
+                .map_err(|e| Fail::new(exit::CANTCREAT, format!("{}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    let remove_client_file = || {
+        if let (Some(p), Some(id), false) = (&client_path, written, a.keep_client_file) {
+            match privfile::remove_if_same(p, id) {
+                Ok(true) => log::info!("client-file-removed path={}", p.display()),
+                Ok(false) => {}
+                Err(e) => log::warn!("client-file-not-removed path={} error=\"{e}\"", p.display()),
+            }
+        }
+    };
+
+    let announce = |pid: u32| {
+        println!("Process {pid} listening on {host} on port {port}.");
+        if client_path.is_none() && !activated {
+            println!("Token: {}", *server.client_file().token);
+        }
+    };
+    if activated || a.foreground {
+        announce(std::process::id());
+    } else {
+        match detach::fork(a.logfile.as_deref() == Some("stdout"), log_dup) {
+            Ok(detach::Side::Parent(child)) => {
+                announce(child);
+                std::process::exit(0);
+            }
+            Ok(detach::Side::Child) => {}
+            Err(e) => {
+                remove_client_file();
+                return Err(Fail::new(exit::OSERR, format!("cannot fork: {e}")));
+            }
+        }
+    }
+
+    let rt = match rt {
+        Some(rt) => rt,
+        None => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Fail::new(exit::OSERR, format!("cannot start runtime: {e}")))?,
+    };
+    let limits = Arc::new(http::Limits {
+        header_timeout: Duration::from_secs(a.timeout.max(1)),
+        max_head: 16 * 1024,
+        ..Default::default()
+    });
+    let opts = daemon::Options {
+        idle_exit: None,
+        max_connections: a.max_connections.max(1),
+        shutdown_grace: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let reason = rt.block_on(async {
+        if let Some(l) = tcp {
+            let l = tokio::net::TcpListener::from_std(l)
+                .map_err(|e| Fail::new(exit::OSERR, format!("cannot use the socket: {e}")))?;
+            bound.push(Bound {
+                name: "http".into(),
+                listener: Listener::Tcp(l),
+                own_path: None,
+            });
+        }
+        if let (Some(l), Some(p)) = (control, &control_path) {
+            let l = tokio::net::UnixListener::from_std(l)
+                .map_err(|e| Fail::new(exit::OSERR, format!("cannot use the socket: {e}")))?;
+            bound.push(Bound {
+                name: "control".into(),
+                listener: Listener::Unix(l),
+                own_path: Some(p.clone()),
+            });
+        }
+        log::info!(
+            "starting version={} port={port} source={src:?} success_max={} failure_max={} expire={}",
+            env!("CARGO_PKG_VERSION"),
+            a.success_max,
+            a.failure_max,
+            a.expire.map(|s| format!("{s}s")).unwrap_or_else(|| "never".into())
+        );
+        if let Some(s) = secret {
+            let _ = server.load(s, &format!("{src:?}").to_lowercase());
+        }
+        if let Some(e) = a.expire {
+            server.expire_after(Duration::from_secs(e));
+        }
+        let status = server.status();
+        let srv = server.clone();
+        let limits = limits.clone();
+        Ok::<_, Fail>(
+            daemon::serve(bound, opts, ctl, &status, move |conn| {
+                let (srv, limits) = (srv.clone(), limits.clone());
+                async move {
+                    if conn.peer.is_unix() {
+                        srv.serve_control(conn).await
+                    } else {
+                        srv.serve_tcp(conn, limits).await
+                    }
+                }
+            })
+            .await,
+        )
+    });
+    server.wipe();
+    remove_client_file();
+    let reason = reason?;
+    log::info!("stopped reason=\"{reason}\"");
+    Ok(())
+}
+
+fn main() {
+    let args: Args = cli::parse(std::env::args_os());
+    if let Err(f) = run(args) {
+        cli::exit_with(PROGRAM, f);
+    }
+}

@@ -1,0 +1,220 @@
+//! s5: the SciNet Super Simple Secrets Server protocol (specs/s5.md), both ends.
+//!
+//! - [`wire`]: the token, the v1 answer of the original and our authenticated v2 answer;
+//! - [`server`]: what `s5d` serves on TCP (`POST /`) and on its local control socket;
+//! - [`client`]: fetching a secret (`s5`), and handing one to a running `s5d` (`s5 put`).
+//!
+//! The client file (`~/.s5client.json`) is shared by both ends and by the original programs.
+
+pub mod client;
+pub mod server;
+pub mod wire;
+
+use std::path::PathBuf;
+
+pub const DEFAULT_PORT_MIN: u16 = 13500;
+pub const DEFAULT_PORT_MAX: u16 = 13599;
+pub const DEFAULT_CLIENT_FILE: &str = "~/.s5client.json";
+pub const DEFAULT_LOGFILE: &str = "~/s5server.log";
+/// Longest secret accepted from any source (v2 answers carry any length up to this).
+pub const MAX_SECRET: usize = 64 * 1024;
+/// Name of the systemd credential holding the secret (`$CREDENTIALS_DIRECTORY/s5-secret`).
+pub const CREDENTIAL: &str = "s5-secret";
+
+/// `~` and `~/...` expanded with `$HOME` (as Python's `os.path.expanduser`).
+pub fn expand_tilde(p: &str) -> PathBuf {
+    let home = || std::env::var_os("HOME").map(PathBuf::from);
+    if p == "~" {
+        if let Some(h) = home() {
+            return h;
+        }
+    } else if let Some(rest) = p.strip_prefix("~/") {
+        if let Some(h) = home() {
+            return h.join(rest);
+        }
+    }
+    PathBuf::from(p)
+}
+
+/// This machine's host name, as the original writes it into the client file.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Where `s5 put` finds s5d's control socket: `/run/s5d.sock` for root (the system unit),
+/// else `$XDG_RUNTIME_DIR/s5d.sock` (the user unit).
+pub fn default_control_path() -> PathBuf {
+    let uid = rustix::process::geteuid().as_raw();
+    if uid == 0 {
+        return PathBuf::from("/run/s5d.sock");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("s5d.sock"),
+        _ => PathBuf::from(format!("/run/user/{uid}/s5d.sock")),
+    }
+}
+
+/// The connection details of one running server: the content of the client file.
+#[derive(Clone)]
+pub struct ClientFile {
+    pub host: String,
+    pub bind_address: String,
+    pub port: u16,
+    /// Base64 text of the 96-byte token.
+    pub token: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for ClientFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientFile({}:{})", self.host, self.port)
+    }
+}
+
+impl ClientFile {
+    /// One line of JSON, byte for byte as the original's `json.dump` writes it (Python's
+    /// default separators, key order host, bind_address, port, token; no newline).
+    pub fn to_json(&self) -> zeroize::Zeroizing<String> {
+        let s = |v: &str| serde_json::Value::String(v.to_string()).to_string();
+        zeroize::Zeroizing::new(format!(
+            "{{\"host\": {}, \"bind_address\": {}, \"port\": {}, \"token\": {}}}",
+            s(&self.host),
+            s(&self.bind_address),
+            self.port,
+            s(&self.token)
+        ))
+    }
+}
+
+/// What a client takes from a client file: every key optional (command-line flags fill in).
+#[derive(Default, Debug)]
+pub struct ClientFileIn {
+    pub host: Option<String>,
+    pub bind_address: Option<String>,
+    pub port: Option<String>,
+    pub token: Option<zeroize::Zeroizing<String>>,
+}
+
+/// Parses a client file written by s5d, s5 put or the original s5server.
+pub fn parse_client_file(text: &str) -> Result<ClientFileIn, String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let obj = v.as_object().ok_or("not a JSON object")?;
+    let str_of = |k: &str| -> Result<Option<String>, String> {
+        match obj.get(k) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(serde_json::Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(_) => Err(format!("\"{k}\" is neither a string nor a number")),
+        }
+    };
+    Ok(ClientFileIn {
+        host: str_of("host")?,
+        bind_address: str_of("bind_address")?,
+        port: str_of("port")?,
+        token: str_of("token")?.map(zeroize::Zeroizing::new),
+    })
+}
+
+/// Where s5d takes the secret from (`--secret-from`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// One line of standard input, or the terminal with echo off when stdin is one.
+    Prompt,
+    /// `$CREDENTIALS_DIRECTORY/s5-secret` (systemd `LoadCredential=`/`SetCredential=`).
+    Credential,
+    /// `s5 put` over the control socket, after start-up.
+    Put,
+}
+
+/// The credential file, if systemd passed one.
+pub fn credential_path() -> Option<PathBuf> {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+    let p = PathBuf::from(dir).join(CREDENTIAL);
+    p.exists().then_some(p)
+}
+
+/// Reads the secret from a credential file; one trailing newline is dropped.
+pub fn read_credential(path: &std::path::Path) -> std::io::Result<crate::locked::Locked> {
+    let f = std::fs::File::open(path)?;
+    let mut s = crate::locked::read_all(&f, MAX_SECRET)?;
+    if s.as_bytes().last() == Some(&b'\n') {
+        s.truncate(s.len() - 1);
+    }
+    Ok(s)
+}
+
+/// Reads the secret: one line of standard input when it is not a terminal (a pipe, a file,
+/// s5server under setsid); else the prompt `Enter secret: ` on the terminal with echo off.
+pub fn read_prompted() -> std::io::Result<crate::locked::Locked> {
+    let stdin = std::io::stdin();
+    if !rustix::termios::isatty(&stdin) {
+        return crate::locked::read_line(stdin, MAX_SECRET);
+    }
+    match crate::locked::prompt("Enter secret: ", MAX_SECRET)? {
+        Some(s) => Ok(s),
+        None => crate::locked::read_line(stdin, MAX_SECRET),
+    }
+}
+
+/// Binds the first free port of `min..=max` on `addr`, as s5server does.
+pub fn bind_port_range(addr: &str, min: u16, max: u16) -> Result<std::net::TcpListener, String> {
+    let ip: std::net::IpAddr = addr
+        .parse()
+        .map_err(|_| format!("--bind-address {addr:?} is not an IP address"))?;
+    if min > max {
+        return Err(format!("--port-min {min} is above --port-max {max}"));
+    }
+    let mut last = None;
+    for port in min..=max {
+        match std::net::TcpListener::bind((ip, port)) {
+            Ok(l) => {
+                return l
+                    .set_nonblocking(true)
+                    .map(|_| l)
+                    .map_err(|e| format!("{addr}:{port}: {e}"))
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(format!(
+        "could not find a free port in {min}-{max} on {addr}: {}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_file_is_byte_identical_to_the_originals() {
+        let f = ClientFile {
+            host: "vm".into(),
+            bind_address: "127.0.0.1".into(),
+            port: 13500,
+            token: zeroize::Zeroizing::new("A".repeat(128)),
+        };
+        let want = format!(
+            "{{\"host\": \"vm\", \"bind_address\": \"127.0.0.1\", \"port\": 13500, \"token\": \"{}\"}}",
+            "A".repeat(128)
+        );
+        assert_eq!(*f.to_json(), want);
+        let back = parse_client_file(&want).unwrap();
+        assert_eq!(back.host.as_deref(), Some("vm"));
+        assert_eq!(back.port.as_deref(), Some("13500"));
+        assert_eq!(back.token.unwrap().as_str(), "A".repeat(128));
+        assert!(parse_client_file("[1]").is_err());
+        assert!(parse_client_file("{\"port\": [1]}").is_err());
+    }
+
+    #[test]
+    fn tilde_expands_with_home() {
+        if let Some(h) = std::env::var_os("HOME") {
+            assert_eq!(expand_tilde("~/x"), PathBuf::from(h).join("x"));
+        }
+        assert_eq!(expand_tilde("/a/~"), PathBuf::from("/a/~"));
+    }
+}

@@ -1,0 +1,664 @@
+//! s5d and s5 end to end: v1/v2 answers, the client file, every secret intake (stdin, the
+//! terminal with echo off, a systemd credential, s5 put over the control socket), the
+//! limits, bad input, concurrency and timeouts, socket activation, background mode.
+
+#[path = "s5/util.rs"]
+mod util;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use util::*;
+
+#[test]
+fn s5_gets_any_secret_from_s5d_through_v2() {
+    let secrets: Vec<Vec<u8>> = vec![
+        b"s".to_vec(),
+        b"".to_vec(),
+        "é".repeat(23).into_bytes(),
+        "ключ🔑".as_bytes().to_vec(),
+        vec![b'x'; 47],
+        vec![b'y'; 48],
+        (0..5000).map(|i| b'a' + (i % 26) as u8).collect(),
+    ];
+    for secret in secrets {
+        let mut srv = start_s5d(&secret, &[]);
+        assert_got(&fetch_s5(&srv), &secret);
+        assert!(srv.wait(Duration::from_secs(10)).unwrap().success());
+        assert!(!srv.client_file.exists());
+        let err = srv.stderr();
+        assert!(err.contains("success-max reached"), "{err}");
+        let text = String::from_utf8_lossy(&secret);
+        if secret.len() > 3 {
+            assert!(!err.contains(&*text), "secret in the log");
+        }
+    }
+}
+
+#[test]
+fn v1_answer_is_48_bytes_with_a_fresh_tail_and_no_pad_in_clear() {
+    let secret = vec![b'k'; 47];
+    let srv = start_s5d(&secret, &["--success-max", "0"]);
+    let token = b64d(&srv.token());
+    let (id, pad) = token.split_at(48);
+    let mut bodies = Vec::new();
+    for _ in 0..2 {
+        let (status, head, body) = post(&srv.addr(), id, "");
+        assert_eq!(status, 200, "{head}");
+        assert!(head
+            .to_lowercase()
+            .contains("content-type: text/plain; charset=utf-8"));
+        assert_eq!(
+            body.len(),
+            64,
+            "48 bytes in base64, even for 47-byte secrets"
+        );
+        let ct = b64d(std::str::from_utf8(&body).unwrap());
+        assert_eq!(ct.len(), 48);
+        let m: Vec<u8> = ct.iter().zip(pad).map(|(c, p)| c ^ p).collect();
+        assert_eq!(m[0], 47);
+        assert_eq!(&m[1..], &secret[..]);
+        bodies.push(body);
+    }
+    // A short secret: the tail differs between answers (random), so it is not the pad.
+    let srv = start_s5d(b"short", &["--success-max", "0"]);
+    let token = b64d(&srv.token());
+    let (id, pad) = token.split_at(48);
+    let a = b64d(std::str::from_utf8(&post(&srv.addr(), id, "").2).unwrap());
+    let b = b64d(std::str::from_utf8(&post(&srv.addr(), id, "").2).unwrap());
+    assert_eq!(a[..6], b[..6]);
+    assert_ne!(a[6..], b[6..]);
+    assert_ne!(a[6..], pad[6..], "tail is not the raw pad");
+    // v2 when asked for.
+    let (status, head, body) = post(&srv.addr(), id, "Accept: application/x-s5-v2\r\n");
+    assert_eq!(status, 200);
+    assert!(head.contains("application/x-s5-v2"), "{head}");
+    let raw = b64d(std::str::from_utf8(&body).unwrap());
+    assert_eq!(*keysock::s5::wire::open_v2(&raw, pad).unwrap(), b"short");
+}
+
+#[test]
+fn client_file_is_private_atomic_and_removed_unless_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    let cf = dir.path().join("cf.json");
+    std::os::unix::fs::symlink(&victim, &cf).unwrap();
+    let port = free_port().to_string();
+    let mut child = Command::new("setsid")
+        .arg(s5d())
+        .args([
+            "--foreground",
+            "--bind-address",
+            "127.0.0.1",
+            "--port-min",
+            &port,
+        ])
+        .args(["--port-max", &port, "--logfile", "stdout", "--client-file"])
+        .arg(&cf)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"pw\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::symlink_metadata(&cf)
+        .unwrap()
+        .file_type()
+        .is_symlink()
+    {
+        assert!(Instant::now() < deadline, "client file not written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    let m = std::fs::metadata(&cf).unwrap();
+    assert_eq!(m.permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&cf).unwrap();
+    assert!(
+        text.starts_with("{\"host\": ") && !text.ends_with('\n'),
+        "{text}"
+    );
+    assert!(text.contains(&format!(
+        "\"bind_address\": \"127.0.0.1\", \"port\": {port}, "
+    )));
+    let o = Command::new(s5())
+        .arg("--client-file")
+        .arg(&cf)
+        .args(["--host", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert_got(&o, b"pw");
+    assert!(child.wait().unwrap().success());
+    assert!(!cf.exists(), "removed on exit");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no temp files left"
+    );
+}
+
+#[test]
+fn wrong_identifiers_count_once_each_until_failure_max() {
+    let mut srv = start_s5d(b"topsecret", &["--failure-max", "4", "--success-max", "0"]);
+    let addr = srv.addr();
+    let token = b64d(&srv.token());
+    let wrong = keysock::s5::wire::b64encode(&[9u8; 96]);
+    // 1: s5 with a wrong token.
+    let o = fetch_with(Path::new(s5()), &srv, &["--token", &wrong]);
+    assert_failed(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("wrong token (404)"));
+    // 2: 47 bytes of the right identifier; the original's answer: 404, JSON type, no body.
+    let (st, head, body) = post(&addr, &token[..47], "");
+    assert_eq!(st, 404);
+    assert!(
+        head.to_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    assert!(body.is_empty());
+    // Not counted: other methods, other paths, garbage.
+    let (st, head, body) = raw(&addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(st, 405);
+    assert!(
+        head.to_lowercase().contains("allow: post, options"),
+        "{head}"
+    );
+    assert_eq!(body, b"{\"title\": \"405 Method Not Allowed\"}");
+    let (st, head, _) = raw(&addr, b"OPTIONS / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(st, 200);
+    assert!(head.to_lowercase().contains("allow: post\r\n"), "{head}");
+    let (st, _, body) = raw(
+        &addr,
+        b"POST /foo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(st, 404);
+    assert_eq!(body, b"{\"title\": \"404 Not Found\"}");
+    for g in [
+        &b"\x00\xff\x13\x37\r\n\r\n"[..],
+        b"POST / HTTP/9.9\r\n\r\n",
+        b"\r\n\r\n",
+    ] {
+        let (st, _, _) = raw(&addr, g);
+        assert!(st == 400 || st == 505 || st == 0, "garbage answered {st}");
+    }
+    // 3: an oversized body (1 MiB).
+    let (st, _, _) = post(&addr, &vec![b'A'; 1 << 20], "");
+    assert_eq!(st, 404);
+    assert!(
+        srv.child.try_wait().unwrap().is_none(),
+        "still serving after 3 failures"
+    );
+    // The right identifier still works in between, and is not a failure.
+    assert_got(&fetch_s5(&srv), b"topsecret");
+    // 4: a truncated body (Content-Length 48, 10 bytes, then the client hangs up).
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 48\r\n\r\n0123456789")
+        .unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut sink = Vec::new();
+    let _ = s.read_to_end(&mut sink);
+    let st = srv
+        .wait(Duration::from_secs(10))
+        .expect("exits at --failure-max 4");
+    assert!(st.success());
+    let err = srv.stderr();
+    assert!(
+        err.contains("failure-max reached (4 failed requests)"),
+        "{err}"
+    );
+    assert_eq!(err.matches("outcome=failure").count(), 4, "{err}");
+}
+
+#[test]
+fn an_idle_or_slow_client_blocks_nobody_and_consumes_nothing() {
+    let mut srv = start_s5d(b"patience", &["--timeout", "2"]);
+    let addr = srv.addr();
+    // One connection that says nothing, one that stalls half-way through its body.
+    let idle = TcpStream::connect(&addr).unwrap();
+    let mut slow = TcpStream::connect(&addr).unwrap();
+    slow.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 48\r\n\r\nabc")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    assert_got(&fetch_s5(&srv), b"patience");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "served at once: {:?}",
+        t.elapsed()
+    );
+    assert!(srv.wait(Duration::from_secs(10)).unwrap().success());
+    drop((idle, slow));
+}
+
+#[test]
+fn timeouts_cut_idle_connections_and_count_a_stalled_body_once() {
+    let srv = start_s5d(b"x1", &["--timeout", "1", "--success-max", "0"]);
+    let mut slow = TcpStream::connect(srv.addr()).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    slow.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 48\r\n\r\nabc")
+        .unwrap();
+    let t = Instant::now();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "cut after the timeout"
+    );
+    assert_eq!(split(&buf).0, 404);
+    let mut idle = TcpStream::connect(srv.addr()).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let t = Instant::now();
+    let _ = idle.read_to_end(&mut buf);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "idle connection closed"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        srv.stderr().matches("outcome=failure").count(),
+        1,
+        "{}",
+        srv.stderr()
+    );
+}
+
+#[test]
+fn concurrent_clients_get_exactly_success_max_secrets() {
+    let mut srv = start_s5d(b"only-once", &["--success-max", "2", "--keep-client-file"]);
+    let cf = srv.client_file.clone();
+    let outs: Vec<_> = (0..8)
+        .map(|_| {
+            let cf = cf.clone();
+            std::thread::spawn(move || {
+                Command::new(s5())
+                    .arg("--client-file")
+                    .arg(&cf)
+                    .args(["--host", "127.0.0.1", "--timeout", "10"])
+                    .output()
+                    .unwrap()
+            })
+        })
+        .map(|t| t.join().unwrap())
+        .collect();
+    let got = outs.iter().filter(|o| o.stdout == b"only-once").count();
+    assert_eq!(got, 2, "{outs:?}");
+    for o in &outs {
+        assert!(o.status.success() || o.stdout == b"FAILED\n", "{o:?}");
+    }
+    assert!(srv.wait(Duration::from_secs(10)).unwrap().success());
+}
+
+#[test]
+fn expire_stops_s5d_and_says_why() {
+    let mut srv = start_s5d(b"short-lived", &["--expire", "1"]);
+    let st = srv.wait(Duration::from_secs(10)).expect("expired");
+    assert!(st.success());
+    assert!(
+        srv.stderr().contains("expired after 1s"),
+        "{}",
+        srv.stderr()
+    );
+    assert!(!srv.client_file.exists());
+    assert_failed(
+        &Command::new(s5())
+            .args(["--no-client-file", "--host", "127.0.0.1", "--port"])
+            .arg(srv.port.to_string())
+            .args(["--token", &keysock::s5::wire::b64encode(&[1u8; 96])])
+            .output()
+            .unwrap(),
+    );
+}
+
+#[test]
+fn secret_from_a_systemd_credential() {
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(creds.path().join("s5-secret"), "from-credential\n").unwrap();
+    let dir = creds.path().to_str().unwrap();
+    // Standard input is ignored when the credential is there.
+    let mut srv = start(
+        Path::new(s5d()),
+        b"not-this",
+        &[],
+        &[("CREDENTIALS_DIRECTORY", dir)],
+    );
+    assert_got(&fetch_s5(&srv), b"from-credential");
+    assert!(srv.wait(Duration::from_secs(10)).unwrap().success());
+    // --secret-from credential without one: a clear error.
+    let o = Command::new(s5d())
+        .args(["--foreground", "--secret-from", "credential"])
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(66));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("s5d: no credential s5-secret"), "{err}");
+}
+
+/// The terminal prompt, with echo off: `script` gives s5d a pseudo-terminal, and what the
+/// terminal shows must have the prompt but not the secret.
+#[test]
+fn secret_from_the_terminal_with_echo_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let cf = dir.path().join("cf.json");
+    let port = free_port();
+    let cmdline = format!(
+        "{} --foreground --bind-address 127.0.0.1 --port-min {port} --port-max {port} --client-file {} --logfile stdout",
+        s5d(),
+        cf.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &cmdline, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("script(1), from util-linux");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    // Wait for the prompt to be up (echo off) before typing.
+    std::thread::sleep(Duration::from_millis(700));
+    stdin.write_all(b"typed-secret\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cf.exists() {
+        assert!(Instant::now() < deadline, "s5d did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = Command::new(s5())
+        .arg("--client-file")
+        .arg(&cf)
+        .args(["--host", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert_got(&o, b"typed-secret");
+    drop(stdin);
+    let shown = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    let _ = child.wait();
+    assert!(shown.contains("Enter secret: "), "{shown:?}");
+    assert!(!shown.contains("typed-secret"), "echoed: {shown:?}");
+    assert!(shown.contains("Secret's sha256: "), "{shown:?}");
+}
+
+fn put(control: &Path, secret: &[u8], extra: &[&str]) -> std::process::Output {
+    let mut c = Command::new("setsid")
+        .arg(s5())
+        .arg("put")
+        .arg("--control")
+        .arg(control)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(secret).unwrap();
+    c.wait_with_output().unwrap()
+}
+
+#[test]
+fn secret_from_s5_put_over_the_control_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = dir.path().join("ctl.sock");
+    let ctl_s = ctl.to_str().unwrap();
+    let mut srv = start_s5d(b"", &["--secret-from", "put", "--control", ctl_s]);
+    let mode = std::fs::metadata(&ctl).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "control socket is private");
+    // Before the secret: the client fails, nothing is counted.
+    let o = fetch_s5(&srv);
+    assert_failed(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no secret loaded yet"));
+    // `s5 token` tells where s5d is.
+    let o = Command::new(s5())
+        .args(["token", "--control", ctl_s, "--no-client-file"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        format!("Token: {}\n", srv.token())
+    );
+    // Another user is refused by SO_PEERCRED (root only: needs setpriv to change uid).
+    if rustix::process::geteuid().is_root() {
+        std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let o = Command::new("setpriv")
+            .args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                "--",
+            ])
+            .arg(s5())
+            .args(["token", "--control", ctl_s, "--no-client-file"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(69), "{o:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("permission denied: uid 65534"), "{err}");
+    }
+    let o = put(&ctl, "put-sécret".as_bytes(), &[]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("written by s5d"),
+        "{o:?}"
+    );
+    // A second put is refused: one secret per run.
+    let o = put(&ctl, b"other", &[]);
+    assert_eq!(o.status.code(), Some(69));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already loaded"));
+    assert_got(&fetch_s5(&srv), "put-sécret".as_bytes());
+    assert!(srv.wait(Duration::from_secs(10)).unwrap().success());
+    assert!(!ctl.exists(), "control socket removed on exit");
+    let err = srv.stderr();
+    assert!(err.contains("secret-loaded source=put"), "{err}");
+    assert!(!err.contains("put-s"), "no secret in the log");
+}
+
+/// Under socket activation (as systemd does it): s5d serves the sockets it is handed, takes
+/// the secret from `s5 put` on the control socket, writes the client file, exits at the limit.
+#[test]
+fn socket_activated_with_put() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = dir.path().join("s5d.sock");
+    let cf = dir.path().join("cf.json");
+    let port = free_port();
+    let stderr = dir.path().join("stderr");
+    let mut act = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-l")
+        .arg(&ctl)
+        .arg(s5d())
+        .args(["--success-max", "1", "--client-file"])
+        .arg(&cf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ctl.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "systemd-socket-activate did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The first connection (the put) starts s5d.
+    let mine = dir.path().join("mine.json");
+    let o = put(
+        &ctl,
+        b"activated",
+        &["--client-file", mine.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        !mine.exists(),
+        "s5d wrote the client file itself, so put writes none"
+    );
+    let text = std::fs::read_to_string(&cf).expect("s5d wrote the client file");
+    assert!(text.contains(&format!("\"port\": {port}")), "{text}");
+    let o = Command::new(s5())
+        .arg("--client-file")
+        .arg(&cf)
+        .args(["--host", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert_got(&o, b"activated");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        if let Some(st) = act.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "s5d did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(st.success());
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    assert!(log.contains("source=Put"), "{log}");
+    assert!(log.contains("success-max reached"), "{log}");
+    assert!(!cf.exists());
+}
+
+#[test]
+fn background_mode_reports_startup_errors_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let cf = dir.path().join("cf.json");
+    let log = dir.path().join("s5.log");
+    let port = free_port().to_string();
+    let run = |args: &[&str], cf: &Path| {
+        let mut c = Command::new("setsid")
+            .arg(s5d())
+            .args([
+                "--bind-address",
+                "127.0.0.1",
+                "--port-min",
+                &port,
+                "--port-max",
+                &port,
+            ])
+            .arg("--client-file")
+            .arg(cf)
+            .arg("--logfile")
+            .arg(&log)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(b"bg-secret\n").unwrap();
+        let t = Instant::now();
+        let o = c.wait_with_output().unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the parent returns at once"
+        );
+        o
+    };
+    let o = run(&[], &cf);
+    assert!(o.status.success(), "{o:?}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&format!(
+            "listening on {} on port {port}.",
+            keysock::s5::hostname()
+        )),
+        "{out}"
+    );
+    let pid: i32 = out
+        .split("Process ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    assert_ne!(pid as u32, 0);
+    // The port is taken by the child now: a second s5d fails, and says so (exit 69).
+    let o = run(&[], &dir.path().join("other.json"));
+    assert_eq!(o.status.code(), Some(69), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with("s5d: cannot listen: could not find a free port"),
+        "{err}"
+    );
+    let o = Command::new(s5())
+        .arg("--client-file")
+        .arg(&cf)
+        .args(["--host", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert_got(&o, b"bg-secret");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "background s5d did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!cf.exists());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("\"POST / HTTP/1.1\" 200 76"), "{text}");
+    // An unwritable client file is reported by the parent too.
+    let o = run(&[], Path::new("/nonexistent/dir/cf.json"));
+    assert_eq!(o.status.code(), Some(73), "{o:?}");
+}
+
+#[test]
+fn s5_errors_are_one_line_with_sysexits() {
+    let cases: [(&[&str], i32, &str); 4] = [
+        (
+            &["--client-file", "/nonexistent/cf.json"],
+            66,
+            "s5: /nonexistent/cf.json: cannot read",
+        ),
+        (&["--no-client-file", "--port", "1"], 64, "s5: no host"),
+        (
+            &[
+                "--no-client-file",
+                "--host",
+                "h",
+                "--port",
+                "1",
+                "--token",
+                "abc",
+            ],
+            65,
+            "s5: bad token",
+        ),
+        (
+            &["put", "--control", "/nonexistent/s5d.sock"],
+            69,
+            "s5: cannot connect to /nonexistent/s5d.sock",
+        ),
+    ];
+    for (args, code, msg) in cases {
+        let o = Command::new(s5())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+        assert!(
+            err.starts_with(msg) && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+    // A refused connection: FAILED on stdout, exit 1, and the reason on stderr.
+    let port = free_port().to_string();
+    let o = Command::new(s5())
+        .args(["--no-client-file", "--host", "127.0.0.1", "--port", &port])
+        .args(["--token", &keysock::s5::wire::b64encode(&[1u8; 96])])
+        .output()
+        .unwrap();
+    assert_failed(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot connect"));
+}
