@@ -55,6 +55,9 @@ pub struct Conn {
 struct Shared {
     stop: watch::Sender<bool>,
     reason: Mutex<String>,
+    /// The last `STATUS=` sent through `set_status`; held while notifying, so READY never
+    /// sends an older status after a newer one.
+    status: Mutex<Option<String>>,
     active: AtomicUsize,
     last_idle: Mutex<Instant>,
     drained: Notify,
@@ -75,6 +78,7 @@ impl Control {
         Control(Arc::new(Shared {
             stop: watch::channel(false).0,
             reason: Mutex::new(String::new()),
+            status: Mutex::new(None),
             active: AtomicUsize::new(0),
             last_idle: Mutex::new(Instant::now()),
             drained: Notify::new(),
@@ -108,7 +112,9 @@ impl Control {
 
     /// `STATUS=` for systemd (a no-op when not run by systemd).
     pub fn set_status(&self, status: &str) {
+        let mut last = self.0.status.lock().unwrap_or_else(|p| p.into_inner());
         notify(&[sd_notify::NotifyState::Status(status)]);
+        *last = Some(status.to_string());
     }
 
     fn enter(&self) -> ConnGuard {
@@ -215,10 +221,15 @@ where
         .collect();
 
     ::log::info!("listening {}", where_.join(" "));
-    notify(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status(status),
-    ]);
+    {
+        // A status set while starting up (e.g. a secret loaded already) beats the initial one.
+        let last = ctl.0.status.lock().unwrap_or_else(|p| p.into_inner());
+        let status = last.as_deref().unwrap_or(status);
+        notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(status),
+        ]);
+    }
 
     let mut wd_usec = 0u64;
     if sd_notify::watchdog_enabled(false, &mut wd_usec) && wd_usec > 0 {
