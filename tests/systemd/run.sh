@@ -17,46 +17,9 @@
 set -euo pipefail
 
 PROG=tests/systemd/run.sh
-here=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(git -C "$here" rev-parse --show-toplevel 2>/dev/null || (cd "$here/../.." && pwd))
-ROOT=$(readlink -f "$ROOT")
-SDBOX=${SDBOX:-$ROOT/../shared/tools/sdbox.sh}
+UNITS="skd.socket skd-unix.socket skd.service"
+. "$(dirname "$0")/lib.sh"
 
-if [ "$(id -u)" != 0 ]; then
-  echo "$PROG: needs root (sdbox.sh boots systemd in new namespaces)" >&2
-  exit 77
-fi
-[ -x "$SDBOX" ] || { echo "$PROG: $SDBOX not found or not executable (shared/ must sit beside the repository)" >&2; exit 1; }
-for c in curl make; do
-  command -v "$c" >/dev/null || { echo "$PROG: $c not found" >&2; exit 1; }
-done
-
-export SDBOX_NET=1          # a private network namespace for the box: start and exec alike
-STATE=$(mktemp -d "${TMPDIR:-/tmp}/skd-sdbox.XXXXXX")
-booted=0
-cleanup() {
-  if [ $booted = 1 ]; then "$SDBOX" stop "$STATE" >/dev/null 2>&1 || echo "$PROG: sdbox stop failed" >&2; fi
-  rm -rf "$STATE"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-passed=0
-step() { STEP=$1; echo "### $1"; }
-ok() { passed=$((passed + 1)); echo "ok: $STEP${1:+: $1}"; }
-# Run CMD inside the box (time-limited: nothing in this test takes more than a few seconds).
-box() { timeout 60 "$SDBOX" exec "$STATE" "$@"; }
-fail() {
-  echo "FAIL: $STEP: $*" >&2
-  if [ $booted = 1 ] && [ -s "$STATE/pid1" ]; then
-    echo "--- systemctl status skd.socket skd-unix.socket skd.service" >&2
-    box systemctl --no-pager status skd.socket skd-unix.socket skd.service >&2 2>&1 || true
-    echo "--- journalctl -u skd --no-pager (with the socket units)" >&2
-    box journalctl --no-pager -o short-precise -u skd.service -u skd.socket -u skd-unix.socket >&2 2>&1 || true
-  fi
-  echo "$passed passed, 1 failed"
-  exit 1
-}
 # http URL [CURL-ARGS...]: one request from inside the box; sets CODE, BODY (trailing newlines
 # dropped) and LINE1.
 http() {
@@ -77,28 +40,13 @@ REALM=skd-sdbox            # realm = PAM service name (pam_exec, private users f
 UREALM=skd-sdbox-unix      # realm = PAM service name (pam_unix against /etc/shadow)
 
 step build
-"${CARGO:-cargo}" build --bins --quiet --manifest-path "$ROOT/Cargo.toml" || fail "cargo build --bins"
+build
 ok
 
-step boot
-t0=$(date +%s.%N)
-booted=1     # from here on the trap stops the box, even if start fails half-way
-pid1=$("$SDBOX" start "$STATE" "$ROOT" 2>&1 >"$STATE.pid1") && pid1=$(cat "$STATE.pid1") ||
-  { rm -f "$STATE.pid1"; fail "sdbox.sh start: $pid1"; }
-rm -f "$STATE.pid1"
-st=$(box systemctl is-system-running 2>&1 || true)
-case $st in running | degraded) ;; *) fail "box state is '$st'" ;; esac
-ok "PID 1 = host pid $pid1, $st"
-
-step install
-out=$(box make -C "$ROOT" --no-print-directory -s install PROFILE=debug 2>&1) || fail "make install PROFILE=debug: $out"
-for f in /usr/local/sbin/skd /usr/local/lib/systemd/system/skd.service \
-         /usr/local/lib/systemd/system/skd.socket /usr/local/lib/systemd/system/skd-unix.socket; do
-  box test -e "$f" || fail "$f was not installed"
-done
+boot_and_install /usr/local/sbin/skd /usr/local/lib/systemd/system/skd.service \
+  /usr/local/lib/systemd/system/skd.socket /usr/local/lib/systemd/system/skd-unix.socket
 exec_start=$(box systemctl cat skd.service 2>/dev/null | grep '^ExecStart=' || true)
 [[ $exec_start == ExecStart=/usr/local/sbin/skd\ * ]] || fail "unexpected $exec_start"
-ok "$exec_start"
 
 step pam-setup
 # pam_exec recipe of specs/sks.md §6.6. skd runs as a DynamicUser, so the helper and its users
@@ -231,6 +179,4 @@ done
 grep -q 'stopped reason=SIGTERM' <<<"$j" || fail "no 'stopped reason=SIGTERM' line in journalctl -u skd"
 ok "all inactive, socket file removed, Result=success"
 
-t1=$(date +%s.%N)
-echo "(box up $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s)"
 echo "$passed passed, 0 failed"

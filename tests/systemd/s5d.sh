@@ -18,68 +18,10 @@
 set -euo pipefail
 
 PROG=tests/systemd/s5d.sh
-here=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(git -C "$here" rev-parse --show-toplevel 2>/dev/null || (cd "$here/../.." && pwd))
-ROOT=$(readlink -f "$ROOT")
-SDBOX=${SDBOX:-$ROOT/../shared/tools/sdbox.sh}
+UNITS="s5d.socket s5d.service"
+. "$(dirname "$0")/lib.sh"
 VENV=$ROOT/target/s5-venv
 
-if [ "$(id -u)" != 0 ]; then
-  echo "$PROG: needs root (sdbox.sh boots systemd in new namespaces)" >&2
-  exit 77
-fi
-[ -x "$SDBOX" ] || { echo "$PROG: $SDBOX not found or not executable (shared/ must sit beside the repository)" >&2; exit 1; }
-command -v make >/dev/null || { echo "$PROG: make not found" >&2; exit 1; }
-
-export SDBOX_NET=1
-STATE=$(mktemp -d "${TMPDIR:-/tmp}/s5d-sdbox.XXXXXX")
-booted=0
-cleanup() {
-  if [ $booted = 1 ]; then "$SDBOX" stop "$STATE" >/dev/null 2>&1 || echo "$PROG: sdbox stop failed" >&2; fi
-  rm -rf "$STATE"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-passed=0
-step() { STEP=$1; echo "### $1"; }
-ok() { passed=$((passed + 1)); echo "ok: $STEP${1:+: $1}"; }
-box() { timeout 60 "$SDBOX" exec "$STATE" "$@"; }
-fail() {
-  echo "FAIL: $STEP: $*" >&2
-  if [ $booted = 1 ] && [ -s "$STATE/pid1" ]; then
-    echo "--- systemctl status s5d.socket s5d.service" >&2
-    box systemctl --no-pager status s5d.socket s5d.service >&2 2>&1 || true
-    echo "--- journalctl -u s5d.service -u s5d.socket" >&2
-    box journalctl --no-pager -o short-precise -u s5d.service -u s5d.socket >&2 2>&1 || true
-  fi
-  echo "$passed passed, 1 failed"
-  exit 1
-}
-# wait_state UNIT STATE: up to 10 s for `systemctl is-active UNIT` to print STATE.
-wait_state() {
-  local s=
-  for _ in $(seq 1 100); do
-    s=$(box systemctl is-active "$1" || true)
-    [ "$s" = "$2" ] && return 0
-    sleep 0.1
-  done
-  fail "$1 is '$s', expected $2"
-}
-# journal_has TEXT: up to 5 s for TEXT to show up in s5d.service's journal.
-journal_has() {
-  for _ in $(seq 1 50); do
-    J=$(box journalctl --no-pager -o cat -u s5d.service 2>&1 || true)
-    grep -qF -- "$1" <<<"$J" && return 0
-    sleep 0.1
-  done
-  fail "no '$1' in journalctl -u s5d.service"
-}
-# dropin TEXT: the [Service] drop-in of this test, then daemon-reload.
-dropin() {
-  box sh -c "mkdir -p /etc/systemd/system/s5d.service.d && cat > /etc/systemd/system/s5d.service.d/sdbox.conf && systemctl daemon-reload" <<<"$1" ||
-    fail "writing the drop-in"
-}
 # fetch_both SECRET CLIENTFILE: the original s5client and s5 each get SECRET.
 fetch_both() {
   local got
@@ -90,7 +32,7 @@ fetch_both() {
 }
 
 step build
-"${CARGO:-cargo}" build --bins --quiet --manifest-path "$ROOT/Cargo.toml" || fail "cargo build --bins"
+build
 if [ ! -e "$VENV/.keysock-ok" ]; then
   rm -rf "$VENV"
   python3 -m venv "$VENV" && "$VENV/bin/pip" install --quiet --disable-pip-version-check s5==0.0.3 ||
@@ -99,22 +41,8 @@ if [ ! -e "$VENV/.keysock-ok" ]; then
 fi
 ok "binaries and $VENV"
 
-step boot
-booted=1
-pid1=$("$SDBOX" start "$STATE" "$ROOT" 2>&1 >"$STATE.pid1") && pid1=$(cat "$STATE.pid1") ||
-  { rm -f "$STATE.pid1"; fail "sdbox.sh start: $pid1"; }
-rm -f "$STATE.pid1"
-st=$(box systemctl is-system-running 2>&1 || true)
-case $st in running | degraded) ;; *) fail "box state is '$st'" ;; esac
-ok "PID 1 = host pid $pid1, $st"
-
-step install
-out=$(box make -C "$ROOT" --no-print-directory -s install PROFILE=debug 2>&1) || fail "make install PROFILE=debug: $out"
-for f in /usr/local/sbin/s5d /usr/local/bin/s5 /usr/local/lib/systemd/system/s5d.service \
-         /usr/local/lib/systemd/system/s5d.socket /usr/local/lib/systemd/user/s5d.socket; do
-  box test -e "$f" || fail "$f was not installed"
-done
-ok
+boot_and_install /usr/local/sbin/s5d /usr/local/bin/s5 /usr/local/lib/systemd/system/s5d.service \
+  /usr/local/lib/systemd/system/s5d.socket /usr/local/lib/systemd/user/s5d.socket
 
 step enable-socket
 out=$(box sh -c 'systemctl daemon-reload && systemctl enable --now s5d.socket' 2>&1) || fail "systemctl enable --now s5d.socket: $out"
@@ -126,7 +54,7 @@ perm=$(box stat -c '%A %U' /run/s5d.sock 2>&1) || fail "/run/s5d.sock: $perm"
 ok "s5d.socket listening, s5d.service inactive, /run/s5d.sock $perm"
 
 step put
-dropin $'[Service]\nExecStart=\nExecStart=/usr/local/sbin/s5d --no-client-file --success-max 2'
+dropin s5d.service $'[Service]\nExecStart=\nExecStart=/usr/local/sbin/s5d --no-client-file --success-max 2'
 SECRET1='sdbox pût secret'
 out=$(box sh -c 'printf "%s\n" "$1" | s5 put --client-file /tmp/cf1.json' sh "$SECRET1" 2>&1) || fail "s5 put: $out"
 wait_state s5d.service active
@@ -145,7 +73,7 @@ wait_state s5d.service inactive
 wait_state s5d.socket inactive
 result=$(box systemctl show -p Result --value s5d.service)
 [ "$result" = success ] || fail "s5d.service Result=$result"
-journal_has 'success-max reached (2 secrets served)'
+journal_has s5d.service 'success-max reached (2 secrets served)'
 grep -q 'secret-loaded source=put(uid=0' <<<"$J" || fail "no put line in the journal"
 ! grep -qF "pût" <<<"$J" || fail "the secret is in the journal"
 ok "service exited (Result=$result), socket stopped, journal says why"
@@ -165,11 +93,11 @@ if ! box systemd-run -q -P --wait -p DynamicUser=yes -p LoadCredential=s5-secret
   creds=$'Environment=CREDENTIALS_DIRECTORY=/etc/keysock/creds\nDynamicUser=no'
   echo "note: this systemd delivers no credentials here; \$CREDENTIALS_DIRECTORY is set by the drop-in"
 fi
-dropin $'[Service]\n'"$creds"$'\nExecStart=\nExecStart=/usr/local/sbin/s5d --no-client-file --success-max 2'
+dropin s5d.service $'[Service]\n'"$creds"$'\nExecStart=\nExecStart=/usr/local/sbin/s5d --no-client-file --success-max 2'
 out=$(box systemctl start s5d.socket 2>&1) || fail "systemctl start s5d.socket: $out"
 wait_state s5d.socket active
 out=$(box s5 token --client-file /tmp/cf2.json 2>&1) || fail "s5 token: $out"
-journal_has 'secret-loaded source=credential'
+journal_has s5d.service 'secret-loaded source=credential'
 ok "$out"
 
 step fetch-credential

@@ -1,0 +1,98 @@
+# tests/systemd/lib.sh: what every real-systemd test shares. Source it after setting
+#   PROG   the test's name for messages, e.g. tests/systemd/run.sh
+#   UNITS  the units whose status and journal a failure prints, e.g. "skd.socket skd.service"
+# It checks for root and sdbox.sh, makes a box state directory that the EXIT trap stops and
+# removes, and defines step/ok/fail/box/wait_state/journal_has/dropin/boot_and_install.
+# Environment: CARGO (default cargo), SDBOX (default ../shared/tools/sdbox.sh beside the repo).
+
+here=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(git -C "$here" rev-parse --show-toplevel 2>/dev/null || (cd "$here/../.." && pwd))
+ROOT=$(readlink -f "$ROOT")
+SDBOX=${SDBOX:-$ROOT/../shared/tools/sdbox.sh}
+
+if [ "$(id -u)" != 0 ]; then
+  echo "$PROG: needs root (sdbox.sh boots systemd in new namespaces)" >&2
+  exit 77
+fi
+[ -x "$SDBOX" ] || { echo "$PROG: $SDBOX not found or not executable (shared/ must sit beside the repository)" >&2; exit 1; }
+for c in curl make; do
+  command -v "$c" >/dev/null || { echo "$PROG: $c not found" >&2; exit 1; }
+done
+
+export SDBOX_NET=1          # a private network namespace for the box: start and exec alike
+STATE=$(mktemp -d "${TMPDIR:-/tmp}/keysock-sdbox.XXXXXX")
+booted=0
+cleanup() {
+  if [ $booted = 1 ]; then "$SDBOX" stop "$STATE" >/dev/null 2>&1 || echo "$PROG: sdbox stop failed" >&2; fi
+  rm -rf "$STATE"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+passed=0
+step() { STEP=$1; echo "### $1"; }
+ok() { passed=$((passed + 1)); echo "ok: $STEP${1:+: $1}"; }
+# Run CMD inside the box (time-limited: nothing in these tests takes more than a few seconds).
+box() { timeout 60 "$SDBOX" exec "$STATE" "$@"; }
+fail() {
+  echo "FAIL: $STEP: $*" >&2
+  if [ $booted = 1 ] && [ -s "$STATE/pid1" ]; then
+    local u j=()
+    for u in $UNITS; do j+=(-u "$u"); done
+    echo "--- systemctl status $UNITS" >&2
+    # shellcheck disable=SC2086
+    box systemctl --no-pager status $UNITS >&2 2>&1 || true
+    echo "--- journalctl ${j[*]}" >&2
+    box journalctl --no-pager -o short-precise "${j[@]}" >&2 2>&1 || true
+  fi
+  echo "$passed passed, 1 failed"
+  exit 1
+}
+# wait_state UNIT STATE: up to 10 s for `systemctl is-active UNIT` to print STATE.
+wait_state() {
+  local s=
+  for _ in $(seq 1 100); do
+    s=$(box systemctl is-active "$1" || true)
+    [ "$s" = "$2" ] && return 0
+    sleep 0.1
+  done
+  fail "$1 is '$s', expected $2"
+}
+# journal_has UNIT TEXT: up to 5 s for TEXT to show up in UNIT's journal (left in $J).
+journal_has() {
+  for _ in $(seq 1 50); do
+    J=$(box journalctl --no-pager -o cat -u "$1" 2>&1 || true)
+    grep -qF -- "$2" <<<"$J" && return 0
+    sleep 0.1
+  done
+  fail "no '$2' in journalctl -u $1"
+}
+# dropin UNIT TEXT: this test's drop-in for UNIT, then daemon-reload.
+dropin() {
+  box sh -c "mkdir -p /etc/systemd/system/$1.d && cat > /etc/systemd/system/$1.d/sdbox.conf && systemctl daemon-reload" <<<"$2" ||
+    fail "writing the drop-in for $1"
+}
+# boot_and_install FILE...: the steps boot (a box with the repository mounted) and install
+# (`make install PROFILE=debug` inside), then checks that each FILE was installed.
+boot_and_install() {
+  step boot
+  booted=1     # from here on the trap stops the box, even if start fails half-way
+  local pid1 st out f
+  pid1=$("$SDBOX" start "$STATE" "$ROOT" 2>&1 >"$STATE.pid1") && pid1=$(cat "$STATE.pid1") ||
+    { rm -f "$STATE.pid1"; fail "sdbox.sh start: $pid1"; }
+  rm -f "$STATE.pid1"
+  st=$(box systemctl is-system-running 2>&1 || true)
+  case $st in running | degraded) ;; *) fail "box state is '$st'" ;; esac
+  ok "PID 1 = host pid $pid1, $st"
+
+  step install
+  out=$(box make -C "$ROOT" --no-print-directory -s install PROFILE=debug 2>&1) || fail "make install PROFILE=debug: $out"
+  for f in "$@"; do
+    box test -e "$f" || fail "$f was not installed"
+  done
+  ok
+}
+# build: the debug binaries the box installs (a no-op when up to date).
+build() {
+  "${CARGO:-cargo}" build --bins --quiet --manifest-path "$ROOT/Cargo.toml" || fail "cargo build --bins"
+}
