@@ -10,8 +10,8 @@ CARGO   ?= cargo
 # release for install/bench; the tests build debug binaries (much faster on 2 cores).
 PROFILE ?= release
 
-DAEMONS := skd s5d
-TOOLS   := tokenctl s5
+DAEMONS := skd s5d iscepd
+TOOLS   := tokenctl s5 iscep
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 TARGET  := target/$(PROFILE)
 
@@ -52,6 +52,7 @@ man-gate:
 sdbox-test:
 	$(CARGO) build --bins
 	tests/systemd/run.sh
+	tests/systemd/iscepd.sh
 	tests/systemd/s5d.sh
 
 install:
@@ -80,6 +81,7 @@ uninstall:
 bench:
 	$(CARGO) build --release --bins
 	scripts/bench-skd.sh target/release
+	scripts/bench-iscep.sh target/release
 	scripts/bench-s5.sh target/release
 
 clean:

@@ -1,4 +1,4 @@
-//! tokenctl: manage tokens in our daemons' stores directly (skd now; iscepd later).
+//! tokenctl: manage tokens in our daemons' stores directly (skd's store, iscepd's tokens file).
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -26,6 +26,9 @@ enum Cmd {
     /// Tokens in skd's store (works beside a running skd)
     #[command(subcommand)]
     Skd(SkdCmd),
+    /// Tokens in iscepd's tokens file (the original's tokens.json format)
+    #[command(subcommand)]
+    Iscep(IscepCmd),
 }
 
 #[derive(clap::Args, Debug)]
@@ -185,10 +188,135 @@ fn run(cmd: SkdCmd) -> Result<i32, Fail> {
     }
 }
 
+#[derive(clap::Args, Debug)]
+struct IscepAt {
+    /// The token owner (a name in the tokens file)
+    #[arg(value_name = "OWNER")]
+    owner: String,
+    /// iscepd's tokens file (iscepd --tokens)
+    #[arg(long = "tokens", value_name = "FILE", default_value = keysock::iscep::DEFAULT_TOKENS)]
+    tokens: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum IscepCmd {
+    /// Give OWNER a new token and print it (the file is created if missing)
+    Add {
+        #[command(flatten)]
+        at: IscepAt,
+    },
+    /// Remove OWNER's token (exit 1 if OWNER has none)
+    Remove {
+        #[command(flatten)]
+        at: IscepAt,
+    },
+    /// Replace OWNER's token with a new one and print it (exit 1 if OWNER has none)
+    Rotate {
+        #[command(flatten)]
+        at: IscepAt,
+    },
+    /// Print the owners, one per line (never the tokens)
+    List {
+        /// iscepd's tokens file (iscepd --tokens)
+        #[arg(long = "tokens", value_name = "FILE", default_value = keysock::iscep::DEFAULT_TOKENS)]
+        tokens: PathBuf,
+    },
+}
+
+fn run_iscep(cmd: IscepCmd) -> Result<i32, Fail> {
+    use keysock::iscep::tokens::Tokens;
+    let load = |p: &std::path::Path, missing_ok: bool| {
+        let r = if missing_ok {
+            Tokens::load_or_empty(p)
+        } else {
+            Tokens::load(p)
+        };
+        r.map_err(|e| {
+            let code = match e {
+                keysock::iscep::tokens::TokensError::Format(..) => exit::DATAERR,
+                _ => exit::NOINPUT,
+            };
+            Fail::new(code, e.to_string())
+        })
+    };
+    let save = |t: &Tokens, p: &std::path::Path| {
+        t.save(p)
+            .map_err(|e| Fail::new(exit::CANTCREAT, e.to_string()))
+    };
+    let check_owner = |o: &str| {
+        if o.is_empty() || o.chars().any(char::is_control) {
+            Err(Fail::new(
+                exit::USAGE,
+                "OWNER must be a non-empty name without control characters",
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match cmd {
+        IscepCmd::Add { at } => {
+            check_owner(&at.owner)?;
+            let mut t = load(&at.tokens, true)?;
+            if t.owners().any(|o| o == at.owner) {
+                return Err(Fail::new(
+                    exit::DATAERR,
+                    format!(
+                        "{}: {:?} already has a token (use rotate to replace it)",
+                        at.tokens.display(),
+                        at.owner
+                    ),
+                ));
+            }
+            let new = t.issue(&at.owner);
+            save(&t, &at.tokens)?;
+            println!("{}", new.as_str());
+            Ok(0)
+        }
+        IscepCmd::Rotate { at } => {
+            let mut t = load(&at.tokens, false)?;
+            if !t.owners().any(|o| o == at.owner) {
+                eprintln!(
+                    "{PROGRAM}: {}: no token for {:?}",
+                    at.tokens.display(),
+                    at.owner
+                );
+                return Ok(1);
+            }
+            let new = t.issue(&at.owner);
+            save(&t, &at.tokens)?;
+            println!("{}", new.as_str());
+            Ok(0)
+        }
+        IscepCmd::Remove { at } => {
+            let mut t = load(&at.tokens, false)?;
+            if !t.remove(&at.owner) {
+                eprintln!(
+                    "{PROGRAM}: {}: no token for {:?}",
+                    at.tokens.display(),
+                    at.owner
+                );
+                return Ok(1);
+            }
+            save(&t, &at.tokens)?;
+            Ok(0)
+        }
+        IscepCmd::List { tokens } => {
+            let t = load(&tokens, false)?;
+            for o in t.owners() {
+                println!("{o}");
+            }
+            Ok(0)
+        }
+    }
+}
+
 fn main() {
     let args: Args = cli::parse(std::env::args_os());
-    let Cmd::Skd(cmd) = args.cmd;
-    match run(cmd) {
+    let result = match args.cmd {
+        Cmd::Skd(cmd) => run(cmd),
+        Cmd::Iscep(cmd) => run_iscep(cmd),
+    };
+    match result {
         Ok(code) => std::process::exit(code),
         Err(f) => cli::exit_with(PROGRAM, f),
     }

@@ -1,10 +1,12 @@
 //! keysock: the shared library behind the daemons and tools in `bins/`.
 //! One mechanism per module; binaries only parse their command line and wire these together.
 
+pub mod child;
 pub mod cli;
 pub mod daemon;
 pub mod detach;
 pub mod http;
+pub mod iscep;
 pub mod locked;
 pub mod pam;
 pub mod privfile;

@@ -1,0 +1,157 @@
+//! iscepd: runs configured commands for other services over the iscep protocol (TCP or TLS),
+//! wire-compatible with the iscep library's server. Parses the command line and wires the
+//! library together.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keysock::cli::{self, exit, Fail};
+use keysock::iscep::{self, server};
+use keysock::{daemon, tls};
+
+const PROGRAM: &str = "iscepd";
+
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "iscepd",
+    version,
+    about = "Run configured commands for other services over the iscep protocol",
+    after_help = "See iscepd(8) and iscepd.toml(5)."
+)]
+struct Args {
+    /// Commands to serve (TOML, see iscepd.toml(5))
+    #[arg(short = 'c', long = "config", value_name = "FILE", default_value = iscep::DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Tokens file in the original's tokens.json format (owner -> token); must exist
+    #[arg(long = "tokens", value_name = "FILE", default_value = iscep::DEFAULT_TOKENS, conflicts_with = "no_auth")]
+    tokens: PathBuf,
+    /// Serve without authentication (every packet is accepted)
+    #[arg(long = "no-auth")]
+    no_auth: bool,
+    /// Address to bind without socket activation or --listen
+    #[arg(
+        short = 'a',
+        long = "address",
+        value_name = "ADDR",
+        default_value = "127.0.0.1"
+    )]
+    address: String,
+    /// Port to bind without socket activation or --listen
+    #[arg(short = 'p', long = "port", value_name = "PORT", default_value_t = iscep::DEFAULT_PORT)]
+    port: u16,
+    /// Listen on ADDR (host:port, [v6]:port or /abs/path.sock); repeatable; replaces -a/-p
+    #[arg(long = "listen", value_name = "ADDR")]
+    listen: Vec<String>,
+    /// Serve TLS with this PEM certificate chain (with --tls-key)
+    #[arg(long = "tls-cert", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert
+    #[arg(long = "tls-key", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Seconds allowed for a TLS handshake
+    #[arg(
+        long = "handshake-timeout",
+        value_name = "SECONDS",
+        default_value_t = 10
+    )]
+    handshake_timeout: u64,
+    /// Largest frame accepted, in bytes (size field); larger ones get ERROR and a close
+    #[arg(long = "max-frame", value_name = "BYTES", default_value_t = iscep::DEFAULT_MAX_FRAME)]
+    max_frame: usize,
+    /// Most connections served at once; more get an ERROR frame and a close
+    #[arg(long = "max-connections", value_name = "N", default_value_t = 64)]
+    max_connections: usize,
+    /// Close a connection after SECONDS without a packet
+    #[arg(long = "idle-timeout", value_name = "SECONDS", default_value_t = 10)]
+    idle_timeout: u64,
+    /// Exit after SECONDS with no open connection (for socket activation)
+    #[arg(long = "idle-exit", value_name = "SECONDS")]
+    idle_exit: Option<u64>,
+    /// Load the configuration and tokens, report, and exit
+    #[arg(long = "check")]
+    check: bool,
+    /// Log to syslog instead of stderr
+    #[arg(long = "syslog")]
+    syslog: bool,
+    /// Log debug messages too (one line per packet)
+    #[arg(short = 'v', long = "verbose")]
+    verbose: bool,
+}
+
+fn run(a: Args) -> Result<(), Fail> {
+    daemon::log::init(PROGRAM, a.syslog, a.verbose).map_err(|e| Fail::new(exit::OSERR, e))?;
+    let acceptor = match (&a.tls_cert, &a.tls_key) {
+        (Some(c), Some(k)) => Some(
+            tls::from_pem(c, k)
+                .map_err(|e| Fail::new(exit::CONFIG, format!("cannot set up TLS: {e}")))?,
+        ),
+        _ => None,
+    };
+    let settings = server::Settings {
+        max_frame: a.max_frame.max(64),
+        idle_timeout: Duration::from_secs(a.idle_timeout.max(1)),
+        handshake_timeout: Duration::from_secs(a.handshake_timeout.max(1)),
+        ..Default::default()
+    };
+    let sources = server::Sources {
+        config: a.config.clone(),
+        tokens: (!a.no_auth).then(|| a.tokens.clone()),
+    };
+    let srv = server::Server::new(settings, sources, acceptor).map_err(|e| {
+        let hint = if !a.no_auth && e.contains(&a.tokens.display().to_string()) {
+            " (create it with `tokenctl iscep add OWNER --tokens FILE`, or run with --no-auth)"
+        } else {
+            ""
+        };
+        Fail::new(exit::CONFIG, format!("{e}{hint}"))
+    })?;
+    if a.check {
+        println!("{}", srv.status());
+        return Ok(());
+    }
+    let srv = Arc::new(srv);
+    let opts = daemon::Options {
+        idle_exit: a.idle_exit.map(Duration::from_secs),
+        max_connections: a.max_connections.max(1),
+        ..Default::default()
+    };
+    let host = if a.address.contains(':') {
+        format!("[{}]", a.address)
+    } else {
+        a.address.clone()
+    };
+    let fallback = [format!("{host}:{}", a.port)];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Fail::new(exit::OSERR, format!("cannot start runtime: {e}")))?;
+    rt.block_on(async move {
+        let bound = daemon::listen::open(&a.listen, &fallback)
+            .map_err(|e| Fail::new(exit::UNAVAILABLE, e))?;
+        log::info!(
+            "starting version={} config={} auth={} tls={}",
+            env!("CARGO_PKG_VERSION"),
+            a.config.display(),
+            srv.auth(),
+            a.tls_cert.is_some()
+        );
+        let ctl = daemon::Control::new();
+        tokio::spawn(srv.clone().watch(ctl.clone(), Duration::from_secs(2)));
+        let status = srv.status();
+        let reason = daemon::serve(bound, opts, ctl, &status, move |conn| {
+            srv.clone().serve_conn(conn)
+        })
+        .await;
+        log::info!("stopped reason={reason}");
+        Ok(())
+    })
+}
+
+fn main() {
+    let args: Args = cli::parse(std::env::args_os());
+    if let Err(f) = run(args) {
+        cli::exit_with(PROGRAM, f);
+    }
+}

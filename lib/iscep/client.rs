@@ -1,0 +1,255 @@
+//! A blocking iscep client (the `iscep` tool, tests, benchmarks). It reads frames whole, sends
+//! each in one write, and over TLS trusts only the given certificate file, checks no host
+//! name and sends no SNI, as the original client does (specs/iscep.md §2.9), so it works
+//! against the original server and its `openssl req -x509` certificate.
+
+use std::io::{Read as _, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use super::wire::{self, Body, Packet, Read, Type};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("the server sent a frame that does not decode: {0}")]
+    Bad(wire::DecodeError),
+    #[error("the server sent a frame of {0} bytes, over the limit")]
+    TooLarge(u32),
+}
+
+trait Conn: std::io::Read + Write + Send {}
+impl<T: std::io::Read + Write + Send> Conn for T {}
+
+pub struct Client {
+    s: Box<dyn Conn>,
+    token: Option<Zeroizing<String>>,
+    pub max_frame: usize,
+}
+
+impl Client {
+    /// Connects (and completes the TLS handshake when `tls_ca` is given).
+    pub fn connect(
+        host: &str,
+        port: u16,
+        tls_ca: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<Client, ClientError> {
+        let where_ = format!("{host}:{port}");
+        let addrs: Vec<_> = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| ClientError::Connect(where_.clone(), e))?
+            .collect();
+        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+        let mut tcp = None;
+        for a in addrs {
+            match TcpStream::connect_timeout(&a, timeout) {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let tcp = tcp.ok_or(ClientError::Connect(where_, last))?;
+        tcp.set_read_timeout(Some(timeout))?;
+        tcp.set_write_timeout(Some(timeout))?;
+        let _ = tcp.set_nodelay(true);
+        let s: Box<dyn Conn> = match tls_ca {
+            None => Box::new(tcp),
+            Some(ca) => {
+                std::fs::metadata(ca)
+                    .map_err(|e| ClientError::Tls(format!("{}: {e}", ca.display())))?;
+                let tls = |e: &dyn std::fmt::Display| ClientError::Tls(e.to_string());
+                let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(|e| tls(&e))?;
+                b.set_ca_file(ca)
+                    .map_err(|e| ClientError::Tls(format!("{}: {e}", ca.display())))?;
+                b.set_verify(SslVerifyMode::PEER);
+                let c = b.build();
+                let cfg = c
+                    .configure()
+                    .map_err(|e| tls(&e))?
+                    .verify_hostname(false)
+                    .use_server_name_indication(false);
+                Box::new(cfg.connect("", tcp).map_err(|e| tls(&e))?)
+            }
+        };
+        Ok(Client {
+            s,
+            token: None,
+            max_frame: super::DEFAULT_MAX_FRAME,
+        })
+    }
+
+    /// Every packet sent from now on carries `token`.
+    pub fn set_token(&mut self, token: Option<Zeroizing<String>>) {
+        self.token = token;
+    }
+
+    /// Sends one packet (with the token, if any) without waiting for an answer.
+    pub fn send(&mut self, ty: Type, mut body: Body) -> Result<(), ClientError> {
+        if body.auth_token.is_none() {
+            body.auth_token = self.token.as_ref().map(|t| t.to_string());
+        }
+        let frame = Zeroizing::new(wire::encode(ty, &body));
+        self.s.write_all(&frame)?;
+        self.s.flush()?;
+        Ok(())
+    }
+
+    /// Reads the next packet.
+    pub fn recv(&mut self) -> Result<Packet, ClientError> {
+        match wire::read_frame_blocking(&mut self.s, self.max_frame)? {
+            Read::Packet(p) => Ok(p),
+            Read::Closed => Err(ClientError::Closed),
+            Read::Bad(e) => Err(ClientError::Bad(e)),
+            Read::TooLarge(n) => Err(ClientError::TooLarge(n)),
+        }
+    }
+
+    pub fn request(&mut self, ty: Type, body: Body) -> Result<Packet, ClientError> {
+        self.send(ty, body)?;
+        self.recv()
+    }
+
+    pub fn echo(&mut self, msg: &str) -> Result<Packet, ClientError> {
+        self.request(
+            Type::Echo,
+            Body::response(serde_json::json!({ "echo": msg })),
+        )
+    }
+
+    pub fn discover(&mut self) -> Result<Packet, ClientError> {
+        self.request(Type::Discover, Body::default())
+    }
+
+    pub fn command(&mut self, name: &str, args: Option<Value>) -> Result<Packet, ClientError> {
+        self.request(
+            Type::SendCmd,
+            Body {
+                command: Some(name.into()),
+                args,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Sends CLOSE_CONNECTION and waits (up to the read timeout) for the server to close.
+    /// An answer means it was refused (UNAUTHORIZED), which is returned.
+    pub fn close(mut self) -> Result<Option<Packet>, ClientError> {
+        self.send(Type::CloseConnection, Body::default())?;
+        match self.recv() {
+            Ok(p) => Ok(Some(p)),
+            Err(ClientError::Closed) => Ok(None),
+            Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Raw bytes, for tests that speak the protocol wrong on purpose.
+    pub fn write_raw(&mut self, b: &[u8]) -> Result<(), ClientError> {
+        self.s.write_all(b)?;
+        Ok(())
+    }
+
+    /// Reads until EOF (true) or the read timeout (false), dropping what arrives.
+    pub fn closed_by_peer(&mut self) -> bool {
+        let mut b = [0u8; 256];
+        loop {
+            match self.s.read(&mut b) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// What [`bench`] sends on each round trip.
+#[derive(Clone, Debug)]
+pub enum BenchRequest {
+    /// ECHO `{"echo": "bench"}`; the answer must be an ECHO. Against a plain TCP echo
+    /// server (the reference) the frame itself comes back, which reads as that ECHO too.
+    Echo,
+    /// SEND_CMD; the answer must be a CMD_RESPONSE.
+    Command(String, Option<Value>),
+}
+
+/// Round trips per second: `clients` connections, each sending one request after another
+/// for `duration`, all counted together. Fails on the first wrong or missing answer.
+#[allow(clippy::too_many_arguments)]
+pub fn bench(
+    host: &str,
+    port: u16,
+    tls_ca: Option<&Path>,
+    token: Option<Zeroizing<String>>,
+    req: BenchRequest,
+    clients: usize,
+    duration: Duration,
+) -> Result<f64, ClientError> {
+    let mut conns = Vec::new();
+    for _ in 0..clients.max(1) {
+        let mut c = Client::connect(host, port, tls_ca, Duration::from_secs(10))?;
+        c.set_token(token.clone());
+        conns.push(c);
+    }
+    let start = std::time::Instant::now();
+    let deadline = start + duration;
+    let workers: Vec<_> = conns
+        .into_iter()
+        .map(|mut c| {
+            let req = req.clone();
+            std::thread::spawn(move || -> Result<u64, ClientError> {
+                let (ty, want, body) = match req {
+                    BenchRequest::Echo => (
+                        Type::Echo,
+                        Type::Echo,
+                        Body::response(serde_json::json!({"echo": "bench"})),
+                    ),
+                    BenchRequest::Command(name, args) => (
+                        Type::SendCmd,
+                        Type::CmdResponse,
+                        Body {
+                            command: Some(name),
+                            args,
+                            ..Default::default()
+                        },
+                    ),
+                };
+                let mut n = 0u64;
+                while std::time::Instant::now() < deadline {
+                    let p = c.request(ty, body.clone())?;
+                    if p.ty != want {
+                        return Err(ClientError::Io(std::io::Error::other(format!(
+                            "answer {} instead of {}",
+                            p.ty.name(),
+                            want.name()
+                        ))));
+                    }
+                    n += 1;
+                }
+                Ok(n)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for w in workers {
+        total += w
+            .join()
+            .map_err(|_| ClientError::Io(std::io::Error::other("a bench thread panicked")))??;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
