@@ -363,25 +363,35 @@ fn socket_activation_notifies_and_idle_exit_stops() {
     notify
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let mut d = Daemon::activated(
-        skd(),
-        &["--idle-exit", "1"],
-        &[("NOTIFY_SOCKET", path_str(&nsock))],
-    );
+    // WATCHDOG_PID must be skd's own pid: the shell execs systemd-socket-activate, which
+    // execs skd, all in one process.
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"exec systemd-socket-activate -l "$1" -E NOTIFY_SOCKET="$2" -E WATCHDOG_USEC=200000 -E WATCHDOG_PID=$$ "$3" --idle-exit 1"#)
+        .args(["sh", &addr, path_str(&nsock), skd()]);
+    let mut d = Daemon::spawn(cmd, addr);
     assert_eq!(d.get("/version").text(), "1.5\n");
+    // Everything skd tells the service manager, up to STOPPING=1.
+    let mut msgs = Vec::new();
     let mut buf = [0u8; 512];
-    let n = notify.recv(&mut buf).unwrap();
-    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+    while !msgs.iter().any(|m: &String| m.contains("STOPPING=1")) {
+        let n = notify
+            .recv(&mut buf)
+            .expect("a notification before the timeout");
+        msgs.push(String::from_utf8_lossy(&buf[..n]).to_string());
+    }
     assert!(
-        msg.contains("READY=1") && msg.contains("STATUS=serving"),
-        "{msg}"
+        msgs[0].contains("READY=1") && msgs[0].contains("STATUS=serving"),
+        "{msgs:?}"
     );
+    // One second idle with a 200 ms watchdog: pinged every 100 ms.
+    let pings = msgs.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    assert!(pings >= 5, "{pings} watchdog pings: {msgs:?}");
     let st = d
         .wait(Duration::from_secs(10))
         .expect("skd exits when idle");
     assert!(st.success());
-    let n = notify.recv(&mut buf).unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
     assert!(
         d.log_text().contains("stopped reason=idle"),
         "{}",

@@ -60,7 +60,8 @@ impl Daemon {
         Self::spawn(cmd, addr)
     }
 
-    fn spawn(mut cmd: Command, addr: String) -> Daemon {
+    /// `cmd`, which must end up listening on `addr`.
+    pub fn spawn(mut cmd: Command, addr: String) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("stderr.log");
         let f = std::fs::File::create(&log).unwrap();
