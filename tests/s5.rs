@@ -2,6 +2,7 @@
 //! terminal with echo off, a systemd credential, s5 put over the control socket), the
 //! limits, bad input, concurrency and timeouts, socket activation, background mode.
 
+mod common;
 #[path = "s5/util.rs"]
 mod util;
 use std::io::{Read, Write};
@@ -248,7 +249,7 @@ fn timeouts_cut_idle_connections_and_count_a_stalled_body_once() {
         t.elapsed() < Duration::from_secs(5),
         "cut after the timeout"
     );
-    assert_eq!(split(&buf).0, 404);
+    assert_eq!(common::parse(&buf).status, 404);
     let mut idle = TcpStream::connect(srv.addr()).unwrap();
     idle.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();

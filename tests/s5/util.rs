@@ -2,15 +2,13 @@
 //! cached under target/) on a loopback port, run s5 or the original s5client.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+pub use crate::common::{free_port, root};
+
+use std::io::Write;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 pub fn s5d() -> &'static str {
     env!("CARGO_BIN_EXE_s5d")
@@ -18,14 +16,6 @@ pub fn s5d() -> &'static str {
 
 pub fn s5() -> &'static str {
     env!("CARGO_BIN_EXE_s5")
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The original s5 0.0.3 (s5server, s5client) in a virtual environment under target/,
@@ -231,27 +221,8 @@ pub fn assert_failed(o: &Output) {
 
 /// Sends raw bytes, reads until the server closes (10 s at most); (status, head, body).
 pub fn raw(addr: &str, request: &[u8]) -> (u16, String, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let _ = s.write_all(request);
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    split(&buf)
-}
-
-pub fn split(buf: &[u8]) -> (u16, String, Vec<u8>) {
-    let at = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4)
-        .unwrap_or(buf.len());
-    let head = String::from_utf8_lossy(&buf[..at]).into_owned();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head, buf[at..].to_vec())
+    let r = crate::common::raw(addr, request);
+    (r.status, r.head, r.body)
 }
 
 /// A `POST /` with `body` as the original client sends it.
