@@ -14,6 +14,8 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.05; done; return 1; }
 rss_kib() { awk '/^VmRSS/ {print $2}' /proc/"$1"/status; }
+# Private memory: RSS less the shared library pages other processes map too.
+anon_kib() { awk '/^Anonymous/ {print $2}' /proc/"$1"/smaps_rollup; }
 # wrk URL -> "rps p99_ms"
 load() {
   wrk -t2 -c64 -d"${DUR}s" --latency "$1" > "$W/wrk.out"
@@ -44,14 +46,15 @@ bench_skd() {   # $1 = label, rest = extra skd args
   "$BIN/skd" --listen 127.0.0.1:$P --allow-stored-token --max-connections 1024 "$@" 2>"$W/skd.log" & local pid=$!; PIDS+=($pid)
   wait_port "$P"
   sleep 0.5
-  local idle; idle=$(rss_kib $pid)
+  local idle anon; idle=$(rss_kib $pid); anon=$(anon_kib $pid)
   curl -s "http://127.0.0.1:$P/stored_token?realm=bench&user=u&token=benchtoken0123456789abcdef0123456789abcd" >/dev/null
   [ "$(curl -s "http://127.0.0.1:$P/valid?realm=bench&token=benchtoken0123456789abcdef0123456789abcd" | head -n1)" = YES ] || { echo "bench: token not valid" >&2; exit 1; }
   read -r rps p99 < <(load "http://127.0.0.1:$P/valid?realm=bench&token=benchtoken0123456789abcdef0123456789abcd")
   local loaded; loaded=$(rss_kib $pid)
   kill $pid; wait $pid 2>/dev/null || true
-  printf '%-22s %9s req/s  ratio %.2f  p99 %6s ms  idle RSS %5.1f MiB  after load %5.1f MiB\n' \
-    "$label" "$rps" "$(echo "$rps $N_RPS" | awk '{print $1/$2}')" "$p99" "$(echo "$idle" | awk '{print $1/1024}')" "$(echo "$loaded" | awk '{print $1/1024}')"
+  printf '%-22s %9s req/s  ratio %.2f  p99 %6s ms  idle RSS %4.1f MiB (anonymous %4.1f)  after load %4.1f MiB\n' \
+    "$label" "$rps" "$(echo "$rps $N_RPS" | awk '{print $1/$2}')" "$p99" "$(echo "$idle" | awk '{print $1/1024}')" \
+    "$(echo "$anon" | awk '{print $1/1024}')" "$(echo "$loaded" | awk '{print $1/1024}')"
 }
 
 echo "skd benchmark: wrk -t2 -c64 -d${DUR}s, $(nproc) cores"
