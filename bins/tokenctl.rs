@@ -82,6 +82,17 @@ enum SkdCmd {
         #[arg(value_name = "TOKEN")]
         token: String,
     },
+    /// Import the original SessionKeyServer's store from a JE DbDump file (or - for stdin)
+    Import {
+        /// skd's store directory (created if missing, as skd -d does)
+        #[arg(long = "db", value_name = "DIR")]
+        db: PathBuf,
+        /// Replace records that exist already (default: keep them)
+        #[arg(long = "overwrite")]
+        overwrite: bool,
+        #[arg(value_name = "DUMP")]
+        dump: PathBuf,
+    },
 }
 
 fn open(at: &Where) -> Result<(sks::Store, String), Fail> {
@@ -157,6 +168,29 @@ fn run(cmd: SkdCmd) -> Result<i32, Fail> {
                 );
             }
             Ok(if unknown == 0 { 0 } else { 1 })
+        }
+        SkdCmd::Import {
+            db,
+            overwrite,
+            dump,
+        } => {
+            let text = if dump.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(&dump)
+            }
+            .map_err(|e| Fail::new(exit::NOINPUT, format!("{}: {e}", dump.display())))?;
+            let pairs = sks::jedump::parse(&text)
+                .map_err(|e| Fail::new(exit::DATAERR, format!("{}: {e}", dump.display())))?;
+            let store = sks::Store::open(Some(&db))
+                .map_err(|e| Fail::new(exit::CANTCREAT, format!("cannot open store: {e}")))?;
+            let n = store.import(&pairs, overwrite).map_err(db_err)?;
+            eprintln!(
+                "{PROGRAM}: imported {n} of {} records into {}",
+                pairs.len(),
+                db.display()
+            );
+            Ok(0)
         }
         SkdCmd::Check { at, token } => {
             let (store, r) = open(&at)?;

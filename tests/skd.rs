@@ -631,3 +631,56 @@ fn tokenctl_works_on_the_live_store() {
     );
     assert!(!empty.path().join("skd.sqlite").exists());
 }
+
+/// The original's store, dumped with JE's DbDump (print format), imported with tokenctl:
+/// tokens, the current-token pointer and the user key answer through skd as before.
+#[test]
+fn tokenctl_imports_the_originals_store() {
+    let r = keysock::secret::sha1_hex(b"r1");
+    let tok = "0123456789abcdef0123456789abcdef01234567";
+    let old = "89abcdef0123456789abcdef0123456789abcdef";
+    let key = "ab".repeat(64);
+    let dump = format!(
+        "VERSION=3\nformat=print\ntype=btree\ndatabase=sessionKeyStore\nHEADER=END\n \
+         t:{r}:{tok}\n alice\\0aauth/pam\\0a\n t:{r}:{old}\n alice\\0aauth/pam\\0a\n \
+         ut:{r}:alice\n {tok}\n k:alice\\0aauth/pam\\0a\n {key}\nDATA=END\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sks.dump");
+    std::fs::write(&file, dump).unwrap();
+    let store = dir.path().join("store");
+    let import = |extra: &[&str]| {
+        let o = Command::new(tokenctl())
+            .args(["skd", "import", "--db", path_str(&store)])
+            .args(extra)
+            .arg(&file)
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let (code, msg) = import(&[]);
+    assert_eq!(code, 0, "{msg}");
+    assert!(msg.contains("imported 4 of 4"), "{msg}");
+    // Again: nothing replaced unless asked.
+    assert!(import(&[]).1.contains("imported 0 of 4"));
+    assert!(import(&["--overwrite"]).1.contains("imported 4 of 4"));
+
+    let d = Daemon::direct(skd(), &["-d", path_str(&store)]);
+    assert_eq!(
+        d.get(&format!("/valid?realm=r1&token={tok}")).text(),
+        "YES\nalice\nauth/pam\n\n"
+    );
+    assert!(d
+        .get(&format!("/valid?realm=r1&token={old}"))
+        .text()
+        .starts_with("SUPERCEDED\n"));
+    assert_eq!(d.get(&format!("/get_key?realm=r1&token={tok}")).text(), key);
+
+    std::fs::write(&file, "not a dump").unwrap();
+    let (code, msg) = import(&[]);
+    assert_eq!(code, 65, "{msg}");
+    assert!(msg.contains("not a DbDump"), "{msg}");
+}

@@ -429,6 +429,24 @@ impl Store {
         })
     }
 
+    /// Adds the original's records (key, value) in one transaction; existing keys are replaced
+    /// only with `overwrite`. Returns how many were written.
+    pub fn import(&self, pairs: &[(String, String)], overwrite: bool) -> Result<usize, StoreError> {
+        let sql = if overwrite {
+            "INSERT OR REPLACE INTO kv (k, v, expires) VALUES (?1, ?2, NULL)"
+        } else {
+            "INSERT OR IGNORE INTO kv (k, v, expires) VALUES (?1, ?2, NULL)"
+        };
+        self.write(|c| {
+            let mut st = c.prepare(sql)?;
+            let mut n = 0;
+            for (k, v) in pairs {
+                n += st.execute(params![k, v])?;
+            }
+            Ok(n)
+        })
+    }
+
     /// Deletes expired token entries; returns how many.
     pub fn purge_expired(&self) -> Result<usize, StoreError> {
         self.write(|c| {
