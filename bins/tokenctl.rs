@@ -93,6 +93,26 @@ enum SkdCmd {
         #[arg(value_name = "DUMP")]
         dump: PathBuf,
     },
+    /// List who owns a user key: one info record per line (user, source...), never the key
+    Keys {
+        /// skd's store directory
+        #[arg(long = "db", value_name = "DIR")]
+        db: PathBuf,
+    },
+    /// Copy user keys from records with source FROM to the same records with source TO (the
+    /// original's CopyKeys), so a login through another module keeps reaching its key
+    CopyKeys {
+        /// skd's store directory
+        #[arg(long = "db", value_name = "DIR")]
+        db: PathBuf,
+        /// Replace keys that exist at the target already (default: keep them)
+        #[arg(long = "overwrite")]
+        overwrite: bool,
+        #[arg(value_name = "FROM")]
+        from: String,
+        #[arg(value_name = "TO")]
+        to: String,
+    },
 }
 
 fn open(at: &Where) -> Result<(sks::Store, String), Fail> {
@@ -190,6 +210,35 @@ fn run(cmd: SkdCmd) -> Result<i32, Fail> {
                 pairs.len(),
                 db.display()
             );
+            Ok(0)
+        }
+        SkdCmd::Keys { db } => {
+            let store = sks::Store::open_existing(&db)
+                .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot open store: {e}")))?;
+            for info in store.key_owners().map_err(db_err)? {
+                println!("{}", info.trim_end_matches('\n').replace('\n', " "));
+            }
+            Ok(0)
+        }
+        SkdCmd::CopyKeys {
+            db,
+            overwrite,
+            from,
+            to,
+        } => {
+            if [&from, &to]
+                .iter()
+                .any(|s| s.is_empty() || s.contains('\n'))
+            {
+                return Err(Fail::new(
+                    exit::USAGE,
+                    "FROM and TO must be non-empty single lines",
+                ));
+            }
+            let store = sks::Store::open_existing(&db)
+                .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot open store: {e}")))?;
+            let (copied, found) = store.copy_keys(&from, &to, overwrite).map_err(db_err)?;
+            eprintln!("{PROGRAM}: copied {copied} of {found} keys from source {from:?} to {to:?}");
             Ok(0)
         }
         SkdCmd::Check { at, token } => {

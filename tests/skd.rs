@@ -679,6 +679,40 @@ fn tokenctl_imports_the_originals_store() {
         .starts_with("SUPERCEDED\n"));
     assert_eq!(d.get(&format!("/get_key?realm=r1&token={tok}")).text(), key);
 
+    drop(d);
+
+    // CopyKeys: the key of alice's PAM logins, copied to her stored tokens' identity.
+    let tc = |args: &[&str]| {
+        let o = Command::new(tokenctl()).args(args).output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        (
+            o.status.code().unwrap(),
+            out,
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let db = path_str(&store);
+    assert_eq!(tc(&["skd", "keys", "--db", db]).1, "alice auth/pam\n");
+    let (code, _, msg) = tc(&["skd", "copy-keys", "--db", db, "auth/pam", "stored"]);
+    assert_eq!(code, 0);
+    assert!(msg.contains("copied 1 of 1"), "{msg}");
+    assert_eq!(
+        tc(&["skd", "keys", "--db", db]).1,
+        "alice auth/pam\nalice stored\n"
+    );
+    let (_, t, _) = tc(&[
+        "skd", "issue", "--db", db, "--realm", "r2", "--user", "alice",
+    ]);
+    let d = Daemon::direct(skd(), &["-d", db]);
+    assert_eq!(
+        d.get(&format!("/get_key?realm=r2&token={}", t.trim()))
+            .text(),
+        key
+    );
+    assert!(tc(&["skd", "copy-keys", "--db", db, "auth/pam", "stored"])
+        .2
+        .contains("copied 0 of 1"));
+
     std::fs::write(&file, "not a dump").unwrap();
     let (code, msg) = import(&[]);
     assert_eq!(code, 65, "{msg}");

@@ -447,6 +447,48 @@ impl Store {
         })
     }
 
+    /// The info records that own a user key (`k:INFO`), i.e. whose logins see one.
+    pub fn key_owners(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            let mut st =
+                c.prepare("SELECT substr(k, 3) FROM kv WHERE k > 'k:' AND k < 'k;' ORDER BY k")?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect()
+        })
+    }
+
+    /// The original's `CopyKeys`: every user key owned by a record with source `from` is
+    /// copied to the same record with source `to` (kept if that exists, unless `overwrite`).
+    /// Returns (copied, candidates).
+    pub fn copy_keys(
+        &self,
+        from: &str,
+        to: &str,
+        overwrite: bool,
+    ) -> Result<(usize, usize), StoreError> {
+        let owners = self.key_owners()?;
+        self.write(|c| {
+            let (mut copied, mut found) = (0, 0);
+            for info in &owners {
+                let mut lines: Vec<&str> = info.split('\n').collect();
+                if lines.get(1) != Some(&from) {
+                    continue;
+                }
+                found += 1;
+                lines[1] = to;
+                let target = format!("k:{}", lines.join("\n"));
+                if !overwrite && get(c, &target)?.is_some() {
+                    continue;
+                }
+                if let Some(key) = get(c, &format!("k:{info}"))? {
+                    put(c, &target, &key, None)?;
+                    copied += 1;
+                }
+            }
+            Ok((copied, found))
+        })
+    }
+
     /// Deletes expired token entries; returns how many.
     pub fn purge_expired(&self) -> Result<usize, StoreError> {
         self.write(|c| {
