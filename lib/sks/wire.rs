@@ -150,4 +150,24 @@ mod tests {
         assert_eq!(info_user("alice\nstored\n"), Some("alice"));
         assert_eq!(info_user("alice\n"), None);
     }
+
+    /// Random bytes from the CSPRNG (a fuzzer's poor cousin on stable Rust): the query and
+    /// escape parsers never panic, and parsing is total.
+    #[test]
+    fn random_input_never_panics() {
+        let alphabet = b"%&=+abcXYZ019\x00\xff";
+        for round in 0..2000 {
+            let raw = crate::secret::random_bytes(1 + round % 64);
+            let s: String = raw
+                .iter()
+                .map(|b| alphabet[*b as usize % alphabet.len()] as char)
+                .collect();
+            let _ = has_bad_escape(&s);
+            let _ = decode_path(&s);
+            if let Ok(m) = parse_query(&s) {
+                assert!(m.keys().all(|k| !k.contains('&') && !k.contains('=')));
+            }
+            let _ = super::super::jedump::parse(&format!("HEADER=END\n {s}\n {s}\n"));
+        }
+    }
 }
