@@ -11,7 +11,11 @@ CARGO   ?= cargo
 PROFILE ?= release
 
 DAEMONS := skd s5d iscepd
+DAEMONS += remod
 TOOLS   := tokenctl s5 iscep
+TOOLS   += remo build-key-pair
+# Administrator tools, section 8: installed to SBINDIR.
+SBIN_TOOLS := add-user
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 TARGET  := target/$(PROFILE)
 
@@ -54,10 +58,11 @@ sdbox-test:
 	tests/systemd/run.sh
 	tests/systemd/iscepd.sh
 	tests/systemd/s5d.sh
+	tests/systemd/remod.sh
 
 install:
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR)
-	for d in $(DAEMONS); do install -m 0755 $(TARGET)/$$d $(DESTDIR)$(SBINDIR)/$$d; done
+	for d in $(DAEMONS) $(SBIN_TOOLS); do install -m 0755 $(TARGET)/$$d $(DESTDIR)$(SBINDIR)/$$d; done
 	for t in $(TOOLS); do install -m 0755 $(TARGET)/$$t $(DESTDIR)$(BINDIR)/$$t; done
 	for u in units/*.socket units/*.service; do \
 	  [ -e "$$u" ] || continue; \
@@ -73,7 +78,7 @@ install:
 	done
 
 uninstall:
-	for d in $(DAEMONS); do rm -f $(DESTDIR)$(SBINDIR)/$$d; done
+	for d in $(DAEMONS) $(SBIN_TOOLS); do rm -f $(DESTDIR)$(SBINDIR)/$$d; done
 	for t in $(TOOLS); do rm -f $(DESTDIR)$(BINDIR)/$$t; done
 	for u in units/*.socket units/*.service; do rm -f $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
 	for m in man/*.[1-8]; do [ -e "$$m" ] || continue; s=$${m##*.}; rm -f $(DESTDIR)$(MANDIR)/man$$s/$$(basename $$m); done
@@ -83,6 +88,7 @@ bench:
 	scripts/bench-skd.sh target/release
 	scripts/bench-iscep.sh target/release
 	scripts/bench-s5.sh target/release
+	scripts/bench-remod.sh target/release
 
 clean:
 	$(CARGO) clean

@@ -179,6 +179,125 @@ pub async fn run(spec: &Spec, input: &[u8]) -> Result<Outcome, RunError> {
     })
 }
 
+/// How [`spawn`] starts a long-lived (interactive) command.
+#[derive(Clone, Debug, Default)]
+pub struct SpawnOpts {
+    /// Working directory (default `/`).
+    pub cwd: Option<std::path::PathBuf>,
+    /// Standard error on the same socketpair as standard input and output (else its own).
+    pub merge_stderr: bool,
+}
+
+/// A running command: standard input and output on one socketpair (`io`), standard error on
+/// `err` unless merged. Dropping it kills the command's process group and reaps it.
+pub struct Proc {
+    pub io: UnixStream,
+    pub err: Option<UnixStream>,
+    pgid: i32,
+    child: Option<std::process::Child>,
+}
+
+impl Proc {
+    /// Process group id (= the command's pid).
+    pub fn pgid(&self) -> i32 {
+        self.pgid
+    }
+
+    /// Kills the process group now.
+    pub fn kill(&self) {
+        killpg(self.pgid);
+    }
+
+    /// Waits (at most `limit`) for the command to exit, then kills what is left of its group;
+    /// returns the exit code, or minus the signal number. Past `limit` the group is killed.
+    pub async fn wait(&mut self, limit: Duration) -> io::Result<i32> {
+        let Some(child) = self.child.take() else {
+            return Err(io::ErrorKind::NotFound.into());
+        };
+        let pgid = self.pgid;
+        let waiter = tokio::task::spawn_blocking(move || wait_and_clean(child));
+        let st = match tokio::time::timeout(limit, waiter).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(e)) => return Err(io::Error::other(e.to_string())),
+            Err(_) => {
+                killpg(pgid);
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+        };
+        Ok(st.code().or_else(|| st.signal().map(|s| -s)).unwrap_or(-1))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            killpg(self.pgid);
+            // Reap it off the async threads; it is dying already.
+            let _ = std::thread::Builder::new()
+                .name("reap".into())
+                .spawn(move || child.wait());
+        }
+    }
+}
+
+/// Starts `spec` (its `timeout` and `max_output` are the caller's to enforce) in its own
+/// process group with a clean environment, on AF_UNIX socketpairs. Must be called inside a
+/// tokio runtime.
+pub fn spawn(spec: &Spec, opts: &SpawnOpts) -> Result<Proc, RunError> {
+    let Some(prog) = spec.argv.first() else {
+        return Err(RunError::Spawn(
+            String::new(),
+            io::ErrorKind::InvalidInput.into(),
+        ));
+    };
+    let (io_ours, io_theirs) = StdUnixStream::pair()?;
+    let io_theirs = OwnedFd::from(io_theirs);
+    let stdout_fd = io_theirs.try_clone()?;
+    let (err_ours, err_theirs) = if opts.merge_stderr {
+        (None, io_theirs.try_clone()?)
+    } else {
+        let (a, b) = StdUnixStream::pair()?;
+        (Some(a), OwnedFd::from(b))
+    };
+    let mut cmd = Command::new(prog);
+    cmd.args(&spec.argv[1..])
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(opts.cwd.as_deref().unwrap_or(std::path::Path::new("/")))
+        .stdin(Stdio::from(io_theirs))
+        .stdout(Stdio::from(stdout_fd))
+        .stderr(Stdio::from(err_theirs))
+        .process_group(0);
+    if let Some((uid, gid)) = spec.user {
+        cmd.uid(uid).gid(gid);
+    }
+    let child = cmd.spawn().map_err(|e| RunError::Spawn(prog.clone(), e))?;
+    drop(cmd);
+    let pgid = child.id() as i32;
+    let mut proc_ = Proc {
+        io: {
+            io_ours.set_nonblocking(true)?;
+            match UnixStream::from_std(io_ours) {
+                Ok(s) => s,
+                Err(e) => {
+                    killpg(pgid);
+                    let mut c = child;
+                    let _ = c.wait();
+                    return Err(e.into());
+                }
+            }
+        },
+        err: None,
+        pgid,
+        child: Some(child),
+    };
+    if let Some(e) = err_ours {
+        e.set_nonblocking(true)?;
+        proc_.err = Some(UnixStream::from_std(e)?);
+    }
+    Ok(proc_)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +362,51 @@ mod tests {
             rt().block_on(run(&s, b"")),
             Err(RunError::Spawn(..))
         ));
+    }
+    #[test]
+    fn spawned_process_talks_and_dies_with_its_handle() {
+        rt().block_on(async {
+            let s = spec(
+                &[
+                    "/bin/sh",
+                    "-c",
+                    "read x; echo got $x; echo err >&2; sleep 30",
+                ],
+                5000,
+            );
+            let opts = SpawnOpts {
+                merge_stderr: true,
+                ..Default::default()
+            };
+            let mut p = spawn(&s, &opts).unwrap();
+            p.io.write_all(b"hi\n").await.unwrap();
+            let mut got = Vec::new();
+            let mut b = [0u8; 64];
+            while !got.ends_with(b"err\n") {
+                let n = p.io.read(&mut b).await.unwrap();
+                assert!(n > 0);
+                got.extend_from_slice(&b[..n]);
+            }
+            assert_eq!(got, b"got hi\nerr\n");
+            let pgid = p.pgid();
+            drop(p);
+            std::thread::sleep(Duration::from_millis(200));
+            // Nothing of the group runs any more (orphaned zombies wait for init).
+            for e in std::fs::read_dir("/proc").unwrap().flatten() {
+                let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                    continue;
+                };
+                let Some(after) = stat.rsplit_once(") ").map(|x| x.1) else {
+                    continue;
+                };
+                let f: Vec<&str> = after.split(' ').collect();
+                if f.get(2) == Some(&pgid.to_string().as_str()) {
+                    assert_eq!(f[0], "Z", "process group member still alive: {stat}");
+                }
+            }
+            let s = spec(&["/bin/sh", "-c", "exit 4"], 5000);
+            let mut p = spawn(&s, &SpawnOpts::default()).unwrap();
+            assert_eq!(p.wait(Duration::from_secs(5)).await.unwrap(), 4);
+        });
     }
 }

@@ -88,7 +88,8 @@ pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, BodyError> {
 
 /// Serves HTTP/1.1 on one accepted connection until the peer leaves, a limit is hit, or the
 /// server stops (then the request in flight completes and the connection closes).
-pub async fn serve_conn<H, Fut>(
+/// The response body is [`Body`] or any body that can be made from one (a streaming body).
+pub async fn serve_conn<H, Fut, B>(
     conn: Conn,
     ctl: Control,
     tls: Option<Arc<SslAcceptor>>,
@@ -96,7 +97,9 @@ pub async fn serve_conn<H, Fut>(
     handler: H,
 ) where
     H: Fn(Request<Incoming>, Arc<ConnInfo>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + From<Body> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let info = Arc::new(ConnInfo {
         peer: conn.peer,
@@ -115,7 +118,7 @@ pub async fn serve_conn<H, Fut>(
     }
 }
 
-async fn run<I, H, Fut>(
+async fn run<I, H, Fut, B>(
     io: TokioIo<I>,
     over: bool,
     info: Arc<ConnInfo>,
@@ -125,7 +128,9 @@ async fn run<I, H, Fut>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Fn(Request<Incoming>, Arc<ConnInfo>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + From<Body> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut b = hyper::server::conn::http1::Builder::new();
     // Title-Case names, as the JDK server of the original sends them (a few clients compare
@@ -142,11 +147,14 @@ async fn run<I, H, Fut>(
         async move {
             if over {
                 log::warn!("busy peer={} answer=503", info.peer);
-                return Ok::<_, std::convert::Infallible>(text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "ERR: too many connections\n",
-                ));
+                return Ok::<_, std::convert::Infallible>(
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        "ERR: too many connections\n",
+                    )
+                    .map(B::from),
+                );
             }
             Ok(h(req, info).await)
         }

@@ -1,0 +1,246 @@
+//! remod: remote administration daemon, wire-compatible with remo_serv 0.6.0. Parses the
+//! original launcher's flags and TOML file (plus our own), and wires the library together.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keysock::cli::{self, exit, Fail};
+use keysock::remo::server::{self, Config, Service};
+use keysock::{daemon, http, keyfile};
+
+const PROGRAM: &str = "remod";
+
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "remod",
+    version,
+    about = "Remote administration over HTTP, wire-compatible with remo_serv 0.6.0",
+    after_help = "See remod(8)."
+)]
+struct Args {
+    /// TOML configuration (keys: port, host, timeout, log, user-service, key-file)
+    #[arg(short = 'c', long = "conf", value_name = "FILE")]
+    conf: Option<PathBuf>,
+    /// Port to bind without socket activation or --listen [default: 8080]
+    #[arg(short = 'p', long = "port", value_name = "PORT")]
+    port: Option<u16>,
+    /// Address to bind without socket activation or --listen [default: 0.0.0.0]
+    #[arg(short = 'i', long = "interface", value_name = "HOST")]
+    interface: Option<String>,
+    /// User database, SqliteUserService:PATH [default: SqliteUserService:users_db.sqlite]
+    #[arg(short = 'u', long = "user-service", value_name = "SPEC")]
+    user_service: Option<String>,
+    /// Server Ed448 private key, unencrypted PKCS#8 PEM [default: remo_serv_key.pem]
+    #[arg(short = 'k', long = "key-file", value_name = "PEM")]
+    key_file: Option<PathBuf>,
+    /// Python logging configuration of the original; accepted and ignored
+    #[arg(short = 'l', long = "log", value_name = "FILE")]
+    log: Option<PathBuf>,
+    /// Session inactivity timeout in seconds [default: 600]
+    #[arg(short = 's', long = "session", value_name = "SECONDS")]
+    session: Option<u64>,
+    /// Log debug messages too
+    #[arg(short = 'd', long = "debug")]
+    debug: bool,
+    /// Listen on ADDR (host:port, [v6]:port or /abs/path.sock); repeatable; replaces -i/-p
+    #[arg(long = "listen", value_name = "ADDR")]
+    listen: Vec<String>,
+    /// Unix account for remote users the database maps to none (default: refuse them)
+    #[arg(long = "default-unix-user", value_name = "NAME")]
+    default_unix_user: Option<String>,
+    /// Most sessions at once
+    #[arg(long = "max-sessions", value_name = "N", default_value_t = 1024)]
+    max_sessions: usize,
+    /// Most interactive processes at once, over all sessions (one per session)
+    #[arg(long = "max-interactive", value_name = "N", default_value_t = 32)]
+    max_interactive: usize,
+    /// Time limit of a command, a transfer, or the end of an interactive process, in seconds
+    #[arg(long = "cmd-timeout", value_name = "SECONDS", default_value_t = 600)]
+    cmd_timeout: u64,
+    /// Failed logins per source address before refusing for --login-window
+    #[arg(long = "login-failures", value_name = "N", default_value_t = 5)]
+    login_failures: u32,
+    /// Window of the failed-login count, in seconds
+    #[arg(long = "login-window", value_name = "SECONDS", default_value_t = 60)]
+    login_window: u64,
+    /// Most connections served at once; more get 503
+    #[arg(long = "max-connections", value_name = "N", default_value_t = 256)]
+    max_connections: usize,
+    /// Exit after SECONDS with no open connection and no session (for socket activation)
+    #[arg(long = "idle-exit", value_name = "SECONDS")]
+    idle_exit: Option<u64>,
+    /// Log to syslog instead of stderr
+    #[arg(long = "syslog")]
+    syslog: bool,
+}
+
+/// The original's TOML keys.
+#[derive(serde::Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct Toml {
+    port: Option<u16>,
+    host: Option<String>,
+    timeout: Option<f64>,
+    log: Option<String>,
+    #[serde(rename = "user-service")]
+    user_service: Option<String>,
+    #[serde(rename = "key-file")]
+    key_file: Option<String>,
+}
+
+fn user_db(spec: &str) -> Result<PathBuf, Fail> {
+    match spec.split_once(':') {
+        Some(("SqliteUserService", path)) if !path.is_empty() => Ok(PathBuf::from(path)),
+        _ => Err(Fail::new(
+            exit::CONFIG,
+            format!("user service {spec:?}: only SqliteUserService:PATH is supported"),
+        )),
+    }
+}
+
+fn load_key(path: &Path) -> Result<openssl::pkey::PKey<openssl::pkey::Private>, Fail> {
+    let k = keyfile::read_private_pem(path, None)
+        .map_err(|e| Fail::new(exit::CONFIG, e.to_string()))?;
+    if k.id() != openssl::pkey::Id::ED448 {
+        return Err(Fail::new(
+            exit::CONFIG,
+            format!("{}: the server key must be Ed448", path.display()),
+        ));
+    }
+    Ok(k)
+}
+
+fn run(a: Args) -> Result<(), Fail> {
+    keysock::daemon::log::init(PROGRAM, a.syslog, a.debug)
+        .map_err(|e| Fail::new(exit::OSERR, e))?;
+    let t: Toml = match &a.conf {
+        Some(p) => {
+            let s = std::fs::read_to_string(p)
+                .map_err(|e| Fail::new(exit::NOINPUT, format!("{}: {e}", p.display())))?;
+            toml::from_str(&s).map_err(|e| {
+                Fail::new(
+                    exit::CONFIG,
+                    format!("{}: {}", p.display(), e.to_string().replace('\n', " ")),
+                )
+            })?
+        }
+        None => Toml::default(),
+    };
+    if a.log.is_some() || t.log.is_some() {
+        log::warn!("ignoring the Python logging configuration (--log): remod logs to the journal, syslog or stderr");
+    }
+    let port = a.port.or(t.port).unwrap_or(8080);
+    let host = a
+        .interface
+        .clone()
+        .or(t.host.clone())
+        .unwrap_or_else(|| "0.0.0.0".into());
+    let timeout = a.session.map(|s| s as f64).or(t.timeout).unwrap_or(600.0);
+    if !(timeout.is_finite() && timeout > 0.0) {
+        return Err(Fail::new(exit::CONFIG, "session timeout must be positive"));
+    }
+    let spec = a
+        .user_service
+        .clone()
+        .or(t.user_service.clone())
+        .unwrap_or_else(|| "SqliteUserService:users_db.sqlite".into());
+    let users_db = user_db(&spec)?;
+    let key_file = a
+        .key_file
+        .clone()
+        .or(t.key_file.as_ref().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("remo_serv_key.pem"));
+    let server_key = load_key(&key_file)?;
+    // The database must open (and gets our columns) before we serve.
+    keysock::remo::users::open(&users_db)
+        .map_err(|e| Fail::new(exit::CONFIG, format!("{}: {e}", users_db.display())))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Fail::new(exit::OSERR, format!("cannot find own executable: {e}")))?;
+    let cfg = Config {
+        server_key,
+        users_db: users_db.clone(),
+        session_timeout: Duration::from_secs_f64(timeout),
+        default_unix_user: a.default_unix_user.clone(),
+        max_sessions: a.max_sessions.max(1),
+        max_interactive: a.max_interactive,
+        cmd_timeout: Duration::from_secs(a.cmd_timeout.max(1)),
+        login_failures: a.login_failures,
+        login_window: Duration::from_secs(a.login_window),
+        put_helper: vec![exe.to_string_lossy().into_owned(), "--put-helper".into()],
+    };
+    let service = Arc::new(
+        Service::new(cfg).map_err(|e| Fail::new(exit::SOFTWARE, format!("cannot start: {e}")))?,
+    );
+    let limits = Arc::new(http::Limits::default());
+    let opts = daemon::Options {
+        // Sessions live in memory: never exit idle while one is open (checked below).
+        idle_exit: None,
+        max_connections: a.max_connections.max(1),
+        ..Default::default()
+    };
+    let h = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.clone()
+    };
+    let fallback = [format!("{h}:{port}")];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Fail::new(exit::OSERR, format!("cannot start runtime: {e}")))?;
+    rt.block_on(async move {
+        let bound = daemon::listen::open(&a.listen, &fallback)
+            .map_err(|e| Fail::new(exit::UNAVAILABLE, e))?;
+        log::info!(
+            "starting version={} protocol=remo_serv-0.6.0 users={} key={}",
+            env!("CARGO_PKG_VERSION"),
+            users_db.display(),
+            key_file.display()
+        );
+        service.spawn_purger();
+        let ctl = daemon::Control::new();
+        if let Some(idle) = a.idle_exit.map(Duration::from_secs) {
+            let (svc, ctl) = (service.clone(), ctl.clone());
+            tokio::spawn(async move {
+                let mut quiet = std::time::Instant::now();
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if ctl.active() > 0 || svc.sessions() > 0 {
+                        quiet = std::time::Instant::now();
+                    } else if quiet.elapsed() >= idle {
+                        ctl.stop("idle");
+                        break;
+                    }
+                }
+            });
+        }
+        let status = format!(
+            "serving remo_serv 0.6.0 protocol, users {}",
+            users_db.display()
+        );
+        let c2 = ctl.clone();
+        let reason = daemon::serve(bound, opts, ctl, &status, move |conn| {
+            let (svc, ctl, limits) = (service.clone(), c2.clone(), limits.clone());
+            http::serve_conn(conn, ctl, None, limits, move |req, info| {
+                svc.clone().handle(req, info)
+            })
+        })
+        .await;
+        log::info!("stopped reason={reason}");
+        Ok(())
+    })
+}
+
+fn main() {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Internal: the upload helper, run as the mapped user by remod itself.
+    if argv.len() == 3 && argv[1] == "--put-helper" {
+        std::process::exit(server::put_helper(Path::new(&argv[2])));
+    }
+    let args: Args = cli::parse(argv);
+    if let Err(f) = run(args) {
+        cli::exit_with(PROGRAM, f);
+    }
+}

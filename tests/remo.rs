@@ -1,0 +1,845 @@
+//! remod, remo, add-user and build-key-pair end to end: keys and database as the originals
+//! make them (checked with openssl and sqlite3), every client command against the daemon,
+//! 5 MiB transfers byte for byte, an interactive session with half-close, and the fixes
+//! (replay refused, one answer for unknown users and bad signatures, no unauthenticated
+//! requests, user mapping, allowlist, session key never logged).
+
+mod common;
+use common::*;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use keysock::remo::wire::{self, Fernet, Head};
+
+fn remod() -> &'static str {
+    env!("CARGO_BIN_EXE_remod")
+}
+fn remo_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_remo")
+}
+fn add_user() -> &'static str {
+    env!("CARGO_BIN_EXE_add-user")
+}
+fn build_key_pair() -> &'static str {
+    env!("CARGO_BIN_EXE_build-key-pair")
+}
+
+fn me() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .unwrap()
+        .unwrap()
+        .name
+}
+
+/// Runs a program in `dir` with `stdin` as its standard input.
+fn run_in(dir: &Path, prog: &str, args: &[&str], stdin: &[u8]) -> Output {
+    let mut c = Command::new(prog)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(stdin).unwrap();
+    c.wait_with_output().unwrap()
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    d: Daemon,
+}
+
+impl Setup {
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn port(&self) -> String {
+        self.d.addr.rsplit(':').next().unwrap().to_string()
+    }
+    /// remo as `user` with its key, password `foo` from a file.
+    fn remo(&self, user: &str, args: &[&str], stdin: &[u8]) -> Output {
+        let port = self.port();
+        let key = format!("{user}_key.pem");
+        let mut a = vec![
+            "127.0.0.1",
+            port.as_str(),
+            "-s",
+            "remo_serv.pem",
+            "-u",
+            user,
+            "-k",
+            key.as_str(),
+            "--password-file",
+            "pw",
+        ];
+        a.extend_from_slice(args);
+        run_in(self.dir.path(), remo_bin(), &a, stdin)
+    }
+}
+
+/// Keys and a database made with our tools; remod started on them.
+fn setup(extra: &[&str]) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let o = run_in(p, build_key_pair(), &["remo_serv"], b"\n");
+    assert!(o.status.success(), "{o:?}");
+    for u in ["alice", "limited", "unmapped"] {
+        let o = run_in(p, build_key_pair(), &[u], b"foo\n");
+        assert!(o.status.success(), "{o:?}");
+    }
+    std::fs::write(p.join("pw"), "foo\n").unwrap();
+    let me = me();
+    let o = run_in(p, add_user(), &["alice", "--unix-user", &me], b"");
+    assert!(o.status.success(), "{o:?}");
+    let o = run_in(
+        p,
+        add_user(),
+        &[
+            "-b",
+            "users_db",
+            "limited",
+            "limited.pem",
+            "-U",
+            &me,
+            "--allow",
+            "echo,@get",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{o:?}");
+    let o = run_in(p, add_user(), &["unmapped"], b"");
+    assert!(o.status.success(), "{o:?}");
+    let key = p.join("remo_serv_key.pem");
+    let db = format!("SqliteUserService:{}", p.join("users_db.sqlite").display());
+    let mut args = vec!["-k", path_str(&key), "-u", db.as_str(), "-d"];
+    args.extend_from_slice(extra);
+    let d = Daemon::direct(remod(), &args);
+    Setup { dir, d }
+}
+
+#[test]
+fn keys_and_database_load_in_openssl_and_sqlite3() {
+    let s = setup(&[]);
+    let o = Command::new("openssl")
+        .args([
+            "pkey",
+            "-in",
+            path_str(&s.path("alice_key.pem")),
+            "-passin",
+            "pass:foo",
+            "-pubout",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(o.stdout, std::fs::read(s.path("alice.pem")).unwrap());
+    let o = Command::new("openssl")
+        .args(["asn1parse", "-in", path_str(&s.path("alice_key.pem"))])
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        t.contains("PBES2") && t.contains("hmacWithSHA256") && t.contains("aes-256-cbc"),
+        "{t}"
+    );
+    let o = Command::new("openssl")
+        .args([
+            "pkey",
+            "-in",
+            path_str(&s.path("remo_serv_key.pem")),
+            "-noout",
+            "-text",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("ED448"),
+        "{o:?}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for k in ["alice_key.pem", "remo_serv_key.pem"] {
+        let m = std::fs::metadata(s.path(k)).unwrap().permissions().mode();
+        assert_eq!(m & 0o777, 0o600, "{k}");
+    }
+    // The public key is stored as the raw PEM bytes, a BLOB, as the original does.
+    let o = Command::new("sqlite3")
+        .arg(s.path("users_db.sqlite"))
+        .arg("SELECT user, typeof(pub), length(pub), unix_user FROM users ORDER BY id")
+        .output()
+        .expect("sqlite3");
+    let t = String::from_utf8_lossy(&o.stdout);
+    let me = me();
+    assert_eq!(
+        t,
+        format!("alice|blob|146|{me}\nlimited|blob|146|{me}\nunmapped|blob|146|\n")
+    );
+    let o = Command::new("sqlite3")
+        .arg(s.path("users_db.sqlite"))
+        .arg("SELECT pub FROM users WHERE user='alice'")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.stdout,
+        [std::fs::read(s.path("alice.pem")).unwrap(), b"\n".to_vec()].concat()
+    );
+    // A second add of the same user is refused.
+    let o = run_in(s.dir.path(), add_user(), &["alice"], b"");
+    assert_eq!(o.status.code(), Some(65), "{o:?}");
+}
+
+#[test]
+fn every_command_and_5mib_transfers() {
+    let s = setup(&[]);
+    let o = s.remo(
+        "alice",
+        &["exec", "sh", "-c", "echo out; echo err >&2; exit 3"],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert_eq!(o.stdout, b"out\nerr\n");
+    let o = s.remo("alice", &["exec", "id", "-un"], b"");
+    assert_eq!(
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).trim()),
+        (Some(0), me().as_str())
+    );
+    let o = s.remo("alice", &["info"], b"");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "remo_serv 0.6.0 here\n");
+
+    let mut big = vec![0u8; 5 << 20];
+    openssl::rand::rand_bytes(&mut big).unwrap();
+    std::fs::write(s.path("big"), &big).unwrap();
+    let up = s.path("uploaded");
+    let o = s.remo("alice", &["put", path_str(&up), "big"], b"");
+    assert!(o.status.success(), "{o:?}");
+    assert!(std::fs::read(&up).unwrap() == big, "put changed the data");
+    let o = s.remo("alice", &["get", path_str(&s.path("big")), "fetched"], b"");
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        std::fs::read(s.path("fetched")).unwrap() == big,
+        "get changed the data"
+    );
+
+    // The interactive loop from a pipe: the first line is the key's password (no terminal).
+    let script = format!(
+        "foo\nexec echo hi there\nget {} small\nput {} big\nset_encoding latin_1\niexec sort\nidata b\nidata a\niend\nexec printf x\nget /nonexistent/file nf\nbogus\nquit\nexec echo not reached\n",
+        path_str(&s.path("pw")),
+        path_str(&s.path("up2")),
+    );
+    let port = s.port();
+    let o = run_in(
+        s.dir.path(),
+        remo_bin(),
+        &[
+            "127.0.0.1",
+            &port,
+            "-s",
+            "remo_serv.pem",
+            "-u",
+            "alice",
+            "-k",
+            "alice_key.pem",
+        ],
+        script.as_bytes(),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{o:?}");
+    // sort prints nothing before its input is half-closed by iend.
+    assert_eq!(
+        out, "hi there\na\nb\nx\n*** Unknown syntax: bogus\n",
+        "stderr: {err}"
+    );
+    assert!(
+        err.contains("HTTP Error 404") && err.contains("No such file"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(s.path("small")).unwrap(), b"foo\n");
+    assert!(std::fs::read(s.path("up2")).unwrap() == big);
+    assert!(!s.path("nf").exists(), "no file left by a failed get");
+    // Interactive output before the end, and a process that exits by itself.
+    let o = s.remo(
+        "alice",
+        &[],
+        b"iexec sh -c 'echo ready; read x; echo got $x'\nidata one\nidata two\niend\n",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "ready\ngot one\n",
+        "{o:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("HTTP Error 400"),
+        "{o:?}"
+    );
+    let log = s.d.log_text();
+    assert!(
+        log.contains("login user=alice") && log.contains("put user=alice"),
+        "{log}"
+    );
+}
+
+/// A logged-in raw session: cookie and session key, for hand-made requests.
+struct Raw {
+    addr: String,
+    cookie: String,
+    f: Fernet,
+}
+
+fn raw_login(s: &Setup, user: &str) -> Result<Raw, Resp> {
+    let key = keysock::keyfile::read_private_pem(&s.path(&format!("{user}_key.pem")), Some(b"foo"))
+        .unwrap();
+    let (eph, eph_pub) = wire::x448_generate().unwrap();
+    let body = wire::auth_body(user, &eph_pub, &key).unwrap();
+    let r = post_form(&s.d.addr, "/auth", &body);
+    if r.status != 200 {
+        return Err(r);
+    }
+    let cookie = r
+        .head
+        .lines()
+        .find_map(|l| l.strip_prefix("Set-Cookie: SESSION_ID="))
+        .unwrap()
+        .trim()
+        .to_string();
+    let server = keysock::keyfile::read_public(&s.path("remo_serv.pem")).unwrap();
+    let spub = wire::check_auth_answer(&server, &r.body).unwrap();
+    let z = wire::x448_shared(&eph, &spub).unwrap();
+    Ok(Raw {
+        addr: s.d.addr.clone(),
+        cookie,
+        f: wire::session_fernet(&z),
+    })
+}
+
+impl Raw {
+    fn request(&self, path: &str, req: i16, payload: &[u8]) -> Vec<u8> {
+        let h = Head {
+            first: true,
+            last: true,
+            req,
+            tok: 0,
+        };
+        let tok = self.f.encrypt(&wire::request_plain(h, path, payload));
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: SESSION_ID={c}; SESSION_ID={c}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{tok}",
+            tok.len(),
+            c = self.cookie
+        )
+        .into_bytes()
+    }
+    fn cmd_path(&self, cmd: &str) -> String {
+        format!("/cmd/{}", self.f.encrypt(cmd.as_bytes()))
+    }
+    /// Decrypts a chunked framed answer: (status digits, payload).
+    fn decode(&self, r: &Resp) -> (String, Vec<u8>) {
+        let mut status = String::new();
+        let mut out = Vec::new();
+        for line in dechunk(&r.body).split(|&b| b == b'\n') {
+            if line.len() < 20 {
+                continue;
+            }
+            let p = self
+                .f
+                .decrypt(line, Some(wire::TTL))
+                .expect("token decrypts");
+            let (h, rest) = Head::parse(&p).unwrap();
+            if h.first {
+                status = String::from_utf8_lossy(&rest[..3]).into_owned();
+                out.extend_from_slice(&rest[3..]);
+            } else if !h.last {
+                out.extend_from_slice(rest);
+            }
+        }
+        (status, out)
+    }
+}
+
+fn dechunk(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = b;
+    while let Some(i) = rest.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(std::str::from_utf8(&rest[..i]).unwrap().trim(), 16).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&rest[i + 2..i + 2 + n]);
+        rest = &rest[i + 4 + n..];
+    }
+    out
+}
+
+#[test]
+fn replay_and_unauthenticated_requests_are_refused() {
+    let s = setup(&[]);
+    let raw = raw_login(&s, "alice").unwrap();
+    let path = raw.cmd_path("echo once");
+    let req1 = raw.request(&path, 1, b"");
+    let r = raw_bytes(&raw.addr, &req1);
+    assert_eq!(r.status, 200, "{r:?}");
+    // The original client needs: no Content-Length, chunked, the real status in the token.
+    assert!(
+        !r.head.to_ascii_lowercase().contains("content-length"),
+        "{}",
+        r.head
+    );
+    assert!(
+        r.head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{}",
+        r.head
+    );
+    assert_eq!(raw.decode(&r), ("200".to_string(), b"once\n".to_vec()));
+    // The same bytes again: refused; the session survives for the next number.
+    let again = raw_bytes(&raw.addr, &req1);
+    assert_eq!(again.status, 400, "{again:?}");
+    // Skipping a number (reordering) is refused too.
+    let r3 = raw_bytes(&raw.addr, &raw.request(&raw.cmd_path("echo three"), 3, b""));
+    assert_eq!(r3.status, 400);
+    let r2 = raw_bytes(&raw.addr, &raw.request(&raw.cmd_path("echo two"), 2, b""));
+    assert_eq!(raw.decode(&r2), ("200".to_string(), b"two\n".to_vec()));
+    // A token for another path is refused.
+    let other = raw.cmd_path("echo y");
+    let forged = String::from_utf8(raw.request(&raw.cmd_path("echo x"), 3, b"")).unwrap();
+    let p0 = forged.split(' ').nth(1).unwrap().to_string();
+    let r = raw_bytes(&raw.addr, forged.replace(&p0, &other).as_bytes());
+    assert_eq!(r.status, 400);
+    // A bodiless /get with only the cookie (weakness 1) is refused.
+    let get = format!(
+        "GET /get/{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: SESSION_ID={}\r\n\r\n",
+        raw.f.encrypt(path_str(&s.path("pw")).as_bytes()),
+        raw.cookie
+    );
+    let r = raw_bytes(&raw.addr, get.as_bytes());
+    assert_eq!(
+        (r.status, r.text()),
+        (400, "Missing magic tokens".to_string())
+    );
+    // Without a session: 403 everywhere but /info.
+    assert_eq!(get_plain(&raw.addr, "/cmd/x").status, 403);
+    let info = get_plain(&raw.addr, "/info");
+    assert_eq!(
+        (info.status, dechunk(&info.body)),
+        (200, b"remo_serv 0.6.0 here".to_vec())
+    );
+    // A damaged upload leaves the target as it was, and no temporary file behind.
+    std::fs::write(s.path("keep"), "old").unwrap();
+    let put = format!(
+        "/put/{}",
+        raw.f.encrypt(path_str(&s.path("keep")).as_bytes())
+    );
+    let h = Head {
+        first: true,
+        last: false,
+        req: 3,
+        tok: 0,
+    };
+    let t0 = raw.f.encrypt(&wire::request_plain(h, &put, b"new data"));
+    let h1 = Head {
+        first: false,
+        last: true,
+        req: 3,
+        tok: 2,
+    };
+    let t1 = raw.f.encrypt(&wire::request_plain(h1, &put, b""));
+    let body = format!("{t0}\r\n{t1}");
+    let req = format!(
+        "POST {put} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: SESSION_ID={}\r\nContent-Length: {}\r\n\r\n{body}",
+        raw.cookie,
+        body.len()
+    );
+    let r = raw_bytes(&raw.addr, req.as_bytes());
+    assert_eq!(raw.decode(&r).0, "400", "{r:?}");
+    assert_eq!(std::fs::read_to_string(s.path("keep")).unwrap(), "old");
+    let leftovers: Vec<_> = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // The session key never appears in the log.
+    let log = s.d.log_text();
+    assert!(!log.contains(&raw.f.key_b64()), "session key logged");
+    assert!(log.contains("reason=request-number"), "{log}");
+}
+
+fn raw_bytes(addr: &str, req: &[u8]) -> Resp {
+    raw(addr, req)
+}
+
+fn get_plain(addr: &str, path: &str) -> Resp {
+    get(addr, path)
+}
+
+#[test]
+fn failed_logins_look_alike_and_mapping_and_allowlist_hold() {
+    let s = setup(&["--login-failures", "100"]);
+    // Unknown user, bad signature, bad base64: the same empty 403.
+    let key = keysock::keyfile::read_private_pem(&s.path("alice_key.pem"), Some(b"foo")).unwrap();
+    let (_, eph_pub) = wire::x448_generate().unwrap();
+    let unknown = wire::auth_body("mallory", &eph_pub, &key).unwrap();
+    let badsig = wire::auth_body("alice", &eph_pub, &key)
+        .unwrap()
+        .replace("\"alice\"", "\"limited\"");
+    let badb64 = "{\"user\": \"alice\", \"key\": \"!!!\", \"sign\": \"???\"}";
+    let answers: Vec<(u16, Vec<u8>)> = [unknown.as_str(), badsig.as_str(), badb64]
+        .iter()
+        .map(|b| {
+            let r = post_form(&s.d.addr, "/auth", b);
+            (r.status, r.body)
+        })
+        .collect();
+    assert_eq!(answers, vec![(403, vec![]); 3]);
+    assert_eq!(post_form(&s.d.addr, "/auth", "not json").status, 400);
+    // An answer not signed by the server's key is refused by remo.
+    let port = s.port();
+    let o = run_in(
+        s.dir.path(),
+        remo_bin(),
+        &[
+            "127.0.0.1",
+            &port,
+            "-s",
+            "alice.pem",
+            "-u",
+            "alice",
+            "-k",
+            "alice_key.pem",
+            "--password-file",
+            "pw",
+            "info",
+        ],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(76), "{o:?}");
+    // A wrong key password is an error, not a login.
+    std::fs::write(s.path("badpw"), "bar\n").unwrap();
+    let o = run_in(
+        s.dir.path(),
+        remo_bin(),
+        &[
+            "127.0.0.1",
+            &port,
+            "-u",
+            "alice",
+            "-k",
+            "alice_key.pem",
+            "--password-file",
+            "badpw",
+            "info",
+        ],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(65), "{o:?}");
+    // A user the database maps to no Unix account is refused (no default set).
+    assert!(matches!(raw_login(&s, "unmapped"), Err(r) if r.status == 403));
+    assert!(s.d.log_text().contains("reason=no-unix-user-mapping"));
+    // Allowlist: echo and @get only.
+    let o = s.remo("limited", &["exec", "echo", "fine"], b"");
+    assert_eq!(
+        (o.status.code(), o.stdout.as_slice()),
+        (Some(0), &b"fine\n"[..]),
+        "{o:?}"
+    );
+    let o = s.remo("limited", &["exec", "id"], b"");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("HTTP Error 403"),
+        "{o:?}"
+    );
+    assert_ne!(o.status.code(), Some(0));
+    let o = s.remo("limited", &["put", "x", "pw"], b"");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("HTTP Error 403"),
+        "{o:?}"
+    );
+    let o = s.remo("limited", &["get", path_str(&s.path("pw")), "copy"], b"");
+    assert!(o.status.success(), "{o:?}");
+}
+
+#[test]
+fn default_unix_user_and_switching_when_root() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to switch users");
+        return;
+    }
+    let s = setup(&["--default-unix-user", "nobody"]);
+    let o = s.remo("unmapped", &["exec", "id", "-un"], b"");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "nobody", "{o:?}");
+    // Files are read as the mapped user too.
+    std::fs::write(s.path("secret"), "x").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(s.path("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = s.remo(
+        "unmapped",
+        &["get", path_str(&s.path("secret")), "/tmp/never"],
+        b"",
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("HTTP Error 403"),
+        "{o:?}"
+    );
+}
+
+#[test]
+fn original_client_stand_in_works_unchanged() {
+    let s = setup(&[]);
+    let mut data = vec![0u8; 200_000];
+    openssl::rand::rand_bytes(&mut data).unwrap();
+    std::fs::write(s.path("local.bin"), &data).unwrap();
+    let o = Command::new("python3")
+        .arg(root().join("tests/remo/spec_client.py"))
+        .arg(s.port())
+        .arg(s.path("remo_serv.pem"))
+        .arg("alice")
+        .arg(s.path("alice_key.pem"))
+        .arg(s.dir.path())
+        .output()
+        .expect("python3");
+    assert!(
+        o.status.success(),
+        "spec_client.py: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let want = serde_json::json!([
+        ["exec", 200, "hi there\n"],
+        ["get", 200, "200000"],
+        ["put", 200, ""],
+        ["exec-status", 200, "out\n"],
+        ["iexec", 200, ""],
+        ["idata", 200, "hello\n"],
+        ["iend", 200, ""],
+        ["missing", 404, ""],
+        ["info", 200, "remo_serv 0.6.0 here"]
+    ]);
+    assert_eq!(serde_json::Value::Array(lines), want);
+    assert!(
+        std::fs::read(s.path("fetched.bin")).unwrap() == data,
+        "get corrupted"
+    );
+    assert!(
+        std::fs::read(s.path("put.bin")).unwrap() == data,
+        "put corrupted"
+    );
+}
+
+#[test]
+fn interactive_limits_and_expiry_kill_the_process() {
+    let s = setup(&["-s", "1", "--max-interactive", "1"]);
+    let o = s.remo("alice", &[], b"iexec sh -c 'echo $$; exec sleep 300'\n");
+    let pid: u32 = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    // The one interactive slot is taken by the first session's process.
+    let o = s.remo("alice", &[], b"iexec cat\n");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("HTTP Error 503"),
+        "{o:?}"
+    );
+    // Its session expires after 1 s idle: the process is killed and reaped, the slot freed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} outlived its session"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let o = s.remo("alice", &[], b"iexec cat\nidata again\niend\n");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "again\n", "{o:?}");
+    assert!(s.d.log_text().contains("session-expired user=alice"));
+}
+
+#[test]
+fn original_toml_configuration_and_socket_activation() {
+    let s = setup(&[]);
+    // The original launcher's TOML keys; -p on the command line beats the file's port.
+    let port = free_port();
+    let conf = s.path("remo.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "port = 1\nhost = \"127.0.0.1\"\ntimeout = 30\nkey-file = \"{}\"\nuser-service = \"SqliteUserService:{}\"\n",
+            path_str(&s.path("remo_serv_key.pem")),
+            path_str(&s.path("users_db.sqlite"))
+        ),
+    )
+    .unwrap();
+    let mut d = Command::new(remod())
+        .args([
+            "-c",
+            path_str(&conf),
+            "-p",
+            &port.to_string(),
+            "-l",
+            "logging.ini",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "remod -c did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let info = get(&addr, "/info");
+    let _ = d.kill();
+    let _ = d.wait();
+    assert_eq!(dechunk(&info.body), b"remo_serv 0.6.0 here");
+    // A bad user service or key is a configuration error (78).
+    let o = Command::new(remod())
+        .args([
+            "-u",
+            "MemoryUserService:a",
+            "-k",
+            path_str(&s.path("remo_serv_key.pem")),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(78), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).starts_with("remod: user service"),
+        "{o:?}"
+    );
+    let o = Command::new(remod())
+        .args(["-k", path_str(&s.path("alice_key.pem"))])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(78), "{o:?}");
+
+    // Socket activation: READY, a login, then an idle exit once the session has expired.
+    let key = s.path("remo_serv_key.pem");
+    let db = format!("SqliteUserService:{}", path_str(&s.path("users_db.sqlite")));
+    let mut d = Daemon::activated(
+        remod(),
+        &[
+            "-k",
+            path_str(&key),
+            "-u",
+            &db,
+            "-s",
+            "1",
+            "--idle-exit",
+            "1",
+        ],
+        &[],
+    );
+    let port = d.addr.rsplit(':').next().unwrap().to_string();
+    let o = run_in(
+        s.dir.path(),
+        remo_bin(),
+        &[
+            "127.0.0.1",
+            &port,
+            "-u",
+            "alice",
+            "-k",
+            "alice_key.pem",
+            "--password-file",
+            "pw",
+            "exec",
+            "echo",
+            "activated",
+        ],
+        b"",
+    );
+    assert_eq!(o.stdout, b"activated\n", "{o:?}");
+    let st = d
+        .wait(std::time::Duration::from_secs(15))
+        .expect("idle exit");
+    assert!(st.success(), "{st:?}");
+    assert!(
+        d.log_text().contains("stopped reason=idle"),
+        "{}",
+        d.log_text()
+    );
+}
+
+/// Keys and a database as the original tools make them (Python's `cryptography` and
+/// `sqlite3`, following specs/remo_serv.md §1.3, §1.4, §3.2) work with remod and remo.
+#[test]
+fn keys_and_database_made_like_the_originals_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let py = r#"
+import sqlite3, sys
+from cryptography.hazmat.primitives import serialization as s
+from cryptography.hazmat.primitives.asymmetric import ed448
+def pair(prefix, pw):
+    k = ed448.Ed448PrivateKey.generate()
+    enc = s.BestAvailableEncryption(pw) if pw else s.NoEncryption()
+    open(prefix + "_key.pem", "wb").write(k.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, enc))
+    pub = k.public_key().public_bytes(s.Encoding.PEM, s.PublicFormat.SubjectPublicKeyInfo)
+    open(prefix + ".pem", "wb").write(pub)
+    return pub
+pair("remo_serv", None)
+pub = pair("bob", b"foo")
+c = sqlite3.connect("users_db.sqlite")
+c.execute("CREATE TABLE IF NOT EXISTS users(id INTEGER PRIMARY KEY AUTOINCREMENT, user TEXT UNIQUE, key TEXT, pub TEXT)")
+c.execute("INSERT INTO users(user, pub) VALUES (?, ?)", ("bob", pub))
+c.commit()
+"#;
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(py)
+        .current_dir(p)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Map bob to us in the original's database, then log in with the original's keys.
+    let o = run_in(
+        p,
+        add_user(),
+        &["bob", "bob.pem", "--force", "-U", &me()],
+        b"",
+    );
+    assert!(o.status.success(), "{o:?}");
+    let db = format!("SqliteUserService:{}", path_str(&p.join("users_db.sqlite")));
+    let d = Daemon::direct(
+        remod(),
+        &["-k", path_str(&p.join("remo_serv_key.pem")), "-u", &db],
+    );
+    let port = d.addr.rsplit(':').next().unwrap().to_string();
+    let o = run_in(
+        p,
+        remo_bin(),
+        &[
+            "127.0.0.1",
+            &port,
+            "-s",
+            "remo_serv.pem",
+            "-u",
+            "bob",
+            "-k",
+            "bob_key.pem",
+            "exec",
+            "echo",
+            "bob",
+        ],
+        b"foo\n",
+    );
+    assert_eq!(
+        (o.status.code(), o.stdout.as_slice()),
+        (Some(0), &b"bob\n"[..]),
+        "{o:?}"
+    );
+    let o = Command::new("sqlite3")
+        .arg(p.join("users_db.sqlite"))
+        .arg("SELECT typeof(pub), length(pub) FROM users WHERE user='bob'")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "blob|146\n");
+}
