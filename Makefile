@@ -10,9 +10,9 @@ CARGO   ?= cargo
 # release for install/bench; the tests build debug binaries (much faster on 2 cores).
 PROFILE ?= release
 
-DAEMONS := skd s5d iscepd
+DAEMONS := skd s5d iscepd autoidd
 DAEMONS += remod
-TOOLS   := tokenctl s5 iscep
+TOOLS   := tokenctl s5 iscep autoid
 TOOLS   += remo build-key-pair
 # Administrator tools, section 8: installed to SBINDIR.
 SBIN_TOOLS := add-user
@@ -58,6 +58,7 @@ sdbox-test:
 	tests/systemd/run.sh
 	tests/systemd/iscepd.sh
 	tests/systemd/s5d.sh
+	tests/systemd/autoidd.sh
 	tests/systemd/remod.sh
 
 install:
@@ -88,6 +89,7 @@ bench:
 	scripts/bench-skd.sh target/release
 	scripts/bench-iscep.sh target/release
 	scripts/bench-s5.sh target/release
+	scripts/bench-autoid.sh target/release
 	scripts/bench-remod.sh target/release
 
 clean:

@@ -1,6 +1,7 @@
 //! keysock: the shared library behind the daemons and tools in `bins/`.
 //! One mechanism per module; binaries only parse their command line and wire these together.
 
+pub mod autoid;
 pub mod child;
 pub mod cli;
 pub mod daemon;

@@ -1,0 +1,221 @@
+//! autoidd: auto-id server (specs/auto-id.md) over a local credential store. Serves the
+//! original's v1 at POST /verify and /Stage/verify (bypass closed) and the v2 challenge flow;
+//! `autoidd gen-entropy FILE` writes a new entropy file. Parses the command line and wires the
+//! library together.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keysock::autoid::{self, server};
+use keysock::cli::{self, exit, Fail};
+use keysock::{daemon, http};
+
+const PROGRAM: &str = "autoidd";
+const STATE: &str = "/var/lib/autoidd";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "autoidd",
+    version,
+    about = "Hand out credentials to workloads that prove they hold the entropy file (auto-id v1 and v2)",
+    args_conflicts_with_subcommands = true,
+    after_help = "Default files are in $STATE_DIRECTORY (else /var/lib/autoidd); secrets come from\n$CREDENTIALS_DIRECTORY when set. See autoidd(8)."
+)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    serve: Serve,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Cmd {
+    /// Write a new entropy file (2048 lines of 2048 [A-Za-z0-9] and LF, 0600) to FILE
+    GenEntropy {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct Serve {
+    /// RSA private key, PEM (PKCS#8 or PKCS#1, unencrypted) [default: the credential autoidd.key, else STATE/autoid_key.pem]
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// Entropy file [default: the credential autoidd.entropy, else STATE/info2048.bin]
+    #[arg(long, value_name = "FILE")]
+    entropy: Option<PathBuf>,
+    /// Directory of secrets, one 0600 file per secret id [default: $CREDENTIALS_DIRECTORY, else STATE/secrets]
+    #[arg(long, value_name = "DIR")]
+    secrets: Option<PathBuf>,
+    /// Listen on ADDR (host:port, [v6]:port or /abs/path.sock); repeatable [default: 127.0.0.1:4440]
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<String>,
+    /// Serve the original protocol (v1) at /verify and /Stage/verify
+    #[arg(long, value_name = "on|off", value_enum, default_value = "on")]
+    v1: OnOff,
+    /// Fewest bytes the 4 snippets of a v1 request must cover
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    v1_min_bytes: usize,
+    /// Seconds a v2 challenge stays valid
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    challenge_ttl: u64,
+    /// Most v2 challenges pending at once
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    max_challenges: usize,
+    /// Most v2 challenges pending for one source address
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    challenges_per_address: usize,
+    /// Failed attempts per source address before it is refused for --failure-window
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    failures: u32,
+    /// Window of the failure count, in seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    failure_window: u64,
+    /// Largest request body, in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = 16384)]
+    max_body: usize,
+    /// Most connections served at once; more get 503
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_connections: usize,
+    /// Seconds allowed to send a request head (and to idle between requests)
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    header_timeout: u64,
+    /// Exit after SECONDS with no open connection (for socket activation)
+    #[arg(long, value_name = "SECONDS")]
+    idle_exit: Option<u64>,
+    /// Log to syslog instead of stderr
+    #[arg(long)]
+    syslog: bool,
+    /// Log debug messages too
+    #[arg(short = 'v', long)]
+    verbose: bool,
+}
+
+fn state_dir() -> PathBuf {
+    match std::env::var_os("STATE_DIRECTORY") {
+        // StateDirectory= may list several, separated by ':'; ours is the first.
+        Some(d) if !d.is_empty() => {
+            let s = d.to_string_lossy().into_owned();
+            PathBuf::from(s.split(':').next().unwrap_or(STATE))
+        }
+        _ => PathBuf::from(STATE),
+    }
+}
+
+fn gen_entropy(file: &Path) -> Result<(), Fail> {
+    autoid::write_entropy(file).map_err(|e| {
+        Fail::new(
+            exit::CANTCREAT,
+            format!("cannot write {}: {e}", file.display()),
+        )
+    })?;
+    eprintln!(
+        "{PROGRAM}: wrote {} ({} bytes, mode 0600)",
+        file.display(),
+        autoid::ENTROPY_LEN
+    );
+    Ok(())
+}
+
+fn run(a: Serve) -> Result<(), Fail> {
+    daemon::log::init(PROGRAM, a.syslog, a.verbose).map_err(|e| Fail::new(exit::OSERR, e))?;
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+    let state = state_dir();
+    let cfg = server::Config {
+        key_path: a
+            .key
+            .or_else(|| autoid::credential(autoid::KEY_CREDENTIAL))
+            .unwrap_or_else(|| state.join("autoid_key.pem")),
+        entropy_path: a
+            .entropy
+            .or_else(|| autoid::credential(autoid::ENTROPY_CREDENTIAL))
+            .unwrap_or_else(|| state.join("info2048.bin")),
+        store: autoid::Store {
+            dir: a
+                .secrets
+                .unwrap_or_else(|| autoid::Store::default_dir(&state.join("secrets"))),
+        },
+        v1: a.v1 == OnOff::On,
+        v1_min_bytes: a.v1_min_bytes,
+        challenge_ttl: Duration::from_secs(a.challenge_ttl.max(1)),
+        max_challenges: a.max_challenges.max(1),
+        challenges_per_peer: a.challenges_per_address.max(1),
+        max_body: a.max_body.max(1024),
+        failures: a.failures,
+        failure_window: Duration::from_secs(a.failure_window),
+        ..Default::default()
+    };
+    if !cfg.store.dir.is_dir() {
+        return Err(Fail::new(
+            exit::NOINPUT,
+            format!(
+                "secrets directory {}: not a directory (give --secrets DIR)",
+                cfg.store.dir.display()
+            ),
+        ));
+    }
+    let srv = Arc::new(server::Server::new(cfg).map_err(|e| Fail::new(exit::NOINPUT, e))?);
+    let limits = Arc::new(http::Limits {
+        header_timeout: Duration::from_secs(a.header_timeout.max(1)),
+        max_head: 16 * 1024,
+        ..Default::default()
+    });
+    let opts = daemon::Options {
+        idle_exit: a.idle_exit.map(Duration::from_secs),
+        max_connections: a.max_connections.max(1),
+        ..Default::default()
+    };
+    let fallback = [format!("127.0.0.1:{}", autoid::DEFAULT_PORT)];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Fail::new(exit::OSERR, format!("cannot start runtime: {e}")))?;
+    rt.block_on(async move {
+        let bound = daemon::listen::open(&a.listen, &fallback)
+            .map_err(|e| Fail::new(exit::UNAVAILABLE, e))?;
+        log::info!(
+            "starting version={} {}",
+            env!("CARGO_PKG_VERSION"),
+            srv.status()
+        );
+        let purger = srv.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                purger.purge();
+            }
+        });
+        let ctl = daemon::Control::new();
+        let status = srv.status();
+        let c2 = ctl.clone();
+        let reason = daemon::serve(bound, opts, ctl, &status, move |conn| {
+            let (srv, ctl, limits) = (srv.clone(), c2.clone(), limits.clone());
+            http::serve_conn(conn, ctl, None, limits, move |req, info| {
+                srv.clone().handle(req, info)
+            })
+        })
+        .await;
+        log::info!("stopped reason={reason}");
+        Ok(())
+    })
+}
+
+fn main() {
+    let args: Args = cli::parse(std::env::args_os());
+    let r = match args.cmd {
+        Some(Cmd::GenEntropy { file }) => gen_entropy(&file),
+        None => run(args.serve),
+    };
+    if let Err(f) = r {
+        cli::exit_with(PROGRAM, f);
+    }
+}

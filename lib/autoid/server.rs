@@ -1,0 +1,614 @@
+//! autoidd's side of auto-id: v1 at `POST /verify` and `POST /Stage/verify` (the original's
+//! request and answers, with the interval bypass closed), v2 at `POST /v2/challenge` and
+//! `POST /v2/verify`. The RSA key and the entropy file are re-read when they change on disk
+//! (a stat per request), so a rotation takes effect at the next request, as in the original.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use openssl::pkey::{PKey, Private};
+use zeroize::Zeroizing;
+
+use super::wire::{self, WireError};
+use super::{Entropy, Store, StoreError};
+use crate::daemon::Peer;
+use crate::http::{self, Body, ConnInfo};
+use crate::secret::{ct_eq, hex, random_bytes};
+use crate::throttle::Throttle;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub key_path: PathBuf,
+    pub entropy_path: PathBuf,
+    pub store: Store,
+    /// Serve the original protocol.
+    pub v1: bool,
+    /// Fewest bytes the 4 snippets of a v1 request must cover.
+    pub v1_min_bytes: usize,
+    pub challenge_ttl: Duration,
+    pub max_challenges: usize,
+    /// Most v2 challenges pending for one source address.
+    pub challenges_per_peer: usize,
+    /// Ranges per v2 challenge.
+    pub v2_ranges: usize,
+    pub max_body: usize,
+    /// Failed attempts per source address within `failure_window` before it is refused.
+    pub failures: u32,
+    pub failure_window: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            key_path: PathBuf::new(),
+            entropy_path: PathBuf::new(),
+            store: Store {
+                dir: PathBuf::new(),
+            },
+            v1: true,
+            v1_min_bytes: 64,
+            challenge_ttl: Duration::from_secs(30),
+            max_challenges: 4096,
+            challenges_per_peer: 32,
+            v2_ranges: 8,
+            max_body: 16 * 1024,
+            failures: 10,
+            failure_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Identity of a file on disk, to notice a rotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp(u64, u64, u64, i64, i64);
+
+fn stamp(p: &Path) -> std::io::Result<Stamp> {
+    let m = std::fs::metadata(p)?;
+    Ok(Stamp(m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
+struct Material {
+    key: PKey<Private>,
+    entropy: Entropy,
+    stamps: (Stamp, Stamp),
+}
+
+struct Pending {
+    peer: Option<IpAddr>,
+    ranges: Vec<(usize, usize)>,
+    eph: PKey<Private>,
+    server_share: Vec<u8>,
+    expires: Instant,
+}
+
+pub struct Server {
+    cfg: Config,
+    material: RwLock<Option<Arc<Material>>>,
+    challenges: Mutex<HashMap<[u8; wire::V2_NONCE_LEN], Pending>>,
+    throttle: Throttle<Option<IpAddr>>,
+}
+
+/// Loads the server's RSA private key (PKCS#8 or PKCS#1 PEM, unencrypted).
+pub fn load_private_key(path: &Path) -> Result<PKey<Private>, String> {
+    let k = crate::keyfile::read_private_pem(path, None).map_err(|e| e.to_string())?;
+    let rsa = k
+        .rsa()
+        .map_err(|_| format!("{}: not an RSA key", path.display()))?;
+    if rsa.size() < 256 {
+        return Err(format!(
+            "{}: RSA key of {} bits: at least 2048 are needed",
+            path.display(),
+            rsa.size() * 8
+        ));
+    }
+    Ok(k)
+}
+
+impl Material {
+    fn load(cfg: &Config) -> Result<Material, String> {
+        let ks = stamp(&cfg.key_path).map_err(|e| format!("{}: {e}", cfg.key_path.display()))?;
+        let es =
+            stamp(&cfg.entropy_path).map_err(|e| format!("{}: {e}", cfg.entropy_path.display()))?;
+        let key = load_private_key(&cfg.key_path)?;
+        let entropy = Entropy::load(&cfg.entropy_path)
+            .map_err(|e| format!("{}: {e}", cfg.entropy_path.display()))?;
+        Ok(Material {
+            key,
+            entropy,
+            stamps: (ks, es),
+        })
+    }
+}
+
+fn v1_json(status: StatusCode, message: &str) -> Response<Body> {
+    http::text(
+        status,
+        "application/json",
+        format!("{{\"message\": {}}}", wire::py_json_str(message)),
+    )
+}
+
+fn internal() -> Response<Body> {
+    v1_json(StatusCode::BAD_GATEWAY, "Internal server error")
+}
+
+fn v2_json(status: StatusCode, body: &impl serde::Serialize) -> Response<Body> {
+    match serde_json::to_vec(body) {
+        Ok(b) => http::text(status, "application/json", b),
+        Err(_) => http::bare(StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+fn v2_err(status: StatusCode, why: &str) -> Response<Body> {
+    v2_json(
+        status,
+        &wire::V2Error {
+            error: why.to_string(),
+        },
+    )
+}
+
+/// A v1 outcome: the answer, whether it counts as a failed attempt, and a log reason.
+type Outcome = (Response<Body>, bool, String);
+
+impl Server {
+    /// Loads the key and entropy file once, so a bad configuration fails at start-up.
+    pub fn new(cfg: Config) -> Result<Server, String> {
+        let m = Material::load(&cfg)?;
+        let throttle = Throttle::new(cfg.failures, cfg.failure_window);
+        Ok(Server {
+            cfg,
+            material: RwLock::new(Some(Arc::new(m))),
+            challenges: Mutex::new(HashMap::new()),
+            throttle,
+        })
+    }
+
+    pub fn status(&self) -> String {
+        format!(
+            "serving auto-id {}, secrets in {}",
+            if self.cfg.v1 { "v1 and v2" } else { "v2 only" },
+            self.cfg.store.dir.display()
+        )
+    }
+
+    /// The current key and entropy file, re-read if either changed on disk.
+    fn material(&self) -> Result<Arc<Material>, String> {
+        let now = (
+            stamp(&self.cfg.key_path)
+                .map_err(|e| format!("{}: {e}", self.cfg.key_path.display()))?,
+            stamp(&self.cfg.entropy_path)
+                .map_err(|e| format!("{}: {e}", self.cfg.entropy_path.display()))?,
+        );
+        if let Ok(g) = self.material.read() {
+            if let Some(m) = g.as_ref().filter(|m| m.stamps == now) {
+                return Ok(m.clone());
+            }
+        }
+        let mut g = self
+            .material
+            .write()
+            .map_err(|_| "lock poisoned".to_string())?;
+        if let Some(m) = g.as_ref().filter(|m| m.stamps == now) {
+            return Ok(m.clone());
+        }
+        // Drop the old material first: after a rotation it must not serve again.
+        *g = None;
+        let m = Arc::new(Material::load(&self.cfg)?);
+        log::info!(
+            "keys-loaded key={} entropy={} entropy_bytes={}",
+            self.cfg.key_path.display(),
+            self.cfg.entropy_path.display(),
+            m.entropy.bytes().len()
+        );
+        *g = Some(m.clone());
+        Ok(m)
+    }
+
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        info: Arc<ConnInfo>,
+    ) -> Response<Body> {
+        let ip = match &info.peer {
+            Peer::Tcp(a) => Some(a.ip()),
+            Peer::Unix { .. } => None,
+        };
+        let path = req.uri().path().to_string();
+        let route = match path.as_str() {
+            "/verify" | "/Stage/verify" => 1,
+            "/v2/challenge" => 2,
+            "/v2/verify" => 3,
+            _ => {
+                return http::text(StatusCode::NOT_FOUND, "text/plain", "not found\n");
+            }
+        };
+        if req.method() != Method::POST {
+            let mut r = http::text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST\n");
+            r.headers_mut().insert(
+                hyper::header::ALLOW,
+                hyper::header::HeaderValue::from_static("POST"),
+            );
+            return r;
+        }
+        let v2 = route != 1;
+        if !v2 && !self.cfg.v1 {
+            log::info!("v1-refused peer={} reason=\"v1 disabled\"", info.peer);
+            return v1_json(StatusCode::GONE, "v1 is disabled on this server");
+        }
+        if !self.throttle.allowed(&ip) {
+            log::warn!("throttled peer={} path={path}", info.peer);
+            let why = "too many failed attempts, try again later";
+            return if v2 {
+                v2_err(StatusCode::TOO_MANY_REQUESTS, why)
+            } else {
+                v1_json(StatusCode::TOO_MANY_REQUESTS, why)
+            };
+        }
+        let body = match http::read_body(req.into_body(), self.cfg.max_body).await {
+            Ok(b) => b,
+            Err(e) => {
+                log::warn!("bad-request peer={} path={path} reason=\"{e}\"", info.peer);
+                self.throttle.failed(&ip);
+                let st = match e {
+                    http::BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                    http::BodyError::Read(_) => StatusCode::BAD_REQUEST,
+                };
+                return if v2 {
+                    v2_err(st, &e.to_string())
+                } else {
+                    v1_json(st, &e.to_string())
+                };
+            }
+        };
+        // RSA, file reads (secrets; the entropy file after a rotation): on the blocking pool.
+        let srv = self.clone();
+        let work = tokio::task::spawn_blocking(move || match route {
+            1 => srv.v1(&body),
+            2 => srv.challenge(ip),
+            _ => srv.v2_verify(&body),
+        });
+        let (resp, failed, what) = match work.await {
+            Ok(o) => o,
+            Err(e) => (
+                http::bare(StatusCode::INTERNAL_SERVER_ERROR),
+                false,
+                format!("request task failed: {e}"),
+            ),
+        };
+        if failed {
+            self.throttle.failed(&ip);
+            log::warn!(
+                "refused peer={} path={path} status={} reason=\"{what}\"",
+                info.peer,
+                resp.status().as_u16()
+            );
+        } else if resp.status().is_success() {
+            if route != 2 {
+                self.throttle.succeeded(&ip);
+            }
+            log::info!("{what} peer={} path={path}", info.peer);
+        } else {
+            log::warn!(
+                "error peer={} path={path} status={} reason=\"{what}\"",
+                info.peer,
+                resp.status().as_u16()
+            );
+        }
+        resp
+    }
+
+    fn v1(&self, body: &[u8]) -> Outcome {
+        let m = match self.material() {
+            Ok(m) => m,
+            Err(e) => return (internal(), false, format!("keys unavailable: {e}")),
+        };
+        let o = match wire::v1_open_request(&m.key, body) {
+            Ok(o) => o,
+            // The original answered 502 when OAEP failed (a client with a wrong public key).
+            Err(e @ WireError::Unwrap) => return (internal(), true, e.to_string()),
+            Err(e) => {
+                return (
+                    v1_json(StatusCode::BAD_REQUEST, "bad request"),
+                    true,
+                    e.to_string(),
+                )
+            }
+        };
+        let tuples = match wire::parse_intervals(&o.inner.intervals) {
+            Ok(t) => t,
+            Err(e) => {
+                return (
+                    v1_json(StatusCode::BAD_REQUEST, "bad request"),
+                    true,
+                    e.to_string(),
+                )
+            }
+        };
+        let file = m.entropy.bytes();
+        let not_found = || v1_json(StatusCode::NOT_FOUND, "not found");
+        if let Err(e) = super::check_v1_intervals(&tuples, file.len(), self.cfg.v1_min_bytes) {
+            return (not_found(), true, format!("intervals refused: {e}"));
+        }
+        let want = wire::hash_v1(file, &tuples);
+        if !ct_eq(want.as_bytes(), o.inner.hashval.as_bytes()) {
+            return (
+                not_found(),
+                true,
+                "hash mismatch (wrong entropy file)".into(),
+            );
+        }
+        let id = match super::map_credential_source(&o.inner.credential_source) {
+            Ok(id) => id,
+            Err(e) => return (internal(), false, e),
+        };
+        let secret = match self.secret(id) {
+            Ok(s) => s,
+            Err(e) => return (internal(), false, e.to_string()),
+        };
+        let iv: [u8; 16] = wire::random_array();
+        match wire::v1_answer(&o.key, &iv, secret.as_bytes()) {
+            Ok(b) => (
+                http::text(StatusCode::CREATED, "application/json", b),
+                false,
+                format!("served version=1 secret={id}"),
+            ),
+            Err(e) => (internal(), false, e.to_string()),
+        }
+    }
+
+    /// `v2_ranges` disjoint ranges, one in each of as many equal zones of the file, each
+    /// 1/8 to all of min(zone, 2048) bytes long. (The file has at least MIN_ENTROPY bytes.)
+    fn pick_ranges(&self, len: usize) -> Vec<(usize, usize)> {
+        let n = self.cfg.v2_ranges.clamp(1, (len / 16).max(1));
+        if len < 16 {
+            return vec![(0, len.max(1))];
+        }
+        let zone = len / n;
+        (0..n)
+            .map(|i| {
+                let r = random_bytes(16);
+                let v = |k: usize| {
+                    u64::from_le_bytes(r[k..k + 8].try_into().unwrap_or([0; 8])) as usize
+                };
+                let max_len = zone.min(2048);
+                let min_len = (max_len / 8).max(1);
+                let l = min_len + v(0) % (max_len - min_len + 1);
+                let lo = i * zone + v(8) % (zone - l + 1);
+                (lo, lo + l)
+            })
+            .collect()
+    }
+
+    fn challenge(&self, peer: Option<IpAddr>) -> Outcome {
+        let m = match self.material() {
+            Ok(m) => m,
+            Err(e) => {
+                return (
+                    v2_err(StatusCode::INTERNAL_SERVER_ERROR, "keys unavailable"),
+                    false,
+                    e,
+                )
+            }
+        };
+        let eph = match wire::x25519_generate() {
+            Ok(k) => k,
+            Err(e) => {
+                return (
+                    v2_err(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+                    false,
+                    e.to_string(),
+                )
+            }
+        };
+        let Ok(server_share) = wire::x25519_public(&eph) else {
+            return (
+                v2_err(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+                false,
+                "x25519".into(),
+            );
+        };
+        let ranges = self.pick_ranges(m.entropy.bytes().len());
+        let nonce: [u8; wire::V2_NONCE_LEN] = wire::random_array();
+        let now = Instant::now();
+        {
+            let Ok(mut c) = self.challenges.lock() else {
+                return (
+                    v2_err(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+                    false,
+                    "lock".into(),
+                );
+            };
+            if c.len() >= self.cfg.max_challenges {
+                c.retain(|_, p| p.expires > now);
+            }
+            if c.values()
+                .filter(|p| p.peer == peer && p.expires > now)
+                .count()
+                >= self.cfg.challenges_per_peer
+            {
+                return (
+                    v2_err(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too many pending challenges from this address",
+                    ),
+                    false,
+                    "challenges per address exhausted".into(),
+                );
+            }
+            if c.len() >= self.cfg.max_challenges {
+                return (
+                    v2_err(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many pending challenges, try again later",
+                    ),
+                    false,
+                    "challenge table full".into(),
+                );
+            }
+            c.insert(
+                nonce,
+                Pending {
+                    peer,
+                    ranges: ranges.clone(),
+                    eph,
+                    server_share: server_share.clone(),
+                    expires: now + self.cfg.challenge_ttl,
+                },
+            );
+        }
+        let ch = wire::Challenge {
+            version: 2,
+            nonce: hex(&nonce),
+            ranges: wire::format_ranges(&ranges),
+            server_share: hex(&server_share),
+            expires_in: self.cfg.challenge_ttl.as_secs(),
+        };
+        (
+            v2_json(StatusCode::OK, &ch),
+            false,
+            "challenge-issued".into(),
+        )
+    }
+
+    fn v2_verify(&self, body: &[u8]) -> Outcome {
+        let bad = |why: &str| (v2_err(StatusCode::BAD_REQUEST, why), true, why.to_string());
+        let a: wire::Answer = match serde_json::from_slice(body) {
+            Ok(a) => a,
+            Err(e) => return bad(&format!("not a v2 answer: {e}")),
+        };
+        let nonce: [u8; wire::V2_NONCE_LEN] =
+            match wire::unhex(&a.nonce).and_then(|n| n[..].try_into().ok()) {
+                Some(n) => n,
+                None => return bad("nonce is not 32 bytes of hex"),
+            };
+        // Single use: taken out of the table whatever happens next.
+        let pending = self
+            .challenges
+            .lock()
+            .ok()
+            .and_then(|mut c| c.remove(&nonce));
+        let Some(p) = pending else {
+            return (
+                v2_err(StatusCode::CONFLICT, "unknown or already used challenge"),
+                true,
+                "unknown or reused nonce".into(),
+            );
+        };
+        if p.expires <= Instant::now() {
+            return (
+                v2_err(StatusCode::CONFLICT, "challenge expired"),
+                true,
+                "expired challenge".into(),
+            );
+        }
+        let m = match self.material() {
+            Ok(m) => m,
+            Err(e) => {
+                return (
+                    v2_err(StatusCode::INTERNAL_SERVER_ERROR, "keys unavailable"),
+                    false,
+                    e,
+                )
+            }
+        };
+        let opened = (|| -> Result<(Zeroizing<Vec<u8>>, wire::Proof), WireError> {
+            let wrapped = wire::unb64(&a.key, "key")?;
+            let k = wire::oaep_unwrap(&m.key, &wrapped, true)?;
+            if k.len() != 32 {
+                return Err(WireError::Short("the wrapped key"));
+            }
+            let share = wire::unhex(&a.client_share).ok_or(WireError::Hex("client_share"))?;
+            let shared = wire::x25519_shared(&p.eph, &share)?;
+            let keys = wire::v2_keys(&nonce, &k, &shared)?;
+            let sealed = wire::unb64(&a.sealed, "box")?;
+            let plain = wire::gcm_open(
+                &keys.request,
+                &wire::request_aad(&nonce, &p.server_share, &share),
+                &sealed,
+            )?;
+            let proof: wire::Proof =
+                serde_json::from_slice(&plain).map_err(|_| WireError::Inner)?;
+            Ok((keys.response, proof))
+        })();
+        let (resp_key, proof) = match opened {
+            Ok(x) => x,
+            Err(e) => return bad(&e.to_string()),
+        };
+        let want = wire::v2_proof(m.entropy.bytes(), &nonce, &proof.secret_id, &p.ranges);
+        let got = wire::unhex(&proof.proof);
+        match (want, got) {
+            (Some(w), Some(g)) if ct_eq(&w, &g) => {}
+            _ => {
+                return (
+                    v2_err(StatusCode::FORBIDDEN, "proof refused (wrong entropy file?)"),
+                    true,
+                    "proof mismatch (wrong entropy file)".into(),
+                )
+            }
+        }
+        let id = proof.secret_id.as_str();
+        let secret = match self.secret(id) {
+            Ok(s) => s,
+            Err(e @ (StoreError::NotFound(_) | StoreError::BadId(_))) => {
+                return (
+                    v2_err(StatusCode::NOT_FOUND, &e.to_string()),
+                    false,
+                    e.to_string(),
+                )
+            }
+            Err(e) => {
+                return (
+                    v2_err(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the secret"),
+                    false,
+                    e.to_string(),
+                )
+            }
+        };
+        match wire::gcm_seal(&resp_key, &wire::response_aad(&nonce), secret.as_bytes()) {
+            Ok(b) => (
+                v2_json(
+                    StatusCode::OK,
+                    &wire::Sealed {
+                        sealed: wire::b64(&b),
+                    },
+                ),
+                false,
+                format!("served version=2 secret={id}"),
+            ),
+            Err(e) => (
+                v2_err(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+                false,
+                e.to_string(),
+            ),
+        }
+    }
+
+    /// Secret `id` from the store; the key and entropy file are never served, even when they
+    /// sit in the secrets directory.
+    fn secret(&self, id: &str) -> Result<crate::locked::Locked, StoreError> {
+        let p = self.cfg.store.dir.join(id);
+        let same = |q: &Path| match (std::fs::canonicalize(&p), std::fs::canonicalize(q)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if super::valid_id(id) && (same(&self.cfg.key_path) || same(&self.cfg.entropy_path)) {
+            return Err(StoreError::NotFound(id.into()));
+        }
+        self.cfg.store.get(id)
+    }
+
+    /// Drops expired challenges (called now and then).
+    pub fn purge(&self) {
+        let now = Instant::now();
+        if let Ok(mut c) = self.challenges.lock() {
+            c.retain(|_, p| p.expires > now);
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! autoidd and autoid end to end, socket-activated on loopback: v1 and v2, the spec's bypass
+//! requests refused, a wrong entropy file refused, rotation of the entropy file and of the key,
+//! malformed input answered clearly, replays refused, v1 switched off, rate limiting.
+
+#[path = "autoid/util.rs"]
+mod util;
+use std::process::Command;
+use util::*;
+
+#[test]
+fn v1_and_v2_serve_the_secret() {
+    let s = Setup::new();
+    let d = s.start(&[]);
+    for key in [s.public(), s.public_pem()] {
+        for path in ["/verify", "/Stage/verify"] {
+            let o = fetch(&d, path, &s.entropy(), &key, &["--v1"], "test-secret");
+            assert!(o.status.success(), "{}", stderr(&o));
+            assert_eq!(stdout(&o), format!("{SECRET}\n"));
+        }
+        let o = fetch(&d, "", &s.entropy(), &key, &[], "test-secret");
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(stdout(&o), format!("{SECRET}\n"));
+    }
+    // The original's credential_source form, and a non-ASCII secret (the original crashed).
+    s.put_secret("utf", "pässwörd ✓");
+    let o = fetch(
+        &d,
+        "/verify",
+        &s.entropy(),
+        &s.public(),
+        &["--v1"],
+        "secretsmanager,utf",
+    );
+    assert_eq!(stdout(&o), "pässwörd ✓\n", "{}", stderr(&o));
+    let o = fetch(&d, "", &s.entropy(), &s.public(), &[], "utf");
+    assert_eq!(stdout(&o), "pässwörd ✓\n", "{}", stderr(&o));
+    // Unknown secret: refused, exit 1, a clear message; 502 for v1 as the original.
+    let o = fetch(&d, "", &s.entropy(), &s.public(), &[], "nope");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("404") && stderr(&o).contains("no secret"),
+        "{}",
+        stderr(&o)
+    );
+    let o = fetch(&d, "/verify", &s.entropy(), &s.public(), &["--v1"], "nope");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with("autoid: refused: the server answered 502"),
+        "{}",
+        stderr(&o)
+    );
+    let log = d.log_text();
+    assert!(log.contains("served version=1 secret=test-secret"), "{log}");
+    assert!(log.contains("served version=2 secret=test-secret"), "{log}");
+    assert!(
+        !log.contains(SECRET) && !log.contains("pässwörd"),
+        "secret in the log: {log}"
+    );
+}
+
+#[test]
+fn bypass_requests_of_the_spec_are_refused() {
+    let s = Setup::new();
+    let d = s.start(&["--failures", "0"]);
+    let empty = keysock::secret::sha256_hex(b"");
+    let lf = keysock::secret::sha256_hex(b"\n\n\n\n");
+    let cases = [
+        ("0,0,0", empty.as_str()),
+        ("9999999,9999999,0", empty.as_str()),
+        (
+            "2048,2049,0|2048,2049,0|2048,2049,0|2048,2049,0",
+            lf.as_str(),
+        ),
+        // Four tuples that each pass the range rule but are empty or tiny.
+        ("1,2,0|1,2,0|1,2,0|1,2,0", "00"),
+        ("1,2,0|3,4,0|5,6,0|7,8,0", "00"),
+        ("-1,5,0|1,2,1|1,2,2|1,2,3", empty.as_str()),
+    ];
+    for (intervals, hash) in cases {
+        for path in ["/verify", "/Stage/verify"] {
+            let (body, _) = v1_body(&s.public(), intervals, hash, "secretsmanager,test-secret");
+            let r = post_json(&d.addr, path, body.as_bytes());
+            assert_eq!(r.status, 404, "{intervals}: {r:?}");
+            assert_eq!(r.text(), "{\"message\": \"not found\"}");
+        }
+    }
+    assert!(
+        d.log_text().contains("intervals refused"),
+        "{}",
+        d.log_text()
+    );
+    // The same requests with the right hash over a stock-shaped interval set are served: the
+    // refusal is the policy's, not the encoding's.
+    let file = std::fs::read(s.entropy()).unwrap();
+    let t = "1310,1438,1583|1507,17,1587|708,897,387|280,1522,624";
+    let tuples = keysock::autoid::wire::parse_intervals(t).unwrap();
+    let h = keysock::autoid::wire::hash_v1(&file, &tuples);
+    let (body, key) = v1_body(&s.public(), t, &h, "secretsmanager,test-secret");
+    let r = post_json(&d.addr, "/verify", body.as_bytes());
+    assert_eq!(r.status, 201, "{r:?}");
+    let got = keysock::autoid::wire::v1_open_answer(&key, &r.body).unwrap();
+    assert_eq!(&got[..], SECRET.as_bytes());
+}
+
+#[test]
+fn wrong_entropy_file_is_refused() {
+    let s = Setup::new();
+    let d = s.start(&["--failures", "0"]);
+    let other = s.path("other.bin");
+    s.gen_entropy(&other);
+    let o = fetch(&d, "/verify", &other, &s.public(), &["--v1"], "test-secret");
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), "");
+    assert!(stderr(&o).contains("404: not found"), "{}", stderr(&o));
+    let o = fetch(&d, "", &other, &s.public(), &[], "test-secret");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("403: proof refused"), "{}", stderr(&o));
+    assert!(d.log_text().contains("hash mismatch"));
+    assert!(d.log_text().contains("proof mismatch"));
+}
+
+#[test]
+fn rotation_of_entropy_and_key() {
+    let s = Setup::new();
+    let d = s.start(&["--failures", "0"]);
+    let old_entropy = s.path("old.bin");
+    std::fs::copy(s.entropy(), &old_entropy).unwrap();
+    let ok = |entropy: &std::path::Path, key: &std::path::Path| {
+        for v in [&["--v1"][..], &[][..]] {
+            let o = fetch(&d, "", entropy, key, v, "test-secret");
+            assert_eq!(stdout(&o), format!("{SECRET}\n"), "{v:?}: {}", stderr(&o));
+        }
+    };
+    let refused = |entropy: &std::path::Path, key: &std::path::Path, v1: &str, v2: &str| {
+        let o = fetch(&d, "", entropy, key, &["--v1"], "test-secret");
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains(v1), "{}", stderr(&o));
+        let o = fetch(&d, "", entropy, key, &[], "test-secret");
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains(v2), "{}", stderr(&o));
+    };
+    ok(&s.entropy(), &s.public());
+    // Entropy rotation: `autoidd gen-entropy` over the live file (atomic rename).
+    s.gen_entropy(&s.entropy());
+    refused(&old_entropy, &s.public(), "404", "403");
+    ok(&s.entropy(), &s.public());
+    // Key rotation: a new pair renamed over the live key; the old public key gets 502 (v1, as
+    // the original) or a clear unwrap refusal (v2).
+    let old_pub = s.path("old.pub");
+    std::fs::copy(s.public(), &old_pub).unwrap();
+    s.new_key("next");
+    std::fs::rename(s.path("next_key.pem"), s.key()).unwrap();
+    refused(&s.entropy(), &old_pub, "502", "wrong server key");
+    ok(&s.entropy(), &s.path("next.pub"));
+    assert!(
+        d.log_text().matches("keys-loaded").count() >= 2,
+        "{}",
+        d.log_text()
+    );
+}
+
+#[test]
+fn malformed_input_gets_clear_errors_and_no_crash() {
+    let s = Setup::new();
+    let mut d = s.start(&["--failures", "0", "--max-body", "4096"]);
+    let (good, _) = v1_body(&s.public(), "1,2,0", "00", "s,test-secret");
+    let v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    let data = v["data"].as_str().unwrap().to_string();
+    // A valid OAEP wrap, but a payload that is not under its key: bad padding or bad JSON.
+    let k = keysock::autoid::wire::v1_key(b"another passphrase");
+    let junk = keysock::autoid::wire::cbc_seal(&k, &[3; 16], b"{\"x\": 1}").unwrap();
+    let junk = keysock::autoid::wire::hexb64_encode(&junk);
+    let cases: Vec<(String, u16)> = vec![
+        ("not json".into(), 400),
+        ("{}".into(), 400),
+        ("{\"data\": \"zz\", \"payload\": \"00\"}".into(), 400),
+        ("{\"data\": \"2a2a2a\", \"payload\": \"00\"}".into(), 400),
+        (
+            format!(
+                "{{\"data\": \"{}\", \"payload\": \"00\"}}",
+                keysock::autoid::wire::hexb64_encode(&[1u8; 256])
+            ),
+            502,
+        ),
+        (
+            format!("{{\"data\": \"{data}\", \"payload\": \"{junk}\"}}"),
+            400,
+        ),
+        (format!("{{\"data\": \"{data}\", \"payload\": \"\"}}"), 400),
+        (
+            format!(
+                "{{\"data\": \"{data}\", \"payload\": \"{}\"}}",
+                "41".repeat(20)
+            ),
+            400,
+        ),
+    ];
+    for (body, want) in &cases {
+        let r = post_json(&d.addr, "/verify", body.as_bytes());
+        assert_eq!(r.status, *want, "{body:.80}: {r:?}");
+        assert!(r.text().starts_with("{\"message\": \""), "{r:?}");
+    }
+    // Oversized bodies: 413 for v1 and v2.
+    let big = vec![b'a'; 10_000];
+    assert_eq!(post_json(&d.addr, "/verify", &big).status, 413);
+    assert_eq!(post_json(&d.addr, "/v2/verify", &big).status, 413);
+    // v2 garbage.
+    for body in [
+        "",
+        "{}",
+        "{\"nonce\": \"00\", \"key\": \"\", \"client_share\": \"\", \"box\": \"\"}",
+    ] {
+        let r = post_json(&d.addr, "/v2/verify", body.as_bytes());
+        assert_eq!(r.status, 400, "{body}: {r:?}");
+        assert!(r.text().starts_with("{\"error\":"), "{r:?}");
+    }
+    // Random corruption of a valid request: a clear answer, never a crash. (A few mutations
+    // are equivalent encodings, such as hex case, JSON whitespace or base64's unused low bits,
+    // and are served: 201.)
+    let file = std::fs::read(s.entropy()).unwrap();
+    let t = "1310,1438,1583|1507,17,1587|708,897,387|280,1522,624";
+    let h =
+        keysock::autoid::wire::hash_v1(&file, &keysock::autoid::wire::parse_intervals(t).unwrap());
+    let (valid, _) = v1_body(&s.public(), t, &h, "secretsmanager,test-secret");
+    for i in 0..150 {
+        let mut b = valid.clone().into_bytes();
+        let r = keysock::secret::random_bytes(8);
+        let at = u32::from_le_bytes([r[0], r[1], r[2], r[3]]) as usize % b.len();
+        b[at] = if i % 2 == 0 {
+            r[4]
+        } else {
+            b"0123456789abcdef"[r[4] as usize % 16]
+        };
+        if b == valid.as_bytes() {
+            continue;
+        }
+        let resp = post_json(&d.addr, "/verify", &b);
+        assert!(
+            [400, 404, 502].contains(&resp.status),
+            "byte {at}: {resp:?}"
+        );
+    }
+    // Wrong method and path.
+    assert_eq!(d.get("/verify").status, 405);
+    assert_eq!(d.get("/other").status, 404);
+    // Still serving.
+    let o = fetch(&d, "", &s.entropy(), &s.public(), &[], "test-secret");
+    assert_eq!(stdout(&o), format!("{SECRET}\n"), "{}", stderr(&o));
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "autoidd died: {}",
+        d.log_text()
+    );
+    assert!(d.signal_and_wait("TERM").success());
+}
+
+/// A v2 exchange done by hand, to replay its second request.
+#[test]
+fn v2_replays_and_reused_nonces_are_refused() {
+    use keysock::autoid::wire;
+    let s = Setup::new();
+    let d = s.start(&["--failures", "0", "--challenge-ttl", "2"]);
+    let pk = read_public(&s.public());
+    let file = std::fs::read(s.entropy()).unwrap();
+    let answer = |ch: &wire::Challenge| {
+        let nonce = wire::unhex(&ch.nonce).unwrap();
+        let ss = wire::unhex(&ch.server_share).unwrap();
+        let ranges = wire::parse_ranges(&ch.ranges).unwrap();
+        assert_eq!(ranges.len(), 8);
+        for w in ranges.windows(2) {
+            assert!(w[0].1 <= w[1].0, "ranges disjoint and ordered: {ranges:?}");
+        }
+        let proof = wire::v2_proof(&file, &nonce, "test-secret", &ranges).unwrap();
+        let k = [9u8; 32];
+        let eph = wire::x25519_generate().unwrap();
+        let cs = wire::x25519_public(&eph).unwrap();
+        let keys = wire::v2_keys(&nonce, &k, &wire::x25519_shared(&eph, &ss).unwrap()).unwrap();
+        let inner = serde_json::to_vec(&wire::Proof {
+            secret_id: "test-secret".into(),
+            proof: keysock::secret::hex(&proof),
+        })
+        .unwrap();
+        let sealed =
+            wire::gcm_seal(&keys.request, &wire::request_aad(&nonce, &ss, &cs), &inner).unwrap();
+        let a = wire::Answer {
+            nonce: ch.nonce.clone(),
+            key: wire::b64(&wire::oaep_wrap(&pk, &k, true).unwrap()),
+            client_share: keysock::secret::hex(&cs),
+            sealed: wire::b64(&sealed),
+        };
+        (
+            serde_json::to_vec(&a).unwrap(),
+            keys.response.clone(),
+            nonce,
+        )
+    };
+    let challenge = || {
+        let r = post_json(&d.addr, "/v2/challenge", b"{}");
+        assert_eq!(r.status, 200, "{r:?}");
+        serde_json::from_slice::<wire::Challenge>(&r.body).unwrap()
+    };
+    let ch = challenge();
+    assert_eq!(ch.version, 2);
+    let (body, rk, nonce) = answer(&ch);
+    let r = post_json(&d.addr, "/v2/verify", &body);
+    assert_eq!(r.status, 200, "{r:?}");
+    let sealed: wire::Sealed = serde_json::from_slice(&r.body).unwrap();
+    let got = wire::gcm_open(
+        &rk,
+        &wire::response_aad(&nonce),
+        &wire::unb64(&sealed.sealed, "box").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(&got[..], SECRET.as_bytes());
+    // The same request again: refused.
+    let r = post_json(&d.addr, "/v2/verify", &body);
+    assert_eq!(r.status, 409, "{r:?}");
+    assert!(r.text().contains("already used"));
+    // A fresh answer to the used challenge: refused too.
+    let (body2, _, _) = answer(&ch);
+    assert_eq!(post_json(&d.addr, "/v2/verify", &body2).status, 409);
+    // A tampered box: refused, and the challenge is spent.
+    let ch = challenge();
+    let (body, _, _) = answer(&ch);
+    let mut a: wire::Answer = serde_json::from_slice(&body).unwrap();
+    let mut b = wire::unb64(&a.sealed, "box").unwrap().to_vec();
+    b[20] ^= 1;
+    a.sealed = wire::b64(&b);
+    let r = post_json(&d.addr, "/v2/verify", &serde_json::to_vec(&a).unwrap());
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.text().contains("authentication failed"), "{r:?}");
+    assert_eq!(post_json(&d.addr, "/v2/verify", &body).status, 409);
+    // An expired challenge.
+    let ch = challenge();
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    let (body, _, _) = answer(&ch);
+    let r = post_json(&d.addr, "/v2/verify", &body);
+    assert_eq!(r.status, 409);
+    assert!(r.text().contains("expired"), "{r:?}");
+}
+
+#[test]
+fn v1_off_and_rate_limiting() {
+    let s = Setup::new();
+    let d = s.start(&["--v1", "off", "--failures", "3", "--failure-window", "60"]);
+    let o = fetch(
+        &d,
+        "/verify",
+        &s.entropy(),
+        &s.public(),
+        &["--v1"],
+        "test-secret",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("410: v1 is disabled"), "{}", stderr(&o));
+    let o = fetch(&d, "", &s.entropy(), &s.public(), &[], "test-secret");
+    assert_eq!(stdout(&o), format!("{SECRET}\n"), "{}", stderr(&o));
+    // Three failures from 127.0.0.1, then even the right entropy file is refused (429).
+    let other = s.path("other.bin");
+    s.gen_entropy(&other);
+    for _ in 0..3 {
+        let o = fetch(&d, "", &other, &s.public(), &[], "test-secret");
+        assert!(stderr(&o).contains("403"), "{}", stderr(&o));
+    }
+    let o = fetch(&d, "", &s.entropy(), &s.public(), &[], "test-secret");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("429: too many failed attempts"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(d.log_text().contains("throttled peer=127.0.0.1"));
+}
+
+#[test]
+fn cli_errors_are_one_line_with_sysexits() {
+    let s = Setup::new();
+    let run = |args: &[&str]| Command::new(autoid()).args(args).output().unwrap();
+    let e = path_str(&s.entropy()).to_string();
+    let k = path_str(&s.public()).to_string();
+    let o = run(&["--url", "ftp://x", "--entropy", &e, "--server-key", &k, "a"]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(stderr(&o).starts_with("autoid: bad URL"), "{}", stderr(&o));
+    let o = run(&[
+        "--url",
+        "http://127.0.0.1:1",
+        "--entropy",
+        "/nonexistent",
+        "--server-key",
+        &k,
+        "a",
+    ]);
+    assert_eq!(o.status.code(), Some(66));
+    assert!(
+        stderr(&o).starts_with("autoid: /nonexistent: cannot read the entropy file"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&[
+        "--url",
+        "http://127.0.0.1:1",
+        "--entropy",
+        &e,
+        "--server-key",
+        &e,
+        "a",
+    ]);
+    assert_eq!(o.status.code(), Some(66));
+    let port = free_port();
+    let o = run(&[
+        "--url",
+        &format!("http://127.0.0.1:{port}"),
+        "--entropy",
+        &e,
+        "--server-key",
+        &k,
+        "a",
+    ]);
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("autoid: cannot connect to 127.0.0.1:"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stderr(&o).lines().count(), 1);
+    // autoidd: a missing key or entropy file stops it at start-up.
+    let o = Command::new(autoidd())
+        .args(["--key", "/nonexistent", "--entropy", &e, "--secrets"])
+        .arg(s.secrets())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(66));
+    assert!(
+        stderr(&o).starts_with("autoidd: /nonexistent:"),
+        "{}",
+        stderr(&o)
+    );
+    // gen-entropy writes the original's format, 0600.
+    let f = s.path("new.bin");
+    s.gen_entropy(&f);
+    let m = std::fs::metadata(&f).unwrap();
+    assert_eq!(m.len(), 4_196_352);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777,
+        0o600
+    );
+}
+
+/// $CREDENTIALS_DIRECTORY (systemd's LoadCredential=) holds the secrets, and the key and
+/// entropy file as the credentials autoidd.key and autoidd.entropy, which are never served;
+/// a key in the original's 2018 format (PKCS#1 from ssh-keygen -m PEM) loads.
+#[test]
+fn credentials_directory_and_ssh_keygen_keys() {
+    let s = Setup::new();
+    let creds = s.path("creds");
+    std::fs::create_dir(&creds).unwrap();
+    let o = Command::new("ssh-keygen")
+        .args(["-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "", "-f"])
+        .arg(creds.join("autoidd.key"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    std::fs::copy(s.entropy(), creds.join("autoidd.entropy")).unwrap();
+    keysock::privfile::write_private(&creds.join("from-creds"), b"cred value\n").unwrap();
+    let d = Daemon::activated(
+        autoidd(),
+        &["--failures", "0"],
+        &[("CREDENTIALS_DIRECTORY", path_str(&creds))],
+    );
+    let public = creds.join("autoidd.key.pub");
+    for v in [&["--v1"][..], &[][..]] {
+        let o = fetch(&d, "", &s.entropy(), &public, v, "from-creds");
+        assert_eq!(stdout(&o), "cred value\n", "{}", stderr(&o));
+        for own in ["autoidd.key", "autoidd.entropy", "autoidd.key.pub"] {
+            let o = fetch(&d, "", &s.entropy(), &public, v, own);
+            assert_eq!(o.status.code(), Some(1), "{own} served: {}", stdout(&o));
+        }
+    }
+    // And with --key/--entropy pointing into the secrets directory under other names.
+    std::fs::copy(s.key(), s.secrets().join("k")).unwrap();
+    let d = Daemon::activated(
+        autoidd(),
+        &[
+            "--key",
+            path_str(&s.secrets().join("k")),
+            "--entropy",
+            path_str(&s.entropy()),
+            "--secrets",
+            path_str(&s.secrets()),
+        ],
+        &[],
+    );
+    let o = fetch(&d, "", &s.entropy(), &s.public(), &[], "k");
+    assert_eq!(o.status.code(), Some(1), "key served: {}", stdout(&o));
+    assert!(stderr(&o).contains("no secret"), "{}", stderr(&o));
+}
+
+#[test]
+fn pending_challenges_are_capped_per_address() {
+    let s = Setup::new();
+    let d = s.start(&["--challenges-per-address", "2"]);
+    for _ in 0..2 {
+        assert_eq!(post_json(&d.addr, "/v2/challenge", b"{}").status, 200);
+    }
+    let r = post_json(&d.addr, "/v2/challenge", b"{}");
+    assert_eq!(r.status, 429, "{r:?}");
+    assert!(r.text().contains("too many pending challenges"), "{r:?}");
+    // autoid from the same address is refused too until a slot frees (expiry or use).
+    let o = fetch(&d, "", &s.entropy(), &s.public(), &[], "test-secret");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("429"), "{}", stderr(&o));
+}
