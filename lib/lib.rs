@@ -2,6 +2,7 @@
 //! One mechanism per module; binaries only parse their command line and wire these together.
 
 pub mod autoid;
+pub mod base64;
 pub mod child;
 pub mod cli;
 pub mod daemon;

@@ -73,7 +73,7 @@ pub fn hexb64_decode(text: &str, what: &'static str) -> Result<Zeroizing<Vec<u8>
     {
         return Err(WireError::Base64(what));
     }
-    crate::s5::wire::b64decode(&b64).map_err(|_| WireError::Base64(what))
+    crate::base64::decode(&b64, false).ok_or(WireError::Base64(what))
 }
 
 /// Hex to bytes, ignoring ASCII whitespace between pairs; None on anything else.
@@ -576,7 +576,7 @@ pub fn response_aad(nonce: &[u8]) -> [&[u8]; 2] {
 }
 
 pub fn b64(data: &[u8]) -> String {
-    openssl::base64::encode_block(data)
+    crate::base64::encode(data)
 }
 
 pub fn unb64(text: &str, what: &'static str) -> Result<Zeroizing<Vec<u8>>, WireError> {

@@ -25,36 +25,12 @@ pub const HASH_LEN: usize = 48;
 
 /// base64url with `=` padding.
 pub fn b64url(data: &[u8]) -> String {
-    openssl::base64::encode_block(data)
-        .chars()
-        .map(|c| match c {
-            '+' => '-',
-            '/' => '_',
-            c => c,
-        })
-        .collect()
+    crate::base64::encode_url(data)
 }
 
-/// Decodes base64url, with or without padding; like Python's decoder, bytes outside the
-/// alphabet (CR, LF, spaces) are skipped.
+/// Decodes base64url, with or without padding, leniently as Python does.
 pub fn b64url_decode(s: &[u8]) -> Option<Vec<u8>> {
-    let mut t: Vec<u8> = s
-        .iter()
-        .filter_map(|&c| match c {
-            b'-' => Some(b'+'),
-            b'_' => Some(b'/'),
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'+' | b'/' => Some(c),
-            _ => None,
-        })
-        .collect();
-    if t.len() % 4 == 1 {
-        return None;
-    }
-    while t.len() % 4 != 0 {
-        t.push(b'=');
-    }
-    let t = std::str::from_utf8(&t).ok()?;
-    openssl::base64::decode_block(t).ok()
+    crate::base64::decode(s, true).map(|v| v.to_vec())
 }
 
 // ---- keys and signatures ----------------------------------------------------------------

@@ -44,45 +44,14 @@ fn crypto(e: openssl::error::ErrorStack) -> WireError {
     WireError::Crypto(e.to_string())
 }
 
-/// Standard base64 with padding (RFC 4648 `+/` alphabet), as Python's `b64encode`.
+/// Standard base64 with padding, as Python's `b64encode`.
 pub fn b64encode(data: &[u8]) -> String {
-    openssl::base64::encode_block(data)
+    crate::base64::encode(data)
 }
 
-/// Lenient base64 decoding, as Python's `b64decode` without `validate`: characters outside
-/// the alphabet (newlines, spaces) are skipped, decoding stops at the first `=`.
+/// Lenient base64, as Python's `b64decode` (see [`crate::base64::decode`]).
 pub fn b64decode(text: &[u8]) -> Result<Zeroizing<Vec<u8>>, WireError> {
-    fn val(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    }
-    let mut out = Zeroizing::new(Vec::with_capacity(text.len() * 3 / 4));
-    let (mut acc, mut n) = (0u32, 0u32);
-    for &c in text {
-        if c == b'=' {
-            break;
-        }
-        let Some(v) = val(c) else { continue };
-        acc = (acc << 6) | v;
-        n += 1;
-        if n == 4 {
-            out.extend_from_slice(&[(acc >> 16) as u8, (acc >> 8) as u8, acc as u8]);
-            (acc, n) = (0, 0);
-        }
-    }
-    match n {
-        0 => {}
-        2 => out.push((acc >> 4) as u8),
-        3 => out.extend_from_slice(&[(acc >> 10) as u8, (acc >> 2) as u8]),
-        _ => return Err(WireError::BadBase64),
-    }
-    Ok(out)
+    crate::base64::decode(text, false).ok_or(WireError::BadBase64)
 }
 
 /// Decodes the text form of a token (128 base64 characters) into its 96 bytes.
@@ -186,19 +155,6 @@ pub fn open_v2(body: &[u8], pad: &[u8]) -> Result<Zeroizing<Vec<u8>>, WireError>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_round_trip_and_leniency() {
-        for n in 0..10 {
-            let d: Vec<u8> = (0..n as u8).map(|i| i.wrapping_mul(37)).collect();
-            let e = b64encode(&d);
-            assert_eq!(*b64decode(e.as_bytes()).unwrap(), d);
-            assert_eq!(*b64decode(format!("{e}\n").as_bytes()).unwrap(), d);
-        }
-        assert_eq!(b64encode(&[0u8; 96]).len(), 128);
-        assert_eq!(*b64decode(b"aGVs\nbG8=").unwrap(), b"hello");
-        assert!(b64decode(b"a").is_err());
-    }
 
     /// The spec's layout (§2.4): the ciphertext decrypts to `[n] ‖ secret ‖ tail`; the tail
     /// is random in ours, so nothing after the secret equals the pad.
