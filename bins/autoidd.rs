@@ -196,12 +196,8 @@ fn run(a: Serve) -> Result<(), Fail> {
         });
         let ctl = daemon::Control::new();
         let status = srv.status();
-        let c2 = ctl.clone();
-        let reason = daemon::serve(bound, opts, ctl, &status, move |conn| {
-            let (srv, ctl, limits) = (srv.clone(), c2.clone(), limits.clone());
-            http::serve_conn(conn, ctl, None, limits, move |req, info| {
-                srv.clone().handle(req, info)
-            })
+        let reason = http::serve(bound, opts, ctl, &status, None, limits, move |req, info| {
+            srv.clone().handle(req, info)
         })
         .await;
         log::info!("stopped reason={reason}");

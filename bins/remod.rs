@@ -220,12 +220,8 @@ fn run(a: Args) -> Result<(), Fail> {
             "serving remo_serv 0.6.0 protocol, users {}",
             users_db.display()
         );
-        let c2 = ctl.clone();
-        let reason = daemon::serve(bound, opts, ctl, &status, move |conn| {
-            let (svc, ctl, limits) = (service.clone(), c2.clone(), limits.clone());
-            http::serve_conn(conn, ctl, None, limits, move |req, info| {
-                svc.clone().handle(req, info)
-            })
+        let reason = http::serve(bound, opts, ctl, &status, None, limits, move |req, info| {
+            service.clone().handle(req, info)
         })
         .await;
         log::info!("stopped reason={reason}");

@@ -206,18 +206,15 @@ fn run(a: Args) -> Result<(), Fail> {
             "serving SessionKeyServer {} protocol, store {store_desc}",
             sks::wire::VERSION
         );
-        let c2 = ctl.clone();
-        let reason = daemon::serve(bound, opts, ctl, &status, move |conn| {
-            let (svc, ctl, tls, limits) = (
-                service.clone(),
-                c2.clone(),
-                acceptor.clone(),
-                limits.clone(),
-            );
-            http::serve_conn(conn, ctl, tls, limits, move |req, info| {
-                svc.clone().handle(req, info)
-            })
-        })
+        let reason = http::serve(
+            bound,
+            opts,
+            ctl,
+            &status,
+            acceptor,
+            limits,
+            move |req, info| service.clone().handle(req, info),
+        )
         .await;
         log::info!("stopped reason={reason}");
         Ok(())

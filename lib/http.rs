@@ -86,6 +86,37 @@ pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, BodyError> {
     }
 }
 
+/// Serves HTTP/1.1 on every listener in `bound` until the daemon stops ([`daemon::serve`]),
+/// each connection with [`serve_conn`]; returns the reason for stopping.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve<H, Fut, B>(
+    bound: Vec<crate::daemon::Bound>,
+    opts: crate::daemon::Options,
+    ctl: Control,
+    status: &str,
+    tls: Option<Arc<SslAcceptor>>,
+    limits: Arc<Limits>,
+    handler: H,
+) -> String
+where
+    H: Fn(Request<Incoming>, Arc<ConnInfo>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + From<Body> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let c2 = ctl.clone();
+    crate::daemon::serve(bound, opts, ctl, status, move |conn| {
+        serve_conn(
+            conn,
+            c2.clone(),
+            tls.clone(),
+            limits.clone(),
+            handler.clone(),
+        )
+    })
+    .await
+}
+
 /// Serves HTTP/1.1 on one accepted connection until the peer leaves, a limit is hit, or the
 /// server stops (then the request in flight completes and the connection closes).
 /// The response body is [`Body`] or any body that can be made from one (a streaming body).
