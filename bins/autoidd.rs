@@ -175,10 +175,7 @@ fn run(a: Serve) -> Result<(), Fail> {
         ..Default::default()
     };
     let fallback = [format!("127.0.0.1:{}", autoid::DEFAULT_PORT)];
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Fail::new(exit::OSERR, format!("cannot start runtime: {e}")))?;
+    let rt = cli::runtime()?;
     rt.block_on(async move {
         let bound = daemon::listen::open(&a.listen, &fallback)
             .map_err(|e| Fail::new(exit::UNAVAILABLE, e))?;

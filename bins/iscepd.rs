@@ -117,16 +117,8 @@ fn run(a: Args) -> Result<(), Fail> {
         max_connections: a.max_connections.max(1),
         ..Default::default()
     };
-    let host = if a.address.contains(':') {
-        format!("[{}]", a.address)
-    } else {
-        a.address.clone()
-    };
-    let fallback = [format!("{host}:{}", a.port)];
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Fail::new(exit::OSERR, format!("cannot start runtime: {e}")))?;
+    let fallback = [daemon::listen::host_port(&a.address, a.port)];
+    let rt = cli::runtime()?;
     rt.block_on(async move {
         let bound = daemon::listen::open(&a.listen, &fallback)
             .map_err(|e| Fail::new(exit::UNAVAILABLE, e))?;

@@ -180,16 +180,8 @@ fn run(a: Args) -> Result<(), Fail> {
         max_connections: a.max_connections.max(1),
         ..Default::default()
     };
-    let h = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.clone()
-    };
-    let fallback = [format!("{h}:{port}")];
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Fail::new(exit::OSERR, format!("cannot start runtime: {e}")))?;
+    let fallback = [daemon::listen::host_port(&host, port)];
+    let rt = cli::runtime()?;
     rt.block_on(async move {
         let bound = daemon::listen::open(&a.listen, &fallback)
             .map_err(|e| Fail::new(exit::UNAVAILABLE, e))?;

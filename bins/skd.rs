@@ -175,17 +175,9 @@ fn run(a: Args) -> Result<(), Fail> {
         max_connections: a.max_connections.max(1),
         ..Default::default()
     };
-    let host = match a.address.as_str() {
-        "*" => "[::]".to_string(),
-        h if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
-        h => h.to_string(),
-    };
-    let fallback = [format!("{host}:{}", a.port)];
+    let fallback = [daemon::listen::host_port(&a.address, a.port)];
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Fail::new(exit::OSERR, format!("cannot start runtime: {e}")))?;
+    let rt = cli::runtime()?;
     rt.block_on(async move {
         let bound = daemon::listen::open(&a.listen, &fallback)
             .map_err(|e| Fail::new(exit::UNAVAILABLE, e))?;

@@ -41,6 +41,15 @@ pub fn exit_with(program: &str, f: Fail) -> ! {
     std::process::exit(f.code)
 }
 
+/// The single-threaded tokio runtime a daemon's `main` runs on (more threads come from
+/// `daemon::Options::workers` and tokio's blocking pool).
+pub fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Fail::new(exit::OSERR, format!("cannot start runtime: {e}")))
+}
+
 /// Parses the command line with clap; `--help`/`--version` print and exit 0, a usage error
 /// prints clap's message and exits 64 (EX_USAGE) instead of clap's 2.
 pub fn parse<T: clap::Parser>(args: impl IntoIterator<Item = OsString>) -> T {

@@ -237,6 +237,16 @@ pub fn bind(addr: &str) -> io::Result<Bound> {
     })
 }
 
+/// `host:port` for [`bind`] from a host and a port given apart (`-l`/`-p` style): `*` is
+/// every interface (`[::]`, which takes IPv4 too), an IPv6 literal gets its brackets.
+pub fn host_port(host: &str, port: u16) -> String {
+    match host {
+        "*" => format!("[::]:{port}"),
+        h if h.contains(':') && !h.starts_with('[') => format!("[{h}]:{port}"),
+        h => format!("{h}:{port}"),
+    }
+}
+
 /// The listeners to serve: systemd's if socket-activated, else `listen`, else `fallback`.
 pub fn open(listen: &[String], fallback: &[String]) -> Result<Vec<Bound>, String> {
     if let Some(v) = from_systemd().map_err(|e| format!("cannot take sockets from systemd: {e}"))? {
@@ -247,4 +257,17 @@ pub fn open(listen: &[String], fallback: &[String]) -> Result<Vec<Bound>, String
         .iter()
         .map(|a| bind(a).map_err(|e| format!("cannot listen on {a}: {e}")))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_port_forms() {
+        use super::host_port;
+        assert_eq!(host_port("*", 1), "[::]:1");
+        assert_eq!(host_port("::1", 2), "[::1]:2");
+        assert_eq!(host_port("[::1]", 3), "[::1]:3");
+        assert_eq!(host_port("127.0.0.1", 4), "127.0.0.1:4");
+        assert_eq!(host_port("localhost", 5), "localhost:5");
+    }
 }
