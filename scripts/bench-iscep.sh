@@ -13,13 +13,7 @@ cd "$(dirname "$0")/.."
 DUR=${BENCH_SECONDS:-5}
 PROG=bench-iscep
 
-if ! command -v socat >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat >/dev/null
-  else
-    echo "$PROG: socat not found (Debian package: socat)" >&2; exit 1
-  fi
-fi
+scripts/install-deps.sh bench
 for b in iscepd iscep tokenctl; do
   [ -x "$BIN/$b" ] || { echo "$PROG: $BIN/$b not found (cargo build --release --bins)" >&2; exit 1; }
 done

@@ -9,7 +9,7 @@
 # Each result is printed with its ratio remod/OpenSSH (time ratio: below 1 = remod faster;
 # rate ratio: above 1 = remod faster). OpenSSH is Debian's openssh-server, started on a free
 # loopback port with a throw-away host key and an authorized key in a scratch directory; it
-# is installed with apt-get when missing (root only). BINDIR holds remod, remo, add-user and
+# is installed by scripts/install-deps.sh when missing (root only). BINDIR holds remod, remo, add-user and
 # build-key-pair (default target/release). N: env N (default 200), M fresh logins (default 30).
 set -euo pipefail
 
@@ -22,13 +22,8 @@ die() { echo "bench-remod: $*" >&2; exit 1; }
 for b in remod remo add-user build-key-pair; do
   [ -x "$BIN/$b" ] || die "$BIN/$b not built (cargo build --release --bins)"
 done
+"$ROOT/scripts/install-deps.sh" bench || die "missing packages (scripts/install-deps.sh bench)"
 SSHD=$(command -v sshd || echo /usr/sbin/sshd)
-if [ ! -x "$SSHD" ]; then
-  [ "$(id -u)" = 0 ] || die "openssh-server is not installed (and not root to install it)"
-  apt-get install -y -qq --no-install-recommends openssh-server >/dev/null 2>&1 ||
-    { apt-get update -qq && apt-get install -y -qq --no-install-recommends openssh-server >/dev/null; } ||
-    die "apt-get install openssh-server failed"
-fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench-remod.XXXXXX")
 chmod 0755 "$tmp"

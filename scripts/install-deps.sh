@@ -3,7 +3,7 @@
 # is missing. As another user it only reports what is missing.
 set -eu
 PKGS="build-essential pkg-config libssl-dev libsqlite3-dev libpam0g-dev pamtester mandoc curl python3 python3-venv python3-cryptography openssl sqlite3 openssh-client systemd util-linux iproute2"
-[ "${1:-}" = bench ] && PKGS="$PKGS wrk nginx-light"
+[ "${1:-}" = bench ] && PKGS="$PKGS wrk nginx-light socat openssh-server"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
