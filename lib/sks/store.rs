@@ -12,8 +12,10 @@
 //!
 //! R and G are lowercase hex SHA-1 of the realm and group names.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -75,7 +77,21 @@ pub struct Store {
     /// fsync); `None` in memory, where the writer also reads.
     readers: Vec<Mutex<Connection>>,
     path: Option<PathBuf>,
+    /// In memory only, where no other process can write: answers of [`Store::check`] with
+    /// the token's expiry, valid while `generation` (bumped by every change) is unchanged.
+    cache: Option<RwLock<HashMap<(String, String), Cached>>>,
+    generation: AtomicU64,
 }
+
+#[derive(Clone)]
+struct Cached {
+    generation: u64,
+    validity: Validity,
+    expires: Option<i64>,
+}
+
+/// Cached answers kept at most; past it the cache starts over.
+const CACHE_MAX: usize = 100_000;
 
 pub fn now() -> i64 {
     SystemTime::now()
@@ -114,14 +130,31 @@ fn del(c: &Connection, k: &str) -> rusqlite::Result<()> {
 
 /// The token's state in realm `r` (spec §2.3).
 fn validity(c: &Connection, r: &str, token: &str) -> rusqlite::Result<Validity> {
-    let Some(info) = get(c, &tkey(r, token))? else {
-        return Ok(Validity::No);
+    Ok(validity_expiring(c, r, token)?.0)
+}
+
+/// The token's state and, if it has one, its entry's expiry.
+fn validity_expiring(
+    c: &Connection,
+    r: &str,
+    token: &str,
+) -> rusqlite::Result<(Validity, Option<i64>)> {
+    let row = c
+        .prepare_cached(
+            "SELECT v, expires FROM kv WHERE k = ?1 AND (expires IS NULL OR expires > ?2)",
+        )?
+        .query_row(params![tkey(r, token), now()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let Some((info, expires)) = row else {
+        return Ok((Validity::No, None));
     };
     let Some(user) = wire::info_user(&info) else {
-        return Ok(Validity::No);
+        return Ok((Validity::No, None));
     };
     let cur = get(c, &ukey(r, user))?;
-    Ok(
+    Ok((
         if cur
             .as_deref()
             .is_some_and(|t| secret::ct_eq(t.as_bytes(), token.as_bytes()))
@@ -130,7 +163,8 @@ fn validity(c: &Connection, r: &str, token: &str) -> rusqlite::Result<Validity> 
         } else {
             Validity::Superseded(info)
         },
-    )
+        expires,
+    ))
 }
 
 fn current_info(c: &Connection, r: &str, token: &str) -> rusqlite::Result<Option<String>> {
@@ -147,6 +181,8 @@ impl Store {
             return Ok(Store {
                 writer: Mutex::new(crate::sqlite::memory(SCHEMA)?),
                 readers: Vec::new(),
+                cache: Some(RwLock::new(HashMap::new())),
+                generation: AtomicU64::new(0),
                 path: None,
             });
         };
@@ -169,6 +205,8 @@ impl Store {
         Ok(Store {
             writer: Mutex::new(writer),
             readers,
+            cache: None,
+            generation: AtomicU64::new(0),
             path: Some(path),
         })
     }
@@ -213,12 +251,40 @@ impl Store {
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let v = f(&tx)?;
         tx.commit()?;
+        // Still under the connection lock: a reader that saw the old data saw the old number.
+        self.generation.fetch_add(1, Ordering::SeqCst);
         Ok(v)
     }
 
     /// `/valid`.
     pub fn check(&self, r: &str, token: &str) -> Result<Validity, StoreError> {
-        self.read(|c| validity(c, r, token))
+        let Some(cache) = &self.cache else {
+            return self.read(|c| validity(c, r, token));
+        };
+        let key = (r.to_string(), token.to_string());
+        let generation = self.generation.load(Ordering::SeqCst);
+        if let Some(hit) = cache.read().map_err(|_| StoreError::Poisoned)?.get(&key) {
+            if hit.generation == generation && hit.expires.map_or(true, |e| e > now()) {
+                return Ok(hit.validity.clone());
+            }
+        }
+        let (validity, expires, seen) = self.read(|c| {
+            let seen = self.generation.load(Ordering::SeqCst);
+            validity_expiring(c, r, token).map(|(v, e)| (v, e, seen))
+        })?;
+        let mut map = cache.write().map_err(|_| StoreError::Poisoned)?;
+        if map.len() >= CACHE_MAX {
+            map.clear();
+        }
+        if seen == self.generation.load(Ordering::SeqCst) {
+            let c = Cached {
+                generation: seen,
+                validity: validity.clone(),
+                expires,
+            };
+            map.insert(key, c);
+        }
+        Ok(validity)
     }
 
     /// Makes a token current for `user` (a login, `/stored_token`, `tokenctl skd issue`):
