@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -77,10 +77,13 @@ pub struct Store {
     /// fsync); `None` in memory, where the writer also reads.
     readers: Vec<Mutex<Connection>>,
     path: Option<PathBuf>,
-    /// In memory only, where no other process can write: answers of [`Store::check`] with
-    /// the token's expiry, valid while `generation` (bumped by every change) is unchanged.
-    cache: Option<RwLock<HashMap<(String, String), Cached>>>,
+    /// Answers of [`Store::check`] with the token's expiry, valid while `generation` is
+    /// unchanged. Every change made here bumps it; on a file store, so does any commit a
+    /// reader sees through `PRAGMA data_version` (tokenctl writing beside us).
+    cache: RwLock<HashMap<(String, String), Cached>>,
     generation: AtomicU64,
+    /// The `data_version` each reader last saw.
+    data_versions: Vec<AtomicI64>,
 }
 
 #[derive(Clone)]
@@ -181,8 +184,9 @@ impl Store {
             return Ok(Store {
                 writer: Mutex::new(crate::sqlite::memory(SCHEMA)?),
                 readers: Vec::new(),
-                cache: Some(RwLock::new(HashMap::new())),
+                cache: RwLock::new(HashMap::new()),
                 generation: AtomicU64::new(0),
+                data_versions: Vec::new(),
                 path: None,
             });
         };
@@ -204,8 +208,9 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Store {
             writer: Mutex::new(writer),
+            data_versions: readers.iter().map(|_| AtomicI64::new(-1)).collect(),
             readers,
-            cache: None,
+            cache: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(0),
             path: Some(path),
         })
@@ -230,17 +235,29 @@ impl Store {
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        // The first idle reader, else wait for the first one.
-        let c = match self.readers.iter().find_map(|m| m.try_lock().ok()) {
-            Some(c) => c,
-            None => self
-                .readers
-                .first()
-                .unwrap_or(&self.writer)
-                .lock()
-                .map_err(|_| StoreError::Poisoned)?,
+        self.read_at(|_, c| f(c))
+    }
+
+    /// Runs `f` on the first idle reader (else waits for the first one), with its index; in
+    /// memory on the writer, with index `usize::MAX`.
+    fn read_at<T>(
+        &self,
+        f: impl FnOnce(usize, &Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        if let Some((i, c)) = self
+            .readers
+            .iter()
+            .enumerate()
+            .find_map(|(i, m)| m.try_lock().ok().map(|c| (i, c)))
+        {
+            return Ok(f(i, &c)?);
+        }
+        let (i, m) = match self.readers.first() {
+            Some(m) => (0, m),
+            None => (usize::MAX, &self.writer),
         };
-        Ok(f(&c)?)
+        let c = m.lock().map_err(|_| StoreError::Poisoned)?;
+        Ok(f(i, &c)?)
     }
 
     fn write<T>(
@@ -258,33 +275,53 @@ impl Store {
 
     /// `/valid`.
     pub fn check(&self, r: &str, token: &str) -> Result<Validity, StoreError> {
-        let Some(cache) = &self.cache else {
-            return self.read(|c| validity(c, r, token));
-        };
         let key = (r.to_string(), token.to_string());
-        let generation = self.generation.load(Ordering::SeqCst);
-        if let Some(hit) = cache.read().map_err(|_| StoreError::Poisoned)?.get(&key) {
-            if hit.generation == generation && hit.expires.map_or(true, |e| e > now()) {
-                return Ok(hit.validity.clone());
+        if self.readers.is_empty() {
+            // In memory only this process writes: a hit needs no connection at all.
+            if let Some(v) = self.cached(&key, self.generation.load(Ordering::SeqCst)) {
+                return Ok(v);
             }
         }
-        let (validity, expires, seen) = self.read(|c| {
+        let (validity, fresh) = self.read_at(|i, c| {
+            if let Some(last) = self.data_versions.get(i) {
+                let dv: i64 = c
+                    .prepare_cached("PRAGMA data_version")?
+                    .query_row([], |row| row.get(0))?;
+                if last.swap(dv, Ordering::SeqCst) != dv {
+                    self.generation.fetch_add(1, Ordering::SeqCst);
+                }
+            }
             let seen = self.generation.load(Ordering::SeqCst);
-            validity_expiring(c, r, token).map(|(v, e)| (v, e, seen))
+            if let Some(v) = self.cached(&key, seen) {
+                return Ok((v, None));
+            }
+            let (v, expires) = validity_expiring(c, r, token)?;
+            Ok((v, Some((seen, expires))))
         })?;
-        let mut map = cache.write().map_err(|_| StoreError::Poisoned)?;
-        if map.len() >= CACHE_MAX {
-            map.clear();
-        }
-        if seen == self.generation.load(Ordering::SeqCst) {
-            let c = Cached {
-                generation: seen,
-                validity: validity.clone(),
-                expires,
-            };
-            map.insert(key, c);
+        if let Some((seen, expires)) = fresh {
+            let mut map = self.cache.write().map_err(|_| StoreError::Poisoned)?;
+            if map.len() >= CACHE_MAX {
+                map.clear();
+            }
+            // A change committed meanwhile may not be in this answer: don't keep it.
+            if seen == self.generation.load(Ordering::SeqCst) {
+                let c = Cached {
+                    generation: seen,
+                    validity: validity.clone(),
+                    expires,
+                };
+                map.insert(key, c);
+            }
         }
         Ok(validity)
+    }
+
+    /// A cached answer still valid at `generation`, if any.
+    fn cached(&self, key: &(String, String), generation: u64) -> Option<Validity> {
+        let map = self.cache.read().ok()?;
+        let hit = map.get(key)?;
+        (hit.generation == generation && hit.expires.map_or(true, |e| e > now()))
+            .then(|| hit.validity.clone())
     }
 
     /// Makes a token current for `user` (a login, `/stored_token`, `tokenctl skd issue`):
