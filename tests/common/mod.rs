@@ -42,26 +42,48 @@ pub struct Daemon {
 impl Daemon {
     /// `bin` started through `systemd-socket-activate -l ADDR`, as systemd would.
     pub fn activated(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let mut cmd = Command::new("systemd-socket-activate");
-        cmd.arg("-l").arg(&addr);
-        for (k, v) in env {
-            cmd.arg("-E").arg(format!("{k}={v}"));
-        }
-        cmd.arg(bin).args(args);
-        Self::spawn(cmd, addr)
+        Self::on_free_port(|addr| {
+            let mut cmd = Command::new("systemd-socket-activate");
+            cmd.arg("-l").arg(addr);
+            for (k, v) in env {
+                cmd.arg("-E").arg(format!("{k}={v}"));
+            }
+            cmd.arg(bin).args(args);
+            cmd
+        })
     }
 
     /// `bin` started by hand with `--listen ADDR`.
     pub fn direct(bin: &str, args: &[&str]) -> Daemon {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let mut cmd = Command::new(bin);
-        cmd.arg("--listen").arg(&addr).args(args);
-        Self::spawn(cmd, addr)
+        Self::on_free_port(|addr| {
+            let mut cmd = Command::new(bin);
+            cmd.arg("--listen").arg(addr).args(args);
+            cmd
+        })
+    }
+
+    /// The command `make` builds for a free loopback address; another port if that one was
+    /// taken meanwhile (tests run in parallel: a port found free can be gone a moment later,
+    /// and then a test would talk to another test's daemon).
+    pub fn on_free_port(make: impl Fn(&str) -> Command) -> Daemon {
+        for _ in 0..5 {
+            let addr = format!("127.0.0.1:{}", free_port());
+            if let Some(d) = Self::try_spawn(make(&addr), addr) {
+                return d;
+            }
+        }
+        panic!("no daemon could bind a free port in 5 tries");
     }
 
     /// `cmd`, which must end up listening on `addr`.
-    pub fn spawn(mut cmd: Command, addr: String) -> Daemon {
+    pub fn spawn(cmd: Command, addr: String) -> Daemon {
+        let what = format!("{cmd:?}");
+        Self::try_spawn(cmd, addr).unwrap_or_else(|| panic!("{what} did not start"))
+    }
+
+    /// Starts `cmd` and waits until it has bound `addr` itself: systemd-socket-activate says
+    /// "Listening on", our daemons log "listening". `None` if it exited first.
+    fn try_spawn(mut cmd: Command, addr: String) -> Option<Daemon> {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("stderr.log");
         let f = std::fs::File::create(&log).unwrap();
@@ -71,14 +93,31 @@ impl Daemon {
             .stderr(f)
             .spawn()
             .expect("spawn daemon");
-        let d = Daemon {
+        let mut d = Daemon {
             child,
             addr,
             log,
             _dir: dir,
         };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = d.log_text();
+            if text.contains("Listening on ") || text.contains("listening ") {
+                break;
+            }
+            if d.child.try_wait().unwrap().is_some() {
+                eprintln!("daemon exited before listening on {}: {text}", d.addr);
+                return None;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not listen on {}: {text}",
+                d.addr
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         d.wait_ready();
-        d
+        Some(d)
     }
 
     fn wait_ready(&self) {
