@@ -113,6 +113,25 @@ impl Drop for Server {
 /// Starts `cmd` (already given its program) with the original's flags on a fresh port, the
 /// secret on standard input, in a new session (no controlling terminal, as under setsid).
 pub fn start(program: &Path, secret: &[u8], extra: &[&str], env: &[(&str, &str)]) -> Server {
+    // A port found free can be taken by a parallel test before the server binds it: then the
+    // server exits, and another port is tried.
+    for _ in 0..5 {
+        if let Some(s) = try_start(program, secret, extra, env) {
+            return s;
+        }
+    }
+    panic!(
+        "{} could not bind a free port in 5 tries",
+        program.display()
+    );
+}
+
+fn try_start(
+    program: &Path,
+    secret: &[u8],
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Option<Server> {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let client_file = dir.path().join("s5client.json");
@@ -140,22 +159,31 @@ pub fn start(program: &Path, secret: &[u8], extra: &[&str], env: &[(&str, &str)]
     stdin.write_all(secret).unwrap();
     stdin.write_all(b"\n").unwrap();
     drop(stdin);
-    let s = Server {
+    let mut s = Server {
         child,
         port,
         dir,
         client_file,
     };
-    s.wait_ready(extra.contains(&"--no-client-file"));
-    s
+    s.wait_ready(extra.contains(&"--no-client-file"))
+        .then_some(s)
 }
 
 impl Server {
-    fn wait_ready(&self, no_file: bool) {
+    /// True once serving; false if the server exited first (its port was taken).
+    fn wait_ready(&mut self, no_file: bool) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if (no_file || self.client_file.exists()) && TcpStream::connect(self.addr()).is_ok() {
-                return;
+                return true;
+            }
+            if self.child.try_wait().ok().flatten().is_some() {
+                eprintln!(
+                    "server exited before serving: {} {}",
+                    self.stdout(),
+                    self.stderr()
+                );
+                return false;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
