@@ -13,6 +13,7 @@ pub mod keyfile;
 pub mod locked;
 pub mod pam;
 pub mod privfile;
+pub mod pyjson;
 pub mod remo;
 pub mod s5;
 pub mod secret;

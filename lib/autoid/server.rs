@@ -130,7 +130,7 @@ fn v1_json(status: StatusCode, message: &str) -> Response<Body> {
     http::text(
         status,
         "application/json",
-        format!("{{\"message\": {}}}", wire::py_json_str(message)),
+        format!("{{\"message\": {}}}", crate::pyjson::dumps_str(message)),
     )
 }
 

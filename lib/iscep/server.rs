@@ -399,7 +399,7 @@ impl Server {
             env: self.settings.command_env.clone(),
         };
         let t0 = Instant::now();
-        let stdin = wire::to_python_json(&input);
+        let stdin = crate::pyjson::dumps(&input);
         let outcome = child::run(&spec, &stdin).await;
         let ms = t0.elapsed().as_millis();
         let o = match outcome {

@@ -6,7 +6,6 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use super::wire::to_python_json;
 use super::Ordered;
 
 /// Random bytes in a new token: 256, so 512 hex characters, as `secrets.token_hex(256)`.
@@ -69,9 +68,9 @@ impl Tokens {
                 out.extend_from_slice(b",\n");
             }
             out.extend_from_slice(b"    ");
-            out.extend_from_slice(&to_python_json(k));
+            out.extend_from_slice(&crate::pyjson::dumps(k));
             out.extend_from_slice(b": ");
-            out.extend_from_slice(&Zeroizing::new(to_python_json(v.as_str())));
+            out.extend_from_slice(&Zeroizing::new(crate::pyjson::dumps(v.as_str())));
         }
         out.extend_from_slice(b"\n}");
         out

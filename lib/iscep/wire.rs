@@ -115,73 +115,6 @@ pub fn md5_hex(data: &[u8]) -> String {
     }
 }
 
-/// serde_json formatting as Python's `json.dumps` defaults.
-struct PyFormatter;
-
-impl serde_json::ser::Formatter for PyFormatter {
-    fn begin_array_value<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            w.write_all(b", ")
-        }
-    }
-    fn begin_object_key<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            w.write_all(b", ")
-        }
-    }
-    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        w.write_all(b": ")
-    }
-    fn write_string_fragment<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        fragment: &str,
-    ) -> std::io::Result<()> {
-        write_ascii(w, fragment)
-    }
-}
-
-/// `ensure_ascii`: everything outside printable ASCII as `\uXXXX` (UTF-16 surrogate pairs
-/// above U+FFFF). Quotes, backslashes and control characters are escaped by serde_json.
-fn write_ascii<W: ?Sized + std::io::Write>(w: &mut W, s: &str) -> std::io::Result<()> {
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        if (' '..='~').contains(&c) {
-            continue;
-        }
-        w.write_all(&s.as_bytes()[start..i])?;
-        let mut units = [0u16; 2];
-        for u in c.encode_utf16(&mut units) {
-            write!(w, "\\u{:04x}", u)?;
-        }
-        start = i + c.len_utf8();
-    }
-    w.write_all(&s.as_bytes()[start..])
-}
-
-/// `value` as Python's `json.dumps(value)` would write it.
-pub fn to_python_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128);
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, PyFormatter);
-    // Serializing our own types and serde_json values cannot fail (no non-string keys).
-    if value.serialize(&mut ser).is_err() {
-        return b"{}".to_vec();
-    }
-    out
-}
-
 /// A whole frame, size prefix included.
 pub fn encode(ty: Type, body: &Body) -> Vec<u8> {
     encode_any(ty, body)
@@ -190,7 +123,7 @@ pub fn encode(ty: Type, body: &Body) -> Vec<u8> {
 /// A whole frame whose body is any serializable object (for replies whose key order matters,
 /// such as DISCOVER's).
 pub fn encode_any<T: Serialize + ?Sized>(ty: Type, body: &T) -> Vec<u8> {
-    let json = to_python_json(body);
+    let json = crate::pyjson::dumps(body);
     let sum = md5_hex(&json);
     let size = (2 + json.len() + sum.len()) as u32;
     let mut f = Vec::with_capacity(4 + size as usize);
@@ -361,11 +294,11 @@ mod tests {
             args: Some(Value::Null),
         };
         assert_eq!(
-            String::from_utf8(to_python_json(&b)).unwrap(),
+            String::from_utf8(crate::pyjson::dumps(&b)).unwrap(),
             r#"{"auth_token": "T", "command": "c", "response": {"a": null, "b": [1, "\u00e9\ud83d\ude00"]}}"#
         );
-        assert_eq!(to_python_json(&Body::default()), b"{}");
-        assert_eq!(to_python_json(&json!("a\n\u{7f}")), br#""a\n\u007f""#);
+        assert_eq!(crate::pyjson::dumps(&Body::default()), b"{}");
+        assert_eq!(crate::pyjson::dumps(&json!("a\n\u{7f}")), br#""a\n\u007f""#);
     }
 
     fn content(ty: u16, body: &[u8], sum: &str) -> Vec<u8> {
