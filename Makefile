@@ -19,7 +19,7 @@ SBIN_TOOLS := add-user
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 TARGET  := target/$(PROFILE)
 
-.PHONY: all build run check deps fmt-check clippy test unit-gate man-gate sdbox-test install uninstall bench clean
+.PHONY: all build run check deps fmt-check clippy test unit-gate man-gate systemd-test install uninstall bench clean
 
 all: build
 
@@ -32,7 +32,7 @@ run:
 	scripts/demo-skd.sh target/debug
 
 # Everything CI runs. Installs the Debian packages it needs when root and missing.
-check: deps fmt-check clippy test unit-gate man-gate sdbox-test
+check: deps fmt-check clippy test unit-gate man-gate systemd-test
 	@echo "make check: all gates passed"
 
 deps:
@@ -53,7 +53,7 @@ unit-gate:
 man-gate:
 	scripts/man-gate.sh
 
-sdbox-test:
+systemd-test:
 	$(CARGO) build --bins
 	tests/systemd/run.sh
 	tests/systemd/iscepd.sh

@@ -1,7 +1,7 @@
 #!/bin/bash
 # tests/systemd/autoidd.sh: autoidd under a real systemd (DESIGN.md, testing layer 3).
 #
-# Boots a throw-away systemd box with ../shared/tools/sdbox.sh (the repository mounted at the
+# Boots a throw-away systemd box with tests/systemd/box.sh (the repository mounted at the
 # same path inside), installs the binaries and units with `make install`, puts a key pair
 # (build-key-pair --type rsa) in /etc/credstore, an entropy file (autoidd gen-entropy) in
 # /var/lib/autoidd, written by root as an administrator would, and
@@ -13,12 +13,12 @@
 #   3. rotation: a new entropy file in /var/lib/autoidd and a service restart; the old file is
 #      refused, the new one served;
 #   4. the units stop cleanly.
-# The box has its own network namespace (SDBOX_NET=1): port 4440 clashes with nothing.
+# The box has its own network namespace (BOX_NET=1): port 4440 clashes with nothing.
 #
-# Needs root (sdbox.sh). Prints "### step" lines and ends with "N passed, 0 failed"; on the
+# Needs root (box.sh). Prints "### step" lines and ends with "N passed, 0 failed"; on the
 # first failure it prints the step, the reason and autoidd's journal, and exits 1.
 #
-# Environment: CARGO (default cargo), SDBOX (default ../shared/tools/sdbox.sh beside the repo).
+# Environment: CARGO (default cargo), BOX (default tests/systemd/box.sh).
 set -euo pipefail
 
 PROG=tests/systemd/autoidd.sh
@@ -49,7 +49,7 @@ out=$(box sh -c '
   (umask 077; printf "%s\n" "$2" > /etc/autoidd/secrets/test-secret)
 ' sh "$ROOT" "$SECRET" 2>&1) || fail "setting up keys: $out"
 creds=$'LoadCredential=test-secret:/etc/autoidd/secrets/test-secret'
-# Some boxes deliver no credentials at all (systemd 252 under sdbox.sh leaves
+# Some boxes deliver no credentials at all (systemd 252 under box.sh leaves
 # $CREDENTIALS_DIRECTORY unreadable): probe with a transient unit like autoidd's. If so,
 # point $CREDENTIALS_DIRECTORY at a root-only directory with the same files ourselves and run
 # as root: autoidd then takes the same path as with delivered credentials.

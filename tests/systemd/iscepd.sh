@@ -1,21 +1,21 @@
 #!/bin/bash
 # tests/systemd/iscepd.sh: iscepd under a real systemd (DESIGN.md, testing layer 3).
 #
-# Boots a throw-away systemd box with ../shared/tools/sdbox.sh (the repository mounted at the
+# Boots a throw-away systemd box with tests/systemd/box.sh (the repository mounted at the
 # same path inside), installs the binaries and units with `make install`, writes
 # /etc/keysock/iscepd.toml and a tokens file made by `tokenctl iscep add`, enables
 # iscepd.socket and drives iscepd.service through socket activation with the `iscep` client:
 # a configured command over TCP (run as the unit's transient user), UNAUTHORIZED without a
 # token, a command that hangs, READY and STATUS=, the command in `journalctl -u iscepd` (and
 # no token there), a reload of the configuration, a reload for a rotated token, a clean stop.
-# The box has its own network namespace (SDBOX_NET=1), so the shipped
+# The box has its own network namespace (BOX_NET=1), so the shipped
 # ListenStream=127.0.0.1:8989 cannot clash with anything on the host.
 #
-# Needs root (sdbox.sh). Builds the binaries first (`cargo build --bins`). Prints "### step"
+# Needs root (box.sh). Builds the binaries first (`cargo build --bins`). Prints "### step"
 # lines and ends with "N passed, 0 failed"; on the first failure it prints the step, the
 # reason and iscepd's journal, and exits 1. The box is always stopped.
 #
-# Environment: CARGO (default cargo), SDBOX (default ../shared/tools/sdbox.sh beside the repo).
+# Environment: CARGO (default cargo), BOX (default tests/systemd/box.sh).
 set -euo pipefail
 
 PROG=tests/systemd/iscepd.sh

@@ -1,29 +1,29 @@
 # tests/systemd/lib.sh: what every real-systemd test shares. Source it after setting
 #   PROG   the test's name for messages, e.g. tests/systemd/run.sh
 #   UNITS  the units whose status and journal a failure prints, e.g. "skd.socket skd.service"
-# It checks for root and sdbox.sh, makes a box state directory that the EXIT trap stops and
+# It checks for root and box.sh, makes a box state directory that the EXIT trap stops and
 # removes, and defines step/ok/fail/box/wait_state/journal_has/dropin/boot_and_install.
-# Environment: CARGO (default cargo), SDBOX (default ../shared/tools/sdbox.sh beside the repo).
+# Environment: CARGO (default cargo), BOX (default tests/systemd/box.sh, the project's harness).
 
 here=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(git -C "$here" rev-parse --show-toplevel 2>/dev/null || (cd "$here/../.." && pwd))
 ROOT=$(readlink -f "$ROOT")
-SDBOX=${SDBOX:-$ROOT/../shared/tools/sdbox.sh}
+BOX=${BOX:-$ROOT/tests/systemd/box.sh}
 
 if [ "$(id -u)" != 0 ]; then
-  echo "$PROG: needs root (sdbox.sh boots systemd in new namespaces)" >&2
+  echo "$PROG: needs root (box.sh boots systemd in new namespaces)" >&2
   exit 77
 fi
-[ -x "$SDBOX" ] || { echo "$PROG: $SDBOX not found or not executable (shared/ must sit beside the repository)" >&2; exit 1; }
+[ -x "$BOX" ] || { echo "$PROG: $BOX not found or not executable" >&2; exit 1; }
 for c in curl make; do
   command -v "$c" >/dev/null || { echo "$PROG: $c not found" >&2; exit 1; }
 done
 
-export SDBOX_NET=1          # a private network namespace for the box: start and exec alike
-STATE=$(mktemp -d "${TMPDIR:-/tmp}/keysock-sdbox.XXXXXX")
+export BOX_NET=1            # a private network namespace for the box: start and exec alike
+STATE=$(mktemp -d "${TMPDIR:-/tmp}/keysock-box.XXXXXX")
 booted=0
 cleanup() {
-  if [ $booted = 1 ]; then "$SDBOX" stop "$STATE" >/dev/null 2>&1 || echo "$PROG: sdbox stop failed" >&2; fi
+  if [ $booted = 1 ]; then "$BOX" stop "$STATE" >/dev/null 2>&1 || echo "$PROG: box.sh stop failed" >&2; fi
   rm -rf "$STATE"
 }
 trap cleanup EXIT
@@ -33,7 +33,7 @@ passed=0
 step() { STEP=$1; echo "### $1"; }
 ok() { passed=$((passed + 1)); echo "ok: $STEP${1:+: $1}"; }
 # Run CMD inside the box (time-limited: nothing in these tests takes more than a few seconds).
-box() { timeout 60 "$SDBOX" exec "$STATE" "$@"; }
+box() { timeout 60 "$BOX" exec "$STATE" "$@"; }
 fail() {
   echo "FAIL: $STEP: $*" >&2
   if [ $booted = 1 ] && [ -s "$STATE/pid1" ]; then
@@ -78,8 +78,8 @@ boot_and_install() {
   step boot
   booted=1     # from here on the trap stops the box, even if start fails half-way
   local pid1 st out f
-  pid1=$("$SDBOX" start "$STATE" "$ROOT" 2>&1 >"$STATE.pid1") && pid1=$(cat "$STATE.pid1") ||
-    { rm -f "$STATE.pid1"; fail "sdbox.sh start: $pid1"; }
+  pid1=$("$BOX" start "$STATE" "$ROOT" 2>&1 >"$STATE.pid1") && pid1=$(cat "$STATE.pid1") ||
+    { rm -f "$STATE.pid1"; fail "box.sh start: $pid1"; }
   rm -f "$STATE.pid1"
   st=$(box systemctl is-system-running 2>&1 || true)
   case $st in running | degraded) ;; *) fail "box state is '$st'" ;; esac

@@ -1,7 +1,7 @@
 #!/bin/bash
 # tests/systemd/remod.sh: remod under a real systemd (DESIGN.md, testing layer 3).
 #
-# Boots a throw-away systemd box with ../shared/tools/sdbox.sh, installs the binaries and
+# Boots a throw-away systemd box with tests/systemd/box.sh, installs the binaries and
 # units with `make install`, makes the server key with build-key-pair, a Unix account and a
 # remote user mapped to it with add-user, enables remod.socket and drives remod.service
 # through socket activation with remo: `exec id -un` shows the mapped account, a file put
@@ -11,7 +11,7 @@
 # Needs root. Prints "### step" lines and ends with "N passed, 0 failed"; on the first
 # failure it prints the step, the reason and remod's journal, and exits 1.
 #
-# Environment: CARGO (default cargo), SDBOX (default ../shared/tools/sdbox.sh beside the repo).
+# Environment: CARGO (default cargo), BOX (default tests/systemd/box.sh).
 set -euo pipefail
 
 PROG=tests/systemd/remod.sh

@@ -1,19 +1,19 @@
 #!/bin/bash
 # tests/systemd/run.sh: skd under a real systemd (DESIGN.md, testing layer 3).
 #
-# Boots a throw-away systemd box with ../shared/tools/sdbox.sh (the repository mounted at
+# Boots a throw-away systemd box with tests/systemd/box.sh (the repository mounted at
 # the same path inside), installs skd there with `make install`, enables skd.socket and
 # drives skd.service through socket activation: first connection, READY and STATUS=,
 # journal, PAM logins (pam_exec and pam_unix), /stored_token on the Unix socket and its
 # refusal on TCP, tokens surviving a restart, and a clean stop. The box has its own network
-# namespace (SDBOX_NET=1), so the shipped ListenStream=127.0.0.1:4431 cannot clash with
+# namespace (BOX_NET=1), so the shipped ListenStream=127.0.0.1:4431 cannot clash with
 # anything on the host; every request is made from inside the box.
 #
-# Needs root (sdbox.sh). Builds the binaries first (`cargo build --bins`, a no-op when up to
+# Needs root (box.sh). Builds the binaries first (`cargo build --bins`, a no-op when up to
 # date). Prints "### step" lines and ends with "N passed, 0 failed"; on the first failure it
 # prints the step, the reason and skd's journal, and exits 1. The box is always stopped.
 #
-# Environment: CARGO (default cargo), SDBOX (default ../shared/tools/sdbox.sh beside the repo).
+# Environment: CARGO (default cargo), BOX (default tests/systemd/box.sh).
 set -euo pipefail
 
 PROG=tests/systemd/run.sh

@@ -1,20 +1,20 @@
 #!/bin/bash
 # tests/systemd/s5d.sh: s5d under a real systemd (DESIGN.md, testing layer 3).
 #
-# Boots a throw-away systemd box with ../shared/tools/sdbox.sh (the repository mounted at the
+# Boots a throw-away systemd box with tests/systemd/box.sh (the repository mounted at the
 # same path inside), installs the binaries and units with `make install`, enables
 # s5d.socket, and then, twice:
 #   1. loads a secret with `s5 put` on /run/s5d.sock (which starts s5d.service), fetches it
 #      with the original s5client (s5 0.0.3 from PyPI, in target/s5-venv) and with s5, and
 #      sees the service exit after --success-max 2, with the socket stopped too;
 #   2. the same with the secret in a systemd credential (LoadCredential=s5-secret:...).
-# The box has its own network namespace (SDBOX_NET=1): port 13500 clashes with nothing.
+# The box has its own network namespace (BOX_NET=1): port 13500 clashes with nothing.
 #
-# Needs root (sdbox.sh). Prints "### step" lines and ends with "N passed, 0 failed"; on the
+# Needs root (box.sh). Prints "### step" lines and ends with "N passed, 0 failed"; on the
 # first failure it prints the step, the reason and s5d's journal, and exits 1. The box is
 # always stopped.
 #
-# Environment: CARGO (default cargo), SDBOX (default ../shared/tools/sdbox.sh beside the repo).
+# Environment: CARGO (default cargo), BOX (default tests/systemd/box.sh).
 set -euo pipefail
 
 PROG=tests/systemd/s5d.sh
@@ -81,7 +81,7 @@ ok "service exited (Result=$result), socket stopped, journal says why"
 step credential
 box sh -c 'mkdir -p /etc/keysock && umask 077 && printf "%s\n" "sdbox credential secret" > /etc/keysock/s5-secret' ||
   fail "writing /etc/keysock/s5-secret"
-# Some boxes do not deliver credentials at all (systemd 252 under sdbox.sh leaves
+# Some boxes do not deliver credentials at all (systemd 252 under box.sh leaves
 # $CREDENTIALS_DIRECTORY empty, even for root): probe with a transient unit like s5d's. If
 # so, point $CREDENTIALS_DIRECTORY at a root-only directory ourselves and run this instance
 # as root: s5d then takes the same path as with a delivered credential.
