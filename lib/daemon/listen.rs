@@ -59,6 +59,51 @@ impl Peer {
     pub fn is_unix(&self) -> bool {
         matches!(self, Peer::Unix { .. })
     }
+
+    /// The group this peer's limits count against (see [`Source`]).
+    pub fn source(&self) -> Source {
+        match self {
+            Peer::Tcp(a) => Source::of_ip(a.ip()),
+            Peer::Unix { uid, .. } => Source::Uid(*uid),
+        }
+    }
+}
+
+/// Where a client comes from, grouped so that one party cannot dodge a per-source limit by
+/// changing address: one IPv4 address, but all of 127/8 as one (any local process can bind
+/// any of it); one IPv6 /64 (one subscriber's prefix); Unix-socket peers by uid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    V4(std::net::Ipv4Addr),
+    V6Prefix(u64),
+    Uid(u32),
+}
+
+impl Source {
+    pub fn of_ip(ip: std::net::IpAddr) -> Source {
+        use std::net::{IpAddr, Ipv4Addr};
+        match ip {
+            IpAddr::V4(a) if a.is_loopback() => Source::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V4(a) => Source::V4(a),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => Source::of_ip(IpAddr::V4(v4)),
+                None => Source::V6Prefix((u128::from(a) >> 64) as u64),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::V4(a) if a.is_loopback() => write!(f, "127.0.0.0/8"),
+            Source::V4(a) => write!(f, "{a}"),
+            Source::V6Prefix(p) => {
+                write!(f, "{}/64", std::net::Ipv6Addr::from(u128::from(*p) << 64))
+            }
+            Source::Uid(u) => write!(f, "uid={u}"),
+        }
+    }
 }
 
 impl std::fmt::Display for Peer {
@@ -269,5 +314,20 @@ mod tests {
         assert_eq!(host_port("[::1]", 3), "[::1]:3");
         assert_eq!(host_port("127.0.0.1", 4), "127.0.0.1:4");
         assert_eq!(host_port("localhost", 5), "localhost:5");
+    }
+
+    fn src(s: &str) -> super::Source {
+        super::Source::of_ip(s.parse::<std::net::IpAddr>().unwrap())
+    }
+
+    #[test]
+    fn groups_loopback_v6_prefixes_and_mapped_v4() {
+        assert_eq!(src("127.0.0.1"), src("127.200.3.4"));
+        assert_eq!(src("127.0.0.1"), src("::ffff:127.9.9.9"));
+        assert_ne!(src("10.0.0.1"), src("10.0.0.2"));
+        assert_eq!(src("2001:db8:1:2::1"), src("2001:db8:1:2:ffff::9"));
+        assert_ne!(src("2001:db8:1:2::1"), src("2001:db8:1:3::1"));
+        assert_eq!(src("2001:db8:1:2::1").to_string(), "2001:db8:1:2::/64");
+        assert_eq!(src("127.3.3.3").to_string(), "127.0.0.0/8");
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{watch, Notify};
 
-pub use listen::{Bound, Listener, Peer, Stream};
+pub use listen::{Bound, Listener, Peer, Source, Stream};
 
 /// Serving limits common to every daemon.
 #[derive(Clone, Debug)]
