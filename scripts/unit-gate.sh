@@ -2,6 +2,7 @@
 # unit-gate.sh [UNIT...]: the gate for the systemd units in units/ (DESIGN.md, "Units").
 #
 #   * `systemd-analyze verify` must print nothing for every unit;
+#   * every .service sets MemoryMax=;
 #   * `systemd-analyze security --offline=true` must rate every .service at or below its
 #     threshold: 2.0, or the value of a comment line in the unit such as
 #         # keysock-exposure-max: 5.0
@@ -68,7 +69,7 @@ fi
 # the environment nor a calling make (MAKEFLAGS) can point the install elsewhere.
 if ! "${MAKE:-make}" -C "$ROOT" --no-print-directory -s install PROFILE="$PROFILE" DESTDIR= \
     PREFIX="$tmp/prefix" BINDIR="$tmp/prefix/bin" SBINDIR="$tmp/prefix/sbin" \
-    UNITDIR="$tmp/system" USERUNITDIR="$tmp/user" MANDIR="$tmp/man" >"$tmp/install.log" 2>&1; then
+    UNITDIR="$tmp/system" USERUNITDIR="$tmp/user" MANDIR="$tmp/man" PAMDIR="$tmp/pam.d" >"$tmp/install.log" 2>&1; then
   cat "$tmp/install.log" >&2
   die "make install into the scratch prefix $tmp/prefix failed (output above)"
 fi
@@ -113,6 +114,8 @@ for u in "${units[@]}"; do
 
   case $u in
   *.service)
+    # A ceiling on memory: no flood of clients may take the host's memory.
+    grep -q '^MemoryMax=' "units/$u" || { fail "$u: no MemoryMax="; continue; }
     max=$(sed -n 's/^#[[:space:]]*keysock-exposure-max:[[:space:]]*\([0-9][0-9]*\(\.[0-9]*\)\{0,1\}\)[[:space:]]*$/\1/p' "units/$u" | head -n1)
     if [ -z "$max" ] && grep -q 'keysock-exposure-max' "units/$u"; then
       fail "$u: malformed '# keysock-exposure-max: N' line"; continue
