@@ -5,6 +5,9 @@ SBINDIR ?= $(PREFIX)/sbin
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 USERUNITDIR ?= $(PREFIX)/lib/systemd/user
 MANDIR  ?= $(PREFIX)/share/man
+# PAM reads only /etc/pam.d (and the vendor /usr/lib/pam.d), whatever PREFIX is.
+SYSCONFDIR ?= /etc
+PAMDIR  ?= $(SYSCONFDIR)/pam.d
 DESTDIR ?=
 CARGO   ?= cargo
 # release for install/bench; the tests build debug binaries (much faster on 2 cores).
@@ -77,12 +80,16 @@ install:
 	for m in man/*.[1-8]; do \
 	  [ -e "$$m" ] || continue; s=$${m##*.}; install -d $(DESTDIR)$(MANDIR)/man$$s; install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$$s/; \
 	done
+	# skd's PAM service: an admin's edited copy is never replaced.
+	[ -e $(DESTDIR)$(PAMDIR)/skd ] || install -D -m 0644 units/skd.pam $(DESTDIR)$(PAMDIR)/skd
 
 uninstall:
 	for d in $(DAEMONS) $(SBIN_TOOLS); do rm -f $(DESTDIR)$(SBINDIR)/$$d; done
 	for t in $(TOOLS); do rm -f $(DESTDIR)$(BINDIR)/$$t; done
 	for u in units/*.socket units/*.service; do rm -f $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
 	for m in man/*.[1-8]; do [ -e "$$m" ] || continue; s=$${m##*.}; rm -f $(DESTDIR)$(MANDIR)/man$$s/$$(basename $$m); done
+	# skd's PAM service only if unedited.
+	if cmp -s units/skd.pam $(DESTDIR)$(PAMDIR)/skd; then rm -f $(DESTDIR)$(PAMDIR)/skd; fi
 
 bench:
 	$(CARGO) build --release --bins

@@ -75,9 +75,12 @@ struct Args {
     /// Login module used when a request names none; only "pam" is supported
     #[arg(long = "default-module", value_name = "MODULE", default_value = "pam")]
     default_module: String,
-    /// PAM service for every realm (default: the realm name)
+    /// PAM service for every realm (default: skd; see --realm)
     #[arg(long = "pam-app", value_name = "NAME")]
     pam_app: Option<String>,
+    /// Serve only the listed realms, each through PAM service SERVICE (default: --pam-app, else the realm's name); repeatable
+    #[arg(long = "realm", value_name = "NAME[=SERVICE]")]
+    realm: Vec<String>,
     /// JAAS configuration of the original; accepted and ignored (JAAS is not supported)
     #[arg(long = "jaas", value_name = "FILE")]
     jaas: Option<PathBuf>,
@@ -93,9 +96,12 @@ struct Args {
     /// Issued tokens expire after SECONDS (default: never, as the original)
     #[arg(long = "token-ttl", value_name = "SECONDS")]
     token_ttl: Option<u64>,
-    /// Failed logins per realm and user (x4 per source address) before refusing for --login-window
+    /// Login attempts per user and PAM service (x4 per source) before refusing for --login-window
     #[arg(long = "login-failures", value_name = "N", default_value_t = 5)]
     login_failures: u32,
+    /// PAM conversations at once at most; more logins are answered 503
+    #[arg(long = "login-concurrency", value_name = "N", default_value_t = 16)]
+    login_concurrency: usize,
     /// Window of the failed-login count, in seconds
     #[arg(long = "login-window", value_name = "SECONDS", default_value_t = 60)]
     login_window: u64,
@@ -156,16 +162,44 @@ fn run(a: Args) -> Result<(), Fail> {
     let store = sks::Store::open(a.dir.as_deref())
         .map_err(|e| Fail::new(exit::CANTCREAT, format!("cannot open store: {e}")))?;
     let acceptor = tls_acceptor(&a)?.map(Arc::new);
+    if let Some(s) = a
+        .pam_app
+        .as_deref()
+        .filter(|s| !keysock::pam::valid_service_name(s))
+    {
+        return Err(Fail::new(
+            exit::USAGE,
+            format!("--pam-app {s:?}: not a PAM service name"),
+        ));
+    }
+    let realms = if a.realm.is_empty() {
+        None
+    } else {
+        Some(
+            sks::realm_services(&a.realm, a.pam_app.as_deref())
+                .map_err(|e| Fail::new(exit::USAGE, e))?,
+        )
+    };
     let cfg = sks::Config {
         default_module: a.default_module.clone(),
+        realms,
         pam_app: a.pam_app.clone(),
         allow_stored_token_tcp: a.allow_stored_token,
         token_ttl: a.token_ttl.map(Duration::from_secs),
         login_failures: a.login_failures,
         login_window: Duration::from_secs(a.login_window),
+        login_concurrency: a.login_concurrency.max(1),
         ..Default::default()
     };
     let service = Arc::new(sks::Service::new(Arc::new(store), cfg));
+    for s in service.pam_services() {
+        if !keysock::pam::service_exists(s) {
+            log::warn!("pam-service-missing service={s} effect=\"logins through it answer 503 until /etc/pam.d/{s} exists\"");
+        }
+    }
+    if rustix::process::geteuid().is_root() {
+        log::warn!("running-as-root effect=\"not needed: PAM's pam_unix reads /etc/shadow as a member of group shadow, as the shipped unit runs skd (DynamicUser=yes, SupplementaryGroups=shadow)\"");
+    }
     let limits = Arc::new(http::Limits {
         header_timeout: Duration::from_secs(a.header_timeout.max(1)),
         ..Default::default()

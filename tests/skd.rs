@@ -289,9 +289,13 @@ fn stored_token_only_on_unix_sockets_unless_allowed() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(100));
+    let r = get(&tcp, "/stored_token?realm=r&user=bob&token=T1");
     assert_eq!(
-        get(&tcp, "/stored_token?realm=r&user=bob&token=T1").status,
-        403
+        (r.status, r.text().as_str()),
+        (
+            403,
+            "ERR: /stored_token is served on the Unix socket only (skd --allow-stored-token)\n"
+        )
     );
     let mut u = std::os::unix::net::UnixStream::connect(&sock).unwrap();
     u.write_all(b"GET /stored_token?realm=r&user=bob&token=T1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
@@ -328,19 +332,262 @@ fn failed_logins_are_throttled() {
     for _ in 0..3 {
         assert_eq!(d.get("/auth_token?realm=t&user=alice&pwd=bad").status, 403);
     }
-    // Right password, but the (realm, user) pair is locked out for the window.
+    // Right password, but the (user, PAM service) pair is locked out for the window...
     assert_eq!(
         d.get("/auth_token?realm=t&user=alice&pwd=wonderland")
             .status,
         403
     );
     assert!(d.log_text().contains("reason=throttled"));
-    // Another realm is a different pair.
+    // ...in every realm that uses the same service.
     assert_eq!(
         d.get("/auth_token?realm=t2&user=alice&pwd=wonderland")
             .status,
+        403
+    );
+    // Another user is not locked out.
+    assert_eq!(
+        d.get("/auth_token?realm=t&user=nobody&pwd=nopass").status,
         200
     );
+    // The failure says what PAM said.
+    assert!(
+        d.log_text()
+            .contains("result=failed reason=\"Authentication failure\""),
+        "{}",
+        d.log_text()
+    );
+}
+
+/// A request never picks the PAM service: a realm named after a system service (whose stack
+/// may start with pam_rootok, as chsh's does, and skd runs as root here) logs in through the
+/// admin's service, or is refused when the admin lists realms.
+#[test]
+fn realm_never_picks_the_pam_service() {
+    pam_setup();
+    let root_login = |d: &Daemon, realm: &str| {
+        post_form(
+            &d.addr,
+            "/auth_token",
+            &format!("realm={realm}&user=root&pwd=anything"),
+        )
+    };
+    // No --realm, no --pam-app: every realm goes through the service "skd".
+    let d = Daemon::direct(skd(), &[]);
+    for realm in ["chsh", "su", "login", "other"] {
+        let r = root_login(&d, realm);
+        assert!(r.status == 403 || r.status == 503, "realm {realm}: {r:?}");
+        assert!(!r.text().contains("uid=0"), "realm {realm}: {r:?}");
+    }
+    assert!(d.log_text().contains("running-as-root"), "{}", d.log_text());
+    // --pam-app: one service for all.
+    let d = Daemon::direct(skd(), &["--pam-app", PAM_SERVICE]);
+    for realm in ["chsh", "su", "login", "other"] {
+        assert_eq!(root_login(&d, realm).status, 403, "realm {realm}");
+    }
+    // --realm: only the listed realms, each with its service; others refused before PAM.
+    let before = pam_calls("root").len();
+    let d = Daemon::direct(
+        skd(),
+        &[
+            "--realm",
+            PAM_SERVICE,
+            "--realm",
+            &format!("web={PAM_SERVICE}"),
+        ],
+    );
+    for realm in ["chsh", "su", "login", "other"] {
+        let r = root_login(&d, realm);
+        assert_eq!(
+            (r.status, r.text()),
+            (403, format!("ERR: realm \"{realm}\" is not served here\n")),
+            "realm {realm}"
+        );
+    }
+    assert_eq!(
+        pam_calls("root").len(),
+        before,
+        "an unserved realm reached PAM"
+    );
+    let ok = |realm: &str| {
+        post_form(
+            &d.addr,
+            "/auth_token",
+            &format!("realm={realm}&user=alice&pwd=wonderland"),
+        )
+    };
+    assert_eq!(ok(PAM_SERVICE).status, 200);
+    assert_eq!(ok("web").status, 200);
+    assert_eq!(ok("other").status, 403);
+    // A realm that is not served cannot store tokens either.
+    let d = Daemon::direct(skd(), &["--realm", "web", "--allow-stored-token"]);
+    let r = d.get("/stored_token?realm=chsh&user=u&token=tok");
+    assert_eq!(r.status, 403, "{r:?}");
+    // A service name that is a path is refused at start.
+    let out = Command::new(skd())
+        .args(["--realm", "x=../../tmp/evil", "--listen", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+}
+
+/// 40 wrong passwords at once for one user: an attempt counts when it starts, so at most the
+/// limit reaches PAM; more from other loopback addresses and realms reach it not at all; the
+/// right password works again once the window has passed.
+#[test]
+fn concurrent_guesses_reach_pam_at_most_the_limit() {
+    pam_setup();
+    let d = Daemon::direct(
+        skd(),
+        &[
+            "--pam-app",
+            PAM_SERVICE,
+            "--login-failures",
+            "5",
+            "--login-window",
+            "3",
+        ],
+    );
+    let before = pam_calls("victim").len();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(40));
+    let threads: Vec<_> = (0..40)
+        .map(|i| {
+            let (addr, b) = (d.addr.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                b.wait();
+                post_form(
+                    &addr,
+                    "/auth_token",
+                    &format!("realm=r{i}&user=victim&pwd=guess{i}"),
+                )
+                .status
+            })
+        })
+        .collect();
+    let codes: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(codes.iter().all(|c| *c == 403), "{codes:?}");
+    let reached = pam_calls("victim").len() - before;
+    assert!(
+        (1..=5).contains(&reached),
+        "{reached} of 40 concurrent guesses reached PAM"
+    );
+    // Other loopback addresses and realms are the same source and the same (user, service).
+    for i in 0..18u8 {
+        let from = std::net::IpAddr::from([127, 0, 1, i + 2]);
+        let req = form_request(
+            "/auth_token",
+            &format!("realm=x{i}&user=victim&pwd=again{i}"),
+        );
+        assert_eq!(raw_from(from, &d.addr, &req).status, 403);
+    }
+    assert_eq!(
+        pam_calls("victim").len() - before,
+        reached,
+        "guesses from other addresses reached PAM"
+    );
+    std::thread::sleep(Duration::from_millis(3300));
+    let r = post_form(&d.addr, "/auth_token", "realm=r&user=victim&pwd=victimpw");
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+#[test]
+fn pam_sees_user_and_remote_host() {
+    pam_setup();
+    let d = Daemon::direct(skd(), &["--pam-app", PAM_SERVICE]);
+    let from = std::net::IpAddr::from([127, 0, 0, 77]);
+    let req = form_request("/auth_token", "realm=r&user=alice&pwd=wonderland");
+    assert_eq!(raw_from(from, &d.addr, &req).status, 200);
+    let line = format!("alice 127.0.0.77 {PAM_SERVICE}");
+    assert!(
+        pam_calls("alice").contains(&line),
+        "no {line:?} in {:?}",
+        pam_calls("alice")
+    );
+}
+
+/// Names with control characters would forge record lines: refused before PAM and the store.
+#[test]
+fn control_characters_in_names_are_refused() {
+    pam_setup();
+    let d = Daemon::direct(skd(), &["--pam-app", PAM_SERVICE, "--allow-stored-token"]);
+    let r = d.get("/stored_token?realm=r&user=mallory%0Aauth/pam%0Auid=0%0Agid=0&token=tok");
+    assert_eq!(
+        (r.status, r.text()),
+        (400, "ERR: control character in \"user\"\n".to_string())
+    );
+    assert_eq!(d.get("/valid?realm=r&token=tok").text(), "NO\n");
+    let before = pam_calls("alice%0D").len();
+    let r = post_form(
+        &d.addr,
+        "/auth_token",
+        "realm=r&user=alice%0D%0A&pwd=wonderland",
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(
+        pam_calls("alice\r").len() + pam_calls("alice%0D").len(),
+        before
+    );
+    assert_eq!(d.get("/valid?realm=a%0Ab&token=x").status, 400);
+    assert_eq!(
+        d.get("/create_group?realm=r&token=x&group=g%0Ax").status,
+        400
+    );
+    // Tokens skd could never hold are refused when stored, and NO without a look-up.
+    let r = d.get(&format!(
+        "/stored_token?realm=r&user=u&token={}",
+        "t".repeat(200)
+    ));
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(
+        d.get("/stored_token?realm=r&user=u&token=a%20b").status,
+        400
+    );
+}
+
+/// 2,000 /valid with 60 KB random tokens and 30,000 with random 40-hex ones: the answer
+/// cache stays bounded.
+#[test]
+fn valid_cache_stays_bounded() {
+    let d = Daemon::direct(skd(), &[]);
+    let mut s = TcpStream::connect(&d.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut rng = std::fs::File::open("/dev/urandom").unwrap();
+    let ask = |s: &mut TcpStream, token: &str| {
+        s.write_all(
+            format!("GET /valid?realm=r&token={token} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        let mut b = [0u8; 4096];
+        loop {
+            let n = s.read(&mut b).unwrap();
+            assert!(n > 0, "connection closed");
+            buf.extend_from_slice(&b[..n]);
+            if buf.ends_with(b"NO\n") {
+                break;
+            }
+        }
+    };
+    let mut hex = |len: usize| {
+        let mut raw = vec![0u8; len / 2];
+        rng.read_exact(&mut raw).unwrap();
+        raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    for _ in 0..200 {
+        let t = hex(40);
+        ask(&mut s, &t);
+    }
+    let base = rss_kib(d.child.id());
+    for _ in 0..2000 {
+        let t = hex(60_000);
+        ask(&mut s, &t);
+    }
+    for _ in 0..30_000 {
+        let t = hex(40);
+        ask(&mut s, &t);
+    }
+    let grown = rss_kib(d.child.id()).saturating_sub(base);
+    assert!(grown < 16 * 1024, "RSS grew by {grown} KiB");
 }
 
 #[test]

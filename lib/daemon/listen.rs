@@ -210,9 +210,17 @@ pub fn from_systemd() -> io::Result<Option<Vec<Bound>>> {
         // SAFETY: systemd hands these descriptors to this process, which owns them from here on;
         // sd_notify checked LISTEN_PID and each index is taken exactly once.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let listener = adopt(owned)?;
+        // "unknown" is what sd_listen_fds_with_names reports for a socket with no name
+        // (systemd-socket-activate, or a unit without FileDescriptorName=): say what it is.
+        let name = if name.is_empty() || name == "unknown" {
+            describe(&listener)
+        } else {
+            name
+        };
         out.push(Bound {
             name,
-            listener: adopt(owned)?,
+            listener,
             own_path: None,
         });
     }

@@ -156,7 +156,10 @@ where
 {
     let where_: Vec<String> = bound
         .iter()
-        .map(|b| format!("{}={}", b.name, listen::describe(&b.listener)))
+        .map(|b| match listen::describe(&b.listener) {
+            d if d == b.name => d,
+            d => format!("{}={d}", b.name),
+        })
         .collect();
     let own_paths: Vec<_> = bound.iter().filter_map(|b| b.own_path.clone()).collect();
     // Extra workers: each its own single-threaded runtime accepting on duplicates of the

@@ -6,5 +6,5 @@ pub mod server;
 pub mod store;
 pub mod wire;
 
-pub use server::{Config, Service};
+pub use server::{realm_services, Config, Service, DEFAULT_PAM_SERVICE};
 pub use store::{Store, Validity};

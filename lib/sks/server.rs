@@ -3,7 +3,6 @@
 //! login throttling, 400 answers where the original dropped or hung the connection).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,15 +11,25 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::store::{GroupCreate, Store, StoreError, Validity};
 use super::wire;
-use crate::daemon::Peer;
+use crate::daemon::{Peer, Source};
 use crate::http::{self, Body, ConnInfo};
-use crate::throttle::Throttle;
+use crate::throttle::{Refused, Throttle};
+
+/// PAM service for every realm when the command line names none (shipped as /etc/pam.d/skd).
+pub const DEFAULT_PAM_SERVICE: &str = "skd";
+
+/// Longest user name a login may give: longer ones are refused before PAM and the throttle.
+pub const MAX_USER: usize = 256;
 
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Module for `/auth_token` without `module=` (the original's `-default`).
     pub default_module: String,
-    /// PAM service for every realm (the original's `-pam-app`); else the realm is the service.
+    /// The realms skd serves, each with its PAM service (`--realm NAME[=SERVICE]`); `None`:
+    /// every realm, all through `pam_app`, else [`DEFAULT_PAM_SERVICE`]. A request never
+    /// names a PAM service.
+    pub realms: Option<HashMap<String, String>>,
+    /// PAM service for every realm (the original's `-pam-app`).
     pub pam_app: Option<String>,
     /// Serve `/stored_token` on TCP listeners too (always served on AF_UNIX ones).
     pub allow_stored_token_tcp: bool,
@@ -28,30 +37,64 @@ pub struct Config {
     pub token_ttl: Option<Duration>,
     /// Largest accepted form body for `POST /auth_token`.
     pub max_form: usize,
-    /// Failed logins allowed per (realm, user) and per source address within `login_window`.
+    /// Login attempts allowed per (user, PAM service) within `login_window`, four times as
+    /// many per source (`daemon::Source`); an attempt counts when it starts and a success
+    /// gives its slot back.
     pub login_failures: u32,
     pub login_window: Duration,
+    /// PAM conversations running at once at most; more logins get 503.
+    pub login_concurrency: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             default_module: "pam".into(),
+            realms: None,
             pam_app: None,
             allow_stored_token_tcp: false,
             token_ttl: None,
             max_form: 16 * 1024,
             login_failures: 5,
             login_window: Duration::from_secs(60),
+            login_concurrency: 16,
         }
     }
+}
+
+/// The realms of `--realm NAME[=SERVICE]` arguments, each with its PAM service: SERVICE, else
+/// `pam_app`, else the realm's own name (the original's rule, opt-in per realm).
+pub fn realm_services(
+    specs: &[String],
+    pam_app: Option<&str>,
+) -> Result<HashMap<String, String>, String> {
+    let mut m = HashMap::new();
+    for spec in specs {
+        let (realm, service) = match spec.split_once('=') {
+            Some((r, s)) => (r, s),
+            None => (spec.as_str(), pam_app.unwrap_or(spec)),
+        };
+        if realm.is_empty() || wire::has_control(realm) {
+            return Err(format!(
+                "--realm {spec:?}: empty realm or control character"
+            ));
+        }
+        if !crate::pam::valid_service_name(service) {
+            return Err(format!(
+                "--realm {spec:?}: {service:?} is not a PAM service name"
+            ));
+        }
+        m.insert(realm.to_string(), service.to_string());
+    }
+    Ok(m)
 }
 
 pub struct Service {
     store: Arc<Store>,
     cfg: Config,
     by_user: Throttle<(String, String)>,
-    by_addr: Throttle<IpAddr>,
+    by_source: Throttle<Source>,
+    pam_slots: tokio::sync::Semaphore,
 }
 
 type Params = HashMap<String, String>;
@@ -72,6 +115,30 @@ fn forbidden() -> Response<Body> {
     http::bare(StatusCode::FORBIDDEN)
 }
 
+fn forbidden_because(msg: &str) -> Response<Body> {
+    http::text(StatusCode::FORBIDDEN, "text/plain", format!("ERR: {msg}\n"))
+}
+
+fn busy(msg: &str) -> Response<Body> {
+    http::text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "text/plain",
+        format!("ERR: {msg}\n"),
+    )
+}
+
+/// Parameters that name things (and end up in info records, store keys or log lines): a
+/// control character in one is refused, so no client can forge a record line.
+const NAME_PARAMS: &[&str] = &[
+    "realm",
+    "user",
+    "group",
+    "add_members",
+    "add_admins",
+    "remove",
+    "module",
+];
+
 /// Short, non-secret label for a realm in log lines.
 fn realm_label(realm: &str) -> String {
     format!("{realm:?}")
@@ -80,12 +147,33 @@ fn realm_label(realm: &str) -> String {
 impl Service {
     pub fn new(store: Arc<Store>, cfg: Config) -> Self {
         let (n, w) = (cfg.login_failures, cfg.login_window);
+        let slots = cfg.login_concurrency.max(1);
         Service {
             store,
             cfg,
             by_user: Throttle::new(n, w),
-            by_addr: Throttle::new(n.saturating_mul(4), w),
+            by_source: Throttle::new(n.saturating_mul(4), w),
+            pam_slots: tokio::sync::Semaphore::new(slots),
         }
+    }
+
+    /// The PAM service of `realm`, or `None` when skd does not serve that realm.
+    pub fn pam_service(&self, realm: &str) -> Option<&str> {
+        match &self.cfg.realms {
+            Some(m) => m.get(realm).map(String::as_str),
+            None => Some(self.cfg.pam_app.as_deref().unwrap_or(DEFAULT_PAM_SERVICE)),
+        }
+    }
+
+    /// Every PAM service skd may use, for the start-up check.
+    pub fn pam_services(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = match &self.cfg.realms {
+            Some(m) => m.values().map(String::as_str).collect(),
+            None => vec![self.pam_service("").unwrap_or(DEFAULT_PAM_SERVICE)],
+        };
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 
     /// With `--token-ttl`, deletes expired tokens at start and every ten minutes.
@@ -138,8 +226,9 @@ impl Service {
         let form_login =
             parts.method == Method::POST && (path == "/auth_token" || path == "/pam_token");
         if form_login {
+            // Wiped when dropped: the form holds the password.
             let form = match http::read_body(body, self.cfg.max_form).await {
-                Ok(b) => b,
+                Ok(b) => zeroize::Zeroizing::new(Vec::from(b)),
                 Err(http::BodyError::TooLarge(n)) => {
                     return http::text(
                         StatusCode::PAYLOAD_TOO_LARGE,
@@ -161,6 +250,12 @@ impl Service {
                     return err400(&format!("parameter {name:?} is not UTF-8"))
                 }
             }
+        }
+        if let Some(name) = NAME_PARAMS
+            .iter()
+            .find(|n| params.get(**n).is_some_and(|v| wire::has_control(v)))
+        {
+            return err400(&format!("control character in {name:?}"));
         }
         let Some(realm) = params.get("realm").cloned() else {
             return err400("missing realm");
@@ -204,6 +299,10 @@ impl Service {
         let Some(t) = p.get("token") else {
             return Ok(ok_text("NO\n"));
         };
+        // No token skd could hold is looked up or cached.
+        if !wire::plausible_token(t) {
+            return Ok(ok_text("NO\n"));
+        }
         Ok(match self.store.check(r, t)? {
             Validity::Current(info) => ok_text(format!("YES\n{info}\n")),
             Validity::Superseded(info) => ok_text(format!("SUPERCEDED\n{info}\n")),
@@ -251,7 +350,7 @@ impl Service {
         &self,
         r: &str,
         realm: &str,
-        p: Params,
+        mut p: Params,
         peer: &Peer,
         legacy: bool,
     ) -> Response<Body> {
@@ -263,61 +362,87 @@ impl Service {
                 .unwrap_or(self.cfg.default_module.clone())
         };
         let event = if legacy { "pam-login" } else { "login" };
+        let rl = realm_label(realm);
         let Some(user) = p.get("user").cloned() else {
-            log::info!(
-                "{event} realm={} result=refused reason=no-user",
-                realm_label(realm)
-            );
+            log::info!("{event} realm={rl} result=refused reason=no-user");
             return forbidden();
         };
-        let Some(pwd) = p.get("pwd") else {
+        let Some(pwd) = p.remove("pwd").map(zeroize::Zeroizing::new) else {
             if legacy {
                 return forbidden();
             }
             return err400("missing pwd");
         };
-        let pwd = zeroize::Zeroizing::new(pwd.as_bytes().to_vec());
         drop(p);
         if !module.eq_ignore_ascii_case("pam") {
-            log::info!("{event} realm={} user={user:?} module={module:?} result=refused reason=unsupported-module", realm_label(realm));
+            log::info!("{event} realm={rl} user={user:?} module={module:?} result=refused reason=unsupported-module");
             return forbidden();
         }
-        let ukey = (realm.to_string(), user.clone());
-        let addr = match peer {
-            Peer::Tcp(a) => Some(a.ip()),
+        if user.len() > MAX_USER {
+            return err400(&format!("user name longer than {MAX_USER} bytes"));
+        }
+        let Some(service) = self.pam_service(realm).map(str::to_string) else {
+            log::warn!("{event} realm={rl} user={user:?} peer={peer} result=refused reason=realm-not-served");
+            return forbidden_because(&format!("realm {realm:?} is not served here"));
+        };
+        // Count the attempt before PAM: concurrent guesses cannot all slip under the limit.
+        let source = peer.source();
+        let ukey = (user.clone(), service.clone());
+        let (by_user, by_source) = match (self.by_user.begin(&ukey), self.by_source.begin(&source))
+        {
+            (Ok(u), Ok(s)) => (u, s),
+            (u, s) => {
+                let full = matches!(u, Err(Refused::Full)) || matches!(s, Err(Refused::Full));
+                // Whichever was counted is given back: this attempt never reached PAM.
+                if let Ok(u) = u {
+                    u.succeeded();
+                }
+                if let Ok(s) = s {
+                    s.succeeded();
+                }
+                if full {
+                    log::warn!("{event} realm={rl} user={user:?} peer={peer} result=refused reason=throttle-table-full");
+                    return busy("too many login attempts, try later");
+                }
+                log::warn!("{event} realm={rl} user={user:?} peer={peer} source={source} result=refused reason=throttled");
+                return forbidden();
+            }
+        };
+        let Ok(slot) = self.pam_slots.try_acquire() else {
+            by_user.succeeded();
+            by_source.succeeded();
+            log::warn!("{event} realm={rl} user={user:?} peer={peer} result=refused reason=too-many-logins-in-progress");
+            return busy("too many logins in progress, try later");
+        };
+        let rhost = match peer {
+            Peer::Tcp(a) => Some(a.ip().to_string()),
             Peer::Unix { .. } => None,
         };
-        if !self.by_user.allowed(&ukey) || addr.is_some_and(|a| !self.by_addr.allowed(&a)) {
-            log::warn!(
-                "{event} realm={} user={user:?} peer={peer} result=refused reason=throttled",
-                realm_label(realm)
-            );
-            return forbidden();
-        }
-        let service = self
-            .cfg
-            .pam_app
-            .clone()
-            .unwrap_or_else(|| realm.to_string());
-        let u = user.clone();
-        let checked =
-            tokio::task::spawn_blocking(move || crate::pam::authenticate(&service, &u, &pwd)).await;
+        let (svc, u) = (service.clone(), user.clone());
+        let checked = tokio::task::spawn_blocking(move || {
+            crate::pam::authenticate(&svc, &u, pwd.as_bytes(), rhost.as_deref())
+        })
+        .await;
+        drop(slot);
         let ids = match checked {
             Ok(Ok(ids)) => ids,
-            Ok(Err(e)) => {
-                self.by_user.failed(&ukey);
-                if let Some(a) = addr {
-                    self.by_addr.failed(&a);
-                }
-                log::info!(
-                    "{event} realm={} user={user:?} peer={peer} result=failed reason=\"{e}\"",
-                    realm_label(realm)
+            Ok(Err(e @ crate::pam::PamFailure::NoService(_))) => {
+                by_user.succeeded();
+                by_source.succeeded();
+                log::error!(
+                    "{event} realm={rl} user={user:?} peer={peer} result=error reason=\"{e}\""
                 );
+                return busy("login is not configured for this realm");
+            }
+            Ok(Err(e)) => {
+                // The attempts stay counted.
+                log::info!("{event} realm={rl} user={user:?} peer={peer} service={service} result=failed reason=\"{e}\"");
                 return forbidden();
             }
             Err(_) => return http::bare(StatusCode::INTERNAL_SERVER_ERROR),
         };
-        self.by_user.succeeded(&ukey);
+        by_user.succeeded();
+        by_source.succeeded();
         let source = if legacy {
             "pam".to_string()
         } else {
@@ -328,8 +453,7 @@ impl Service {
         match self.write(move |s| s.issue(&r2, &u2, &i2, None, exp)).await {
             Ok(n) => {
                 log::info!(
-                    "{event} realm={} user={user:?} peer={peer} source={source} uid={} result=ok",
-                    realm_label(realm),
+                    "{event} realm={rl} user={user:?} peer={peer} source={source} uid={} result=ok",
                     ids.uid.map(|u| u.to_string()).unwrap_or("-".into())
                 );
                 ok_text(format!("{n}\n{info}"))
@@ -354,13 +478,26 @@ impl Service {
                 realm_label(realm),
                 conn.peer
             );
-            return Ok(forbidden());
+            return Ok(forbidden_because(
+                "/stored_token is served on the Unix socket only (skd --allow-stored-token)",
+            ));
+        }
+        if self.pam_service(realm).is_none() {
+            return Ok(forbidden_because(&format!(
+                "realm {realm:?} is not served here"
+            )));
         }
         let (Some(user), Some(token)) = (p.get("user"), p.get("token")) else {
             return Ok(err400("missing user or token"));
         };
         if user.is_empty() || token.is_empty() {
             return Ok(err400("missing user or token"));
+        }
+        if !wire::plausible_token(token) {
+            return Ok(err400(&format!(
+                "a token is 1 to {} printable ASCII characters",
+                wire::MAX_TOKEN
+            )));
         }
         let info = wire::info(user, "stored", Default::default());
         let (r2, u2, i2, t2, exp) = (

@@ -12,10 +12,9 @@
 //!
 //! R and G are lowercase hex SHA-1 of the realm and group names.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -80,7 +79,7 @@ pub struct Store {
     /// Answers of [`Store::check`] with the token's expiry, valid while `generation` is
     /// unchanged. Every change made here bumps it; on a file store, so does any commit a
     /// reader sees through `PRAGMA data_version` (tokenctl writing beside us).
-    cache: RwLock<HashMap<(String, String), Cached>>,
+    cache: Mutex<AnswerCache>,
     generation: AtomicU64,
     /// The `data_version` each reader last saw.
     data_versions: Vec<AtomicI64>,
@@ -93,8 +92,52 @@ struct Cached {
     expires: Option<i64>,
 }
 
-/// Cached answers kept at most; past it the cache starts over.
-const CACHE_MAX: usize = 100_000;
+/// Bytes of cached `/valid` answers kept at most (keys, answers and bookkeeping); past it the
+/// least recently used answers go.
+pub const CACHE_BYTES: usize = 4 << 20;
+
+/// Bookkeeping bytes of one cache entry beside its strings (hash slot, links, lengths).
+const ENTRY_OVERHEAD: usize = 128;
+
+/// `/valid` answers, least recently used first, bounded in bytes.
+struct AnswerCache {
+    map: hashlink::LruCache<(String, String), Cached>,
+    bytes: usize,
+}
+
+impl AnswerCache {
+    fn new() -> Self {
+        AnswerCache {
+            map: hashlink::LruCache::new_unbounded(),
+            bytes: 0,
+        }
+    }
+
+    fn size(key: &(String, String), c: &Cached) -> usize {
+        let info = match &c.validity {
+            Validity::Current(i) | Validity::Superseded(i) => i.len(),
+            Validity::No => 0,
+        };
+        key.0.len() + key.1.len() + info + ENTRY_OVERHEAD
+    }
+
+    fn get(&mut self, key: &(String, String)) -> Option<&Cached> {
+        self.map.get(key)
+    }
+
+    fn insert(&mut self, key: (String, String), c: Cached) {
+        self.bytes += Self::size(&key, &c);
+        if let Some(old) = self.map.insert(key.clone(), c) {
+            self.bytes -= Self::size(&key, &old);
+        }
+        while self.bytes > CACHE_BYTES {
+            let Some((k, v)) = self.map.remove_lru() else {
+                break;
+            };
+            self.bytes -= Self::size(&k, &v);
+        }
+    }
+}
 
 pub fn now() -> i64 {
     SystemTime::now()
@@ -184,7 +227,7 @@ impl Store {
             return Ok(Store {
                 writer: Mutex::new(crate::sqlite::memory(SCHEMA)?),
                 readers: Vec::new(),
-                cache: RwLock::new(HashMap::new()),
+                cache: Mutex::new(AnswerCache::new()),
                 generation: AtomicU64::new(0),
                 data_versions: Vec::new(),
                 path: None,
@@ -210,7 +253,7 @@ impl Store {
             writer: Mutex::new(writer),
             data_versions: readers.iter().map(|_| AtomicI64::new(-1)).collect(),
             readers,
-            cache: RwLock::new(HashMap::new()),
+            cache: Mutex::new(AnswerCache::new()),
             generation: AtomicU64::new(0),
             path: Some(path),
         })
@@ -299,10 +342,7 @@ impl Store {
             Ok((v, Some((seen, expires))))
         })?;
         if let Some((seen, expires)) = fresh {
-            let mut map = self.cache.write().map_err(|_| StoreError::Poisoned)?;
-            if map.len() >= CACHE_MAX {
-                map.clear();
-            }
+            let mut map = self.cache.lock().map_err(|_| StoreError::Poisoned)?;
             // A change committed meanwhile may not be in this answer: don't keep it.
             if seen == self.generation.load(Ordering::SeqCst) {
                 let c = Cached {
@@ -318,7 +358,7 @@ impl Store {
 
     /// A cached answer still valid at `generation`, if any.
     fn cached(&self, key: &(String, String), generation: u64) -> Option<Validity> {
-        let map = self.cache.read().ok()?;
+        let mut map = self.cache.lock().ok()?;
         let hit = map.get(key)?;
         (hit.generation == generation && hit.expires.map_or(true, |e| e > now()))
             .then(|| hit.validity.clone())

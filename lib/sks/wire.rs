@@ -85,6 +85,21 @@ pub fn parse_query(raw: &str) -> Result<HashMap<String, String>, NotUtf8> {
     Ok(m)
 }
 
+/// Longest token skd looks up, stores or caches.
+pub const MAX_TOKEN: usize = 128;
+
+/// A token skd could hold: 1 to [`MAX_TOKEN`] printable ASCII characters (skd issues 40 hex
+/// digits; `/stored_token` and `tokenctl` may store others of that form).
+pub fn plausible_token(t: &str) -> bool {
+    (1..=MAX_TOKEN).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// True when `s` has a control character (CR and LF among them), which would let a name
+/// forge lines of an info record or a log line.
+pub fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
 /// The info record kept with a token: `user\nsource\n[uid=N\n][gid=N\n]`.
 pub fn info(user: &str, source: &str, ids: crate::pam::Ids) -> String {
     let mut s = format!("{user}\n{source}\n");

@@ -227,11 +227,7 @@ pub fn get(addr: &str, path: &str) -> Resp {
 }
 
 pub fn post_form(addr: &str, path: &str, form: &str) -> Resp {
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
-        form.len()
-    );
-    raw(addr, req.as_bytes())
+    raw(addr, &form_request(path, form))
 }
 
 pub fn skd() -> &'static str {
@@ -250,4 +246,54 @@ pub fn is_token(s: &str) -> bool {
 
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// A TCP connection to `addr` from the local address `from` (e.g. another 127/8 address).
+pub fn connect_from(from: std::net::IpAddr, addr: &str) -> TcpStream {
+    use rustix::net::{AddressFamily, SocketType};
+    let to: std::net::SocketAddr = addr.parse().unwrap();
+    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    rustix::net::bind(&fd, &std::net::SocketAddr::new(from, 0)).unwrap();
+    rustix::net::connect(&fd, &to).unwrap();
+    TcpStream::from(fd)
+}
+
+/// `raw` from the local address `from`.
+pub fn raw_from(from: std::net::IpAddr, addr: &str, request: &[u8]) -> Resp {
+    let mut s = connect_from(from, addr);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    parse(&buf)
+}
+
+/// A form POST as `post_form` sends it, as raw bytes.
+pub fn form_request(path: &str, form: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    )
+    .into_bytes()
+}
+
+/// Lines of the test PAM service's call log (tests/pam-setup.sh) that start with `user `.
+pub fn pam_calls(user: &str) -> Vec<String> {
+    let log = format!("/usr/local/lib/{PAM_SERVICE}/calls");
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(&format!("{user} ")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Resident memory of process `pid` in KiB (VmRSS).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
 }

@@ -4,7 +4,7 @@
 # Boots a throw-away systemd box with tests/systemd/box.sh (the repository mounted at
 # the same path inside), installs skd there with `make install`, enables skd.socket and
 # drives skd.service through socket activation: first connection, READY and STATUS=,
-# journal, PAM logins (pam_exec and pam_unix), /stored_token on the Unix socket and its
+# journal, PAM logins through the shipped /etc/pam.d/skd (pam_unix), /stored_token on the Unix socket and its
 # refusal on TCP, tokens surviving a restart, and a clean stop. The box has its own network
 # namespace (BOX_NET=1), so the shipped ListenStream=127.0.0.1:4431 cannot clash with
 # anything on the host; every request is made from inside the box.
@@ -36,41 +36,30 @@ is_token() { [[ $1 =~ ^[0-9a-f]{40}$ ]]; }
 
 TCP=http://127.0.0.1:4431
 SOCK=/run/skd/skd.sock
-REALM=skd-sdbox            # realm = PAM service name (pam_exec, private users file)
-UREALM=skd-sdbox-unix      # realm = PAM service name (pam_unix against /etc/shadow)
+REALM=rcloud               # every realm logs in through the shipped /etc/pam.d/skd
+UREALM=rcloud-web          # a second realm: a second token for the same user
 
 step build
 build
 ok
 
 boot_and_install /usr/local/sbin/skd /usr/local/lib/systemd/system/skd.service \
-  /usr/local/lib/systemd/system/skd.socket /usr/local/lib/systemd/system/skd-unix.socket
+  /usr/local/lib/systemd/system/skd.socket /usr/local/lib/systemd/system/skd-unix.socket \
+  /etc/pam.d/skd
 exec_start=$(box systemctl cat skd.service 2>/dev/null | grep '^ExecStart=' || true)
 [[ $exec_start == ExecStart=/usr/local/sbin/skd\ * ]] || fail "unexpected $exec_start"
 
 step pam-setup
-# pam_exec recipe of specs/sks.md §6.6. skd runs as a DynamicUser, so the helper and its users
-# file are world-readable: acceptable in the throw-away box only. A pam_unix service and a
-# real account check that the sandbox still lets pam_unix read /etc/shadow.
+# Two Unix accounts: the shipped PAM service (common-auth, pam_unix) checks them against
+# /etc/shadow, which the sandboxed skd reads through SupplementaryGroups=shadow.
 box sh -euc '
-  d=/usr/local/lib/skd-sdbox
-  mkdir -p "$d"
-  cat > "$d/pam-check" <<"EOF"
-#!/bin/sh
-# pam_exec helper: user in $PAM_USER, password on stdin (no newline).
-IFS= read -r pw || true
-grep -qxF -- "$PAM_USER:$pw" /usr/local/lib/skd-sdbox/users
-EOF
-  chmod 755 "$d/pam-check"
-  printf "alice:wonderland\nnobody:nopass\n" > "$d/users"
-  chmod 644 "$d/users"
-  printf "auth    required pam_exec.so expose_authtok quiet %s\naccount required pam_permit.so\n" \
-    "$d/pam-check" > /etc/pam.d/skd-sdbox
-  printf "auth    required pam_unix.so\naccount required pam_unix.so\n" > /etc/pam.d/skd-sdbox-unix
   useradd -M -s /usr/sbin/nologin sksuser
   echo "sksuser:Secr3t!" | chpasswd
-' 2>&1 || fail "PAM service set-up in the box"
-ok "PAM services $REALM (pam_exec) and $UREALM (pam_unix, user sksuser)"
+  useradd -M -s /usr/sbin/nologin alice
+  echo "alice:wonderland" | chpasswd
+' 2>&1 || fail "Unix accounts in the box"
+grep -q '@include common-auth' <<<"$(box cat /etc/pam.d/skd)" || fail "/etc/pam.d/skd is not the shipped stack"
+ok "accounts sksuser and alice; /etc/pam.d/skd installed"
 
 step enable-socket
 out=$(box sh -c 'systemctl daemon-reload && systemctl enable --now skd.socket' 2>&1) || fail "systemctl enable --now skd.socket: $out"
@@ -121,10 +110,15 @@ http "$TCP/auth_token?realm=$REALM&user=alice&pwd=wonderland"
 expect_code 200
 T_ALICE=$LINE1
 is_token "$T_ALICE" || fail "/auth_token answered '$BODY', expected a 40-hex token first"
-[ "$BODY" = "$T_ALICE"$'\nalice\nauth/pam' ] || fail "unexpected /auth_token body: $BODY"
+[[ $BODY == "$T_ALICE"$'\nalice\nauth/pam\nuid='* ]] || fail "unexpected /auth_token body: $BODY"
 http "$TCP/auth_token?realm=$REALM&user=alice&pwd=WRONG"
 expect_code 403
-ok "alice via pam_exec: token ${T_ALICE:0:8}..., wrong password 403"
+# A realm named after another PAM service (chsh's stack starts with pam_rootok) still
+# logs in through skd's own service.
+http "$TCP/auth_token?realm=chsh&user=root&pwd=anything"
+expect_code 403
+journal_has skd.service 'result=failed reason="Authentication failure"'
+ok "alice via /etc/pam.d/skd: token ${T_ALICE:0:8}..., wrong password 403, realm=chsh 403"
 
 step pam-unix-login
 http "$TCP/auth_token?realm=$UREALM&user=sksuser&pwd=Secr3t!"
@@ -132,7 +126,7 @@ expect_code 200
 T_UNIX=$LINE1
 is_token "$T_UNIX" || fail "/auth_token answered '$BODY', expected a 40-hex token first"
 grep -q '^uid=[0-9]' <<<"$BODY" || fail "no uid= line for a real account: $BODY"
-ok "sksuser via pam_unix (/etc/shadow through SupplementaryGroups=shadow): token ${T_UNIX:0:8}..."
+ok "sksuser in a second realm (/etc/shadow through SupplementaryGroups=shadow): token ${T_UNIX:0:8}..."
 
 step stored-token-unix
 T_STORED=$(od -An -tx1 -N20 /dev/urandom | tr -d ' \n')
