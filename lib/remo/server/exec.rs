@@ -1,0 +1,343 @@
+//! Commands: `/cmd` (one command, streamed output) and the interactive `/icm`, `/idt`, `/edt`.
+
+use super::*;
+
+/// The working directory and `PATH` of commands.
+pub(super) const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The read side of a stream: waits `first` for data, then takes what keeps coming within
+/// 20 ms, up to `cap` bytes. Returns the data and whether the stream ended.
+pub(super) async fn read_available(
+    io: &mut UnixStream,
+    first: Duration,
+    cap: usize,
+) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut wait = first;
+    while out.len() < cap {
+        match tokio::time::timeout(wait, io.read(&mut buf)).await {
+            Err(_) => break,
+            Ok(Ok(0)) | Ok(Err(_)) => return (out, true),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+        wait = Duration::from_millis(20);
+    }
+    (out, false)
+}
+
+/// Fills `buf` from `io` until full or EOF; returns the bytes read.
+pub(super) async fn fill(io: &mut UnixStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match io.read(&mut buf[n..]).await {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+impl Service {
+    pub(super) fn spec(&self, ctx: &Ctx, argv: Vec<String>) -> child::Spec {
+        let u = &ctx.unix;
+        child::Spec {
+            argv,
+            user: self.root.then_some((u.uid, u.gid)),
+            timeout: self.cfg.cmd_timeout,
+            max_output: usize::MAX,
+            env: vec![
+                ("PATH".into(), PATH.into()),
+                ("HOME".into(), u.home.to_string_lossy().into_owned()),
+                ("USER".into(), u.name.clone()),
+                ("LOGNAME".into(), u.name.clone()),
+                ("SHELL".into(), u.shell.clone()),
+                ("LANG".into(), "C.UTF-8".into()),
+                ("REMO_USER".into(), ctx.user.clone()),
+            ],
+        }
+    }
+
+    pub(super) fn opts(&self, ctx: &Ctx, merge: bool) -> SpawnOpts {
+        let home = &ctx.unix.home;
+        SpawnOpts {
+            cwd: home.is_dir().then(|| home.clone()),
+            merge_stderr: merge,
+        }
+    }
+
+    pub(super) fn allowed(ctx: &Ctx, what: &str) -> bool {
+        ctx.allow
+            .as_ref()
+            .map_or(true, |l| l.iter().any(|x| x == what))
+    }
+
+    pub(super) fn command(
+        &self,
+        ctx: &Ctx,
+        line: &str,
+    ) -> Result<Vec<String>, Box<Response<RBody>>> {
+        let argv = match wire::shlex_split(line) {
+            Ok(v) if !v.is_empty() => v,
+            Ok(_) => {
+                return Err(Box::new(framed(
+                    ctx,
+                    StatusCode::BAD_REQUEST,
+                    b"empty command",
+                )))
+            }
+            Err(e) => return Err(Box::new(framed(ctx, StatusCode::BAD_REQUEST, e.as_bytes()))),
+        };
+        if !Self::allowed(ctx, &argv[0]) {
+            log::warn!(
+                "cmd-refused user={} program={:?} reason=not-allowed",
+                ctx.user,
+                argv[0]
+            );
+            return Err(Box::new(framed(
+                ctx,
+                StatusCode::FORBIDDEN,
+                b"command not allowed",
+            )));
+        }
+        Ok(argv)
+    }
+
+    pub(super) fn start(
+        &self,
+        ctx: &Ctx,
+        argv: Vec<String>,
+        merge: bool,
+    ) -> Result<Proc, Box<Response<RBody>>> {
+        let prog = argv[0].clone();
+        child::spawn(&self.spec(ctx, argv), &self.opts(ctx, merge)).map_err(|e| {
+            log::info!(
+                "cmd-failed user={} program={prog:?} error=\"{e}\"",
+                ctx.user
+            );
+            let status = match &e {
+                child::RunError::Spawn(_, io) if io.kind() == std::io::ErrorKind::NotFound => {
+                    StatusCode::NOT_FOUND
+                }
+                child::RunError::Spawn(_, io)
+                    if io.kind() == std::io::ErrorKind::PermissionDenied =>
+                {
+                    StatusCode::FORBIDDEN
+                }
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            Box::new(framed(ctx, status, e.to_string().as_bytes()))
+        })
+    }
+
+    pub(super) async fn cmd(
+        &self,
+        ctx: Ctx,
+        line: String,
+        first: Vec<u8>,
+        mut rd: TokenReader,
+    ) -> Response<RBody> {
+        let argv = match self.command(&ctx, &line) {
+            Ok(a) => a,
+            Err(r) => return *r,
+        };
+        let prog = argv[0].clone();
+        let p = match self.start(&ctx, argv, true) {
+            Ok(p) => p,
+            Err(r) => return *r,
+        };
+        log::info!(
+            "cmd user={} unix_user={} program={prog:?}",
+            ctx.user,
+            ctx.unix.name
+        );
+        let (resp, mut enc, tx) = streamed(&ctx);
+        let (limit, want, user) = (self.cfg.cmd_timeout, ctx.want_status, ctx.user.clone());
+        tokio::spawn(async move {
+            let mut p = p;
+            let (mut r, mut w) = p.io.split();
+            let feed = async {
+                let mut chunk = Some(first);
+                loop {
+                    let data = match chunk.take() {
+                        Some(d) => d,
+                        None => match rd.next().await {
+                            Ok(Some(d)) => d,
+                            _ => break,
+                        },
+                    };
+                    if w.write_all(&data).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = w.shutdown().await;
+            };
+            let out = async {
+                let mut buf = vec![0u8; CHUNK];
+                let mut sent_first = false;
+                loop {
+                    match r.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => {
+                            sent_first = true;
+                            if tx.send(enc.token(&buf[..k], false)).await.is_err() {
+                                return None;
+                            }
+                        }
+                    }
+                }
+                Some(sent_first)
+            };
+            let run = async { tokio::join!(feed, out).1 };
+            let done = tokio::time::timeout(limit, run).await;
+            drop(rd);
+            let st = match done {
+                Ok(Some(_)) => p.wait(limit).await.ok(),
+                _ => None,
+            };
+            match st {
+                Some(st) => {
+                    let tail = if want {
+                        format!("exit={st}")
+                    } else {
+                        String::new()
+                    };
+                    let _ = tx.send(enc.token(tail.as_bytes(), true)).await;
+                    log::info!("cmd-done user={user} status={st}");
+                }
+                None => {
+                    p.kill();
+                    log::warn!("cmd-killed user={user} reason=timeout-or-client-gone");
+                }
+            }
+        });
+        resp
+    }
+
+    pub(super) async fn icm(
+        &self,
+        ctx: Ctx,
+        line: String,
+        first: Vec<u8>,
+        rd: TokenReader,
+    ) -> Response<RBody> {
+        let argv = match self.command(&ctx, &line) {
+            Ok(a) => a,
+            Err(r) => return *r,
+        };
+        let mut slot = ctx.iproc.lock().await;
+        // The session's previous process ends here (the original leaked it).
+        *slot = None;
+        if self.live.fetch_add(1, Ordering::SeqCst) >= self.cfg.max_interactive {
+            self.live.fetch_sub(1, Ordering::SeqCst);
+            log::warn!("icm-refused user={} reason=too-many-interactive", ctx.user);
+            return framed(
+                &ctx,
+                StatusCode::SERVICE_UNAVAILABLE,
+                b"too many interactive processes",
+            );
+        }
+        let prog = argv[0].clone();
+        let p = match self.start(&ctx, argv, true) {
+            Ok(p) => p,
+            Err(r) => {
+                self.live.fetch_sub(1, Ordering::SeqCst);
+                return *r;
+            }
+        };
+        log::info!(
+            "icm user={} unix_user={} program={prog:?}",
+            ctx.user,
+            ctx.unix.name
+        );
+        *slot = Some(IProc {
+            proc_: p,
+            live: self.live.clone(),
+        });
+        drop(slot);
+        self.exchange(ctx, first, rd).await
+    }
+
+    pub(super) async fn idt(&self, ctx: Ctx, first: Vec<u8>, rd: TokenReader) -> Response<RBody> {
+        if ctx.iproc.lock().await.is_none() {
+            return framed(&ctx, StatusCode::BAD_REQUEST, b"no interactive process");
+        }
+        self.exchange(ctx, first, rd).await
+    }
+
+    /// Feeds the body to the session's process and answers with what it prints.
+    pub(super) async fn exchange(
+        &self,
+        ctx: Ctx,
+        first: Vec<u8>,
+        mut rd: TokenReader,
+    ) -> Response<RBody> {
+        let mut slot = ctx.iproc.lock().await;
+        let Some(ip) = slot.as_mut() else {
+            return framed(&ctx, StatusCode::BAD_REQUEST, b"no interactive process");
+        };
+        let mut chunk = Some(first);
+        loop {
+            let data = match chunk.take() {
+                Some(d) => d,
+                None => match rd.next().await {
+                    Ok(Some(d)) => d,
+                    Ok(None) => break,
+                    Err(_) => return framed(&ctx, StatusCode::BAD_REQUEST, b"invalid body"),
+                },
+            };
+            if !data.is_empty() {
+                let w = tokio::time::timeout(Duration::from_secs(10), ip.proc_.io.write_all(&data))
+                    .await;
+                if !matches!(w, Ok(Ok(()))) {
+                    break;
+                }
+            }
+        }
+        let (out, eof) =
+            read_available(&mut ip.proc_.io, Duration::from_millis(100), 1 << 20).await;
+        if eof {
+            // The process has finished: forget it (its group is killed and reaped).
+            *slot = None;
+        }
+        framed(&ctx, StatusCode::OK, &out)
+    }
+
+    pub(super) async fn edt(&self, ctx: Ctx) -> Response<RBody> {
+        let taken = ctx.iproc.lock().await.take();
+        let Some(mut ip) = taken else {
+            return framed(&ctx, StatusCode::BAD_REQUEST, b"no interactive process");
+        };
+        let _ = ip.proc_.io.shutdown().await;
+        let (resp, mut enc, tx) = streamed(&ctx);
+        let (limit, want, user) = (self.cfg.cmd_timeout, ctx.want_status, ctx.user.clone());
+        tokio::spawn(async move {
+            let run = async {
+                let mut buf = vec![0u8; CHUNK];
+                loop {
+                    match ip.proc_.io.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => tx.send(enc.token(&buf[..k], false)).await.ok()?,
+                    }
+                }
+                Some(())
+            };
+            if let Ok(Some(())) = tokio::time::timeout(limit, run).await {
+                let st = ip.proc_.wait(limit).await.unwrap_or(-1);
+                let tail = if want {
+                    format!("exit={st}")
+                } else {
+                    String::new()
+                };
+                let _ = tx.send(enc.token(tail.as_bytes(), true)).await;
+                log::info!("edt-done user={user} status={st}");
+            } else {
+                log::warn!("edt-killed user={user}");
+            }
+            drop(ip);
+        });
+        resp
+    }
+}

@@ -1,0 +1,107 @@
+//! The session table's entries, the per-request context, the session cookie and expiry.
+
+use super::*;
+
+#[derive(Debug)]
+pub(super) struct UnixUser {
+    pub(super) name: String,
+    pub(super) uid: u32,
+    pub(super) gid: u32,
+    pub(super) home: PathBuf,
+    pub(super) shell: String,
+}
+
+/// An interactive process, counted against the global limit while it lives.
+pub(super) struct IProc {
+    pub(super) proc_: Proc,
+    pub(super) live: Arc<AtomicUsize>,
+}
+
+impl Drop for IProc {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub(super) type Shared<T> = Arc<tokio::sync::Mutex<Option<T>>>;
+
+pub(super) struct Session {
+    pub(super) fernet: Fernet,
+    pub(super) user: String,
+    pub(super) unix: Arc<UnixUser>,
+    pub(super) allow: Option<Arc<Vec<String>>>,
+    pub(super) req_no: i16,
+    pub(super) last: Instant,
+    pub(super) iproc: Shared<IProc>,
+}
+
+/// What a verified request carries forward.
+pub(super) struct Ctx {
+    pub(super) sid: String,
+    pub(super) fernet: Fernet,
+    pub(super) req: i16,
+    pub(super) user: String,
+    pub(super) unix: Arc<UnixUser>,
+    pub(super) allow: Option<Arc<Vec<String>>>,
+    pub(super) iproc: Shared<IProc>,
+    pub(super) want_status: bool,
+}
+
+pub(super) fn cookie_id(h: &hyper::HeaderMap) -> Option<String> {
+    for v in h.get_all(COOKIE) {
+        let s = v.to_str().ok()?;
+        if let Some(i) = s.find("SESSION_ID=") {
+            let rest = &s[i + 11..];
+            let id = rest.split(';').next().unwrap_or("").trim();
+            if !id.is_empty() {
+                return Some(id.to_string());
+            }
+        }
+    }
+    None
+}
+
+pub(super) fn with_cookie(mut r: Response<RBody>, sid: &str) -> Response<RBody> {
+    if let Ok(v) = HeaderValue::from_str(&format!("SESSION_ID={sid}")) {
+        r.headers_mut().insert(SET_COOKIE, v);
+    }
+    r
+}
+
+impl Service {
+    /// Drops expired sessions every few seconds (their interactive processes are killed).
+    pub fn spawn_purger(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        let every = (self.cfg.session_timeout / 2)
+            .clamp(Duration::from_millis(200), Duration::from_secs(5));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(s) = me.upgrade() else { break };
+                s.purge();
+            }
+        });
+    }
+
+    pub(super) fn purge(&self) {
+        let t = self.cfg.session_timeout;
+        let gone: Vec<Session> = {
+            let Ok(mut m) = self.sessions.lock() else {
+                return;
+            };
+            let ids: Vec<String> = m
+                .iter()
+                .filter(|(_, s)| s.last.elapsed() > t)
+                .map(|(k, _)| k.clone())
+                .collect();
+            ids.iter().filter_map(|k| m.remove(k)).collect()
+        };
+        for s in gone {
+            log::info!("session-expired user={}", s.user);
+        }
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.sessions.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
