@@ -281,57 +281,83 @@ fn run(a: Args) -> Result<i32, Fail> {
     });
     rt.block_on(async move {
         c.login().await.map_err(fail_of)?;
-        if let Some((verb, args)) = cmd.split_first() {
-            return match (verb.as_str(), args) {
-                ("exec", [_, ..]) => {
-                    let mut o = std::io::stdout().lock();
-                    let r = c.exec(&join(args), b"", &mut o).await.map_err(fail_of)?;
-                    let _ = o.flush();
-                    Ok(match r.exit {
-                        Some(s) if s < 0 => 128 - s,
-                        Some(s) => s & 0xff,
-                        None => 0,
-                    })
-                }
-                ("get", [r]) => get(&mut c, r, r).await.map(|_| 0),
-                ("get", [r, l]) => get(&mut c, r, l).await.map(|_| 0),
-                ("put", [r]) => put(&mut c, r, r).await.map(|_| 0),
-                ("put", [r, l]) => put(&mut c, r, l).await.map(|_| 0),
-                ("info", []) => {
-                    let mut out = Vec::new();
-                    c.info(&mut out).await.map_err(fail_of)?;
-                    print_out(&out);
-                    Ok(0)
-                }
-                _ => Err(Fail::new(
-                    exit::USAGE,
-                    "commands: exec CMD [ARG...] | get REMOTE [LOCAL] | put REMOTE [LOCAL] | info",
-                )),
-            };
-        }
-        let tty = std::io::stdin().is_terminal();
-        let prompt = format!("{}> ", c.base_url());
-        let stdin = std::io::stdin();
-        let mut buf = String::new();
-        loop {
-            if tty {
-                print!("{prompt}");
-                let _ = std::io::stdout().flush();
-            }
-            buf.clear();
-            match stdin.lock().read_line(&mut buf) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => return Err(Fail::new(exit::IOERR, format!("reading commands: {e}"))),
-            }
-            match line(&mut c, &buf).await {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(f) => eprintln!("{PROGRAM}: {}", f.msg),
-            }
-        }
-        Ok(0)
+        let signal = |k| {
+            tokio::signal::unix::signal(k)
+                .map_err(|e| Fail::new(exit::OSERR, format!("cannot catch signals: {e}")))
+        };
+        let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
+        let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+        let r = tokio::select! {
+            r = session(&mut c, &cmd) => r,
+            _ = int.recv() => Ok(130),
+            _ = term.recv() => Ok(143),
+        };
+        // Log out however the session ended, so the server drops it (and what it runs) now
+        // rather than at its timeout.
+        c.logout().await;
+        r
     })
+}
+
+/// The command line's verb, or commands read from standard input.
+async fn session(c: &mut Client, cmd: &[String]) -> Result<i32, Fail> {
+    if let Some((verb, args)) = cmd.split_first() {
+        return match (verb.as_str(), args) {
+            ("exec", [_, ..]) => {
+                let mut o = std::io::stdout().lock();
+                let r = c.exec(&join(args), b"", &mut o).await.map_err(fail_of)?;
+                let _ = o.flush();
+                Ok(match r.exit {
+                    Some(s) if s < 0 => 128 - s,
+                    Some(s) => s & 0xff,
+                    None => 0,
+                })
+            }
+            ("get", [r]) => get(c, r, r).await.map(|_| 0),
+            ("get", [r, l]) => get(c, r, l).await.map(|_| 0),
+            ("put", [r]) => put(c, r, r).await.map(|_| 0),
+            ("put", [r, l]) => put(c, r, l).await.map(|_| 0),
+            ("info", []) => {
+                let mut out = Vec::new();
+                c.info(&mut out).await.map_err(fail_of)?;
+                print_out(&out);
+                Ok(0)
+            }
+            _ => Err(Fail::new(
+                exit::USAGE,
+                "commands: exec CMD [ARG...] | get REMOTE [LOCAL] | put REMOTE [LOCAL] | info",
+            )),
+        };
+    }
+    let tty = std::io::stdin().is_terminal();
+    let prompt = format!("{}> ", c.base_url());
+    loop {
+        if tty {
+            print!("{prompt}");
+            let _ = std::io::stdout().flush();
+        }
+        // Read on the blocking pool, so a signal still reaches the select in `run`.
+        let read = tokio::task::spawn_blocking(|| {
+            let mut buf = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut buf)
+                .map(|n| (n, buf))
+        })
+        .await
+        .map_err(|e| Fail::new(exit::SOFTWARE, format!("reading commands: {e}")))?;
+        let buf = match read {
+            Ok((0, _)) => break,
+            Ok((_, b)) => b,
+            Err(e) => return Err(Fail::new(exit::IOERR, format!("reading commands: {e}"))),
+        };
+        match line(c, &buf).await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(f) => eprintln!("{PROGRAM}: {}", f.msg),
+        }
+    }
+    Ok(0)
 }
 
 fn main() {

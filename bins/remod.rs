@@ -53,6 +53,15 @@ struct Args {
     /// Most sessions at once
     #[arg(long = "max-sessions", value_name = "N", default_value_t = 1024)]
     max_sessions: usize,
+    /// Most sessions of one remote user; a new login ends that user's least recently used one
+    #[arg(long = "max-user-sessions", value_name = "N", default_value_t = 8)]
+    max_user_sessions: usize,
+    /// Most commands (/cmd) running at once in one session
+    #[arg(long = "max-session-commands", value_name = "N", default_value_t = 4)]
+    max_session_commands: usize,
+    /// Most commands (/cmd) running at once for one remote user, over all sessions
+    #[arg(long = "max-user-commands", value_name = "N", default_value_t = 16)]
+    max_user_commands: usize,
     /// Most interactive processes at once, over all sessions (one per session)
     #[arg(long = "max-interactive", value_name = "N", default_value_t = 32)]
     max_interactive: usize,
@@ -164,6 +173,9 @@ fn run(a: Args) -> Result<(), Fail> {
         session_timeout: Duration::from_secs_f64(timeout),
         default_unix_user: a.default_unix_user.clone(),
         max_sessions: a.max_sessions.max(1),
+        max_sessions_per_user: a.max_user_sessions.max(1),
+        max_cmds_per_session: a.max_session_commands.max(1),
+        max_cmds_per_user: a.max_user_commands.max(1),
         max_interactive: a.max_interactive,
         cmd_timeout: Duration::from_secs(a.cmd_timeout.max(1)),
         login_failures: a.login_failures,

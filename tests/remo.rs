@@ -633,11 +633,28 @@ fn original_client_stand_in_works_unchanged() {
 #[test]
 fn interactive_limits_and_expiry_kill_the_process() {
     let s = setup(&["-s", "1", "--max-interactive", "1"]);
-    let o = s.remo("alice", &[], b"iexec sh -c 'echo $$; exec sleep 300'\n");
-    let pid: u32 = String::from_utf8_lossy(&o.stdout)
-        .trim()
-        .parse()
-        .expect("pid");
+    // A client that dies without logging out (SIGKILL) leaves its session to expire.
+    let mut c = Command::new(remo_bin())
+        .current_dir(s.dir.path())
+        .args(["127.0.0.1", &s.port(), "-s", "remo_serv.pem", "-u", "alice"])
+        .args(["-k", "alice_key.pem", "--password-file", "pw"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = c.stdin.take().unwrap();
+    stdin
+        .write_all(b"iexec sh -c 'echo $$; exec sleep 300'\n")
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(c.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let pid: u32 = line.trim().parse().expect("pid");
+    c.kill().unwrap();
+    c.wait().unwrap();
     assert!(Path::new(&format!("/proc/{pid}")).exists());
     // The one interactive slot is taken by the first session's process.
     let o = s.remo("alice", &[], b"iexec cat\n");
@@ -842,4 +859,144 @@ c.commit()
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), "blob|146\n");
+}
+
+/// Processes whose command line is exactly `argv` (NUL-separated in /proc/PID/cmdline).
+fn processes(argv: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .collect()
+}
+
+/// Waits up to `secs` for `cond`.
+fn eventually(secs: u64, cond: impl Fn() -> bool) -> bool {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    cond()
+}
+
+#[test]
+fn replayed_logins_and_finished_clients_leave_no_session() {
+    let s = setup(&[]);
+    let key = keysock::keyfile::read_private_pem(&s.path("alice_key.pem"), Some(b"foo")).unwrap();
+    let (_eph, eph_pub) = wire::x448_generate().unwrap();
+    let body = wire::auth_body("alice", &eph_pub, &key).unwrap();
+    assert_eq!(post_form(&s.d.addr, "/auth", &body).status, 200);
+    // The captured body, replayed: no new session.
+    for _ in 0..3 {
+        assert_eq!(post_form(&s.d.addr, "/auth", &body).status, 403);
+    }
+    assert_eq!(s.d.log_text().matches("reason=replayed-login").count(), 3);
+    // Clients log out when they are done.
+    for i in 0..200 {
+        let o = s.remo("alice", &["exec", "true"], b"");
+        assert!(o.status.success(), "run {i}: {o:?}");
+    }
+    let log = s.d.log_text();
+    let (logins, logouts) = (
+        log.matches("info: login user=alice ").count(),
+        log.matches("info: logout user=alice").count(),
+    );
+    assert_eq!((logins, logouts), (201, 200), "only the raw login may stay");
+}
+
+#[test]
+fn command_caps_and_clients_that_leave() {
+    let s = setup(&["--max-session-commands", "1", "--max-user-commands", "2"]);
+    // A session's second command while its first runs: an encrypted 503.
+    let raw = raw_login(&s, "alice").unwrap();
+    let first = raw.request(&raw.cmd_path("sleep 2.5"), 1, b"");
+    let addr = raw.addr.clone();
+    let t = std::thread::spawn(move || raw_bytes(&addr, &first));
+    assert!(eventually(5, || !processes(&["sleep", "2.5"]).is_empty()));
+    let r = raw_bytes(&raw.addr, &raw.request(&raw.cmd_path("true"), 2, b""));
+    assert_eq!(
+        raw.decode(&r),
+        ("503".to_string(), b"too many commands running".to_vec()),
+        "{r:?}"
+    );
+    // The user's second command (another session) runs; a third is refused.
+    let mut bg = Command::new(remo_bin())
+        .current_dir(s.dir.path())
+        .args(["127.0.0.1", &s.port(), "-s", "remo_serv.pem", "-u", "alice"])
+        .args([
+            "-k",
+            "alice_key.pem",
+            "--password-file",
+            "pw",
+            "exec",
+            "sleep",
+            "2.75",
+        ])
+        .spawn()
+        .unwrap();
+    assert!(eventually(5, || !processes(&["sleep", "2.75"]).is_empty()));
+    let o = s.remo("alice", &["exec", "true"], b"");
+    assert!(!o.status.success(), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("too many commands running"),
+        "{o:?}"
+    );
+    assert!(bg.wait().unwrap().success());
+    assert_eq!(t.join().unwrap().status, 200);
+    // A client killed outright: its command goes with its connection.
+    let mut c = Command::new(remo_bin())
+        .current_dir(s.dir.path())
+        .args(["127.0.0.1", &s.port(), "-s", "remo_serv.pem", "-u", "alice"])
+        .args([
+            "-k",
+            "alice_key.pem",
+            "--password-file",
+            "pw",
+            "exec",
+            "sleep",
+            "100.25",
+        ])
+        .spawn()
+        .unwrap();
+    assert!(eventually(5, || !processes(&["sleep", "100.25"]).is_empty()));
+    c.kill().unwrap();
+    c.wait().unwrap();
+    assert!(
+        eventually(10, || processes(&["sleep", "100.25"]).is_empty()),
+        "sleep 100.25 outlived its client: {}",
+        s.d.log_text()
+    );
+    // A client stopped by SIGTERM logs out; its command goes with the session.
+    let mut c = Command::new(remo_bin())
+        .current_dir(s.dir.path())
+        .args(["127.0.0.1", &s.port(), "-s", "remo_serv.pem", "-u", "alice"])
+        .args([
+            "-k",
+            "alice_key.pem",
+            "--password-file",
+            "pw",
+            "exec",
+            "sleep",
+            "100.5",
+        ])
+        .spawn()
+        .unwrap();
+    assert!(eventually(5, || !processes(&["sleep", "100.5"]).is_empty()));
+    Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(c.wait().unwrap().code(), Some(143));
+    assert!(
+        eventually(10, || processes(&["sleep", "100.5"]).is_empty()),
+        "sleep 100.5 outlived its session"
+    );
+    assert!(s.d.log_text().contains("cmd-killed user=alice reason="));
 }

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, SET_COOKIE};
@@ -21,6 +21,8 @@ use super::wire::{self, Fernet, Head};
 
 /// Payload bytes per uploaded token.
 const UP_CHUNK: usize = 64 * 1024;
+/// Bytes of a login answer or an error message read at most (streamed output is not limited).
+const MAX_ANSWER: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -36,6 +38,8 @@ pub enum ClientError {
     Status(u16, String),
     #[error("bad response: {0}")]
     Protocol(&'static str),
+    #[error("bad response: answer truncated (no final token); the original remo_serv never sends one: talk to it with --legacy-server")]
+    NoFinalToken,
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("crypto: {0}")]
@@ -206,6 +210,30 @@ impl Client {
         b.body(body).map_err(|e| ClientError::Http(e.to_string()))
     }
 
+    /// Logs out (an empty `/auth` with the session cookie), on a fresh connection and within
+    /// two seconds; the server then ends the session and what it runs. Errors are ignored: the
+    /// session expires on the server anyway.
+    pub async fn logout(&mut self) {
+        if self.cookie.is_none() {
+            return;
+        }
+        self.sender = None;
+        let bye = async {
+            let req = self.request("/auth", ReqBody::Full(Full::new(Bytes::new())), Some(0))?;
+            let resp = self
+                .connection()
+                .await?
+                .send_request(req)
+                .await
+                .map_err(|e| ClientError::Http(e.to_string()))?;
+            let _ = Limited::new(resp.into_body(), MAX_ANSWER).collect().await;
+            Ok::<_, ClientError>(())
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), bye).await;
+        self.cookie = None;
+        self.fernet = None;
+    }
+
     /// Logs in: signed user name and X448 key; checks the server's signed answer.
     pub async fn login(&mut self) -> Result<(), ClientError> {
         let (eph, eph_pub) = wire::x448_generate()?;
@@ -224,8 +252,7 @@ impl Client {
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let status = resp.status().as_u16();
         self.take_cookie(resp.headers());
-        let body = resp
-            .into_body()
+        let body = Limited::new(resp.into_body(), MAX_ANSWER)
             .collect()
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?
@@ -323,8 +350,7 @@ impl Client {
         let reason = status.canonical_reason().unwrap_or("").to_string();
         if resp.headers().contains_key(CONTENT_LENGTH) {
             // Not encrypted: an error from the server itself.
-            let body = resp
-                .into_body()
+            let body = Limited::new(resp.into_body(), MAX_ANSWER)
                 .collect()
                 .await
                 .map(|c| c.to_bytes())
@@ -385,7 +411,7 @@ impl Client {
                 }
                 if ok {
                     sink.write_all(rest)?;
-                } else {
+                } else if err_text.len() + rest.len() <= MAX_ANSWER {
                     err_text.extend_from_slice(rest);
                 }
                 Ok(())
@@ -408,7 +434,7 @@ impl Client {
             self.sender = None;
         }
         if !ended && !self.t.legacy {
-            return Err(ClientError::Protocol("answer truncated (no final token)"));
+            return Err(ClientError::NoFinalToken);
         }
         if !ok {
             let msg = String::from_utf8_lossy(&err_text).trim().to_string();

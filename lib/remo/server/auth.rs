@@ -2,12 +2,9 @@
 
 use super::*;
 
-pub(super) fn peer_key(p: &Peer) -> String {
-    match p {
-        Peer::Tcp(a) => a.ip().to_string(),
-        Peer::Unix { uid, .. } => format!("unix:{uid}"),
-    }
-}
+/// Client keys remembered at most (about 100 bytes each); past it, logins wait for old ones
+/// to pass the session timeout rather than forget one (which would let its replay in).
+const SEEN_KEYS_MAX: usize = 100_000;
 
 impl Service {
     pub(super) async fn auth(
@@ -29,26 +26,26 @@ impl Service {
             }
             return plain(StatusCode::OK, "Disconnected");
         }
-        let pk = peer_key(&info.peer);
-        if !self.throttle.allowed(&pk) {
+        // Counted when it starts, so concurrent attempts cannot all slip under the limit.
+        let Ok(attempt) = self.throttle.begin(&info.peer.source()) else {
             log::warn!("login-refused peer={} reason=throttled", info.peer);
             return bare(StatusCode::FORBIDDEN);
-        }
+        };
         let a = match wire::parse_auth(&body) {
             Ok(a) => a,
             Err(wire::AuthParse::Malformed) => {
+                attempt.succeeded(); // not an attempt at a password: not counted
                 log::info!("login-refused peer={} reason=malformed", info.peer);
                 return bare(StatusCode::BAD_REQUEST);
             }
             Err(wire::AuthParse::BadValue) => {
-                self.throttle.failed(&pk);
                 log::info!("login-refused peer={} reason=bad-encoding", info.peer);
                 return bare(StatusCode::FORBIDDEN);
             }
         };
         match self.login(&a).await {
             Ok((unix, allow, fernet, answer)) => {
-                self.throttle.succeeded(&pk);
+                attempt.succeeded();
                 let sid = wire::b64url(&crate::secret::random_bytes(8))
                     .trim_end_matches('=')
                     .to_string();
@@ -60,6 +57,8 @@ impl Service {
                     req_no: 0,
                     last: Instant::now(),
                     iproc: Default::default(),
+                    cmds: Default::default(),
+                    ended: tokio::sync::watch::channel(()).0,
                 };
                 let old = {
                     let Ok(mut m) = self.sessions.lock() else {
@@ -67,6 +66,24 @@ impl Service {
                     };
                     // A new id at every login; the old session (and its process) ends.
                     let old = cookie.and_then(|c| m.remove(&c));
+                    // One user's sessions are capped: the least recently used one goes.
+                    let mine: Vec<(&String, Instant)> = m
+                        .iter()
+                        .filter(|(_, s)| s.user == a.user)
+                        .map(|(k, s)| (k, s.last))
+                        .collect();
+                    let evict = (mine.len() >= self.cfg.max_sessions_per_user)
+                        .then(|| {
+                            mine.iter()
+                                .min_by_key(|(_, t)| *t)
+                                .map(|(k, _)| (*k).clone())
+                        })
+                        .flatten();
+                    if let Some(k) = evict {
+                        if let Some(s) = m.remove(&k) {
+                            log::info!("session-evicted user={} reason=per-user-cap", s.user);
+                        }
+                    }
                     if m.len() >= self.cfg.max_sessions {
                         let t = self.cfg.session_timeout;
                         m.retain(|_, s| s.last.elapsed() <= t);
@@ -92,7 +109,7 @@ impl Service {
                 with_cookie(r, &sid)
             }
             Err(why) => {
-                self.throttle.failed(&pk);
+                drop(attempt);
                 log::warn!(
                     "login-refused user={:?} peer={} reason={why}",
                     a.user,
@@ -129,6 +146,21 @@ impl Service {
         let key = crate::keyfile::parse_public(&row.public).map_err(|_| "unusable-public-key")?;
         if !wire::verify(&key, &msg, &a.sign) {
             return Err("bad-signature");
+        }
+        // Checked after the signature, so only a valid login's key is ever recorded.
+        {
+            let mut seen = self.seen_keys.lock().map_err(|_| "internal error")?;
+            let t = self.cfg.session_timeout;
+            if seen.get(&a.key).is_some_and(|at| at.elapsed() <= t) {
+                return Err("replayed-login");
+            }
+            if seen.len() >= SEEN_KEYS_MAX {
+                seen.retain(|_, at| at.elapsed() <= t);
+                if seen.len() >= SEEN_KEYS_MAX {
+                    return Err("too-many-recent-logins");
+                }
+            }
+            seen.insert(a.key.clone(), Instant::now());
         }
         let uname = row
             .unix_user

@@ -144,6 +144,17 @@ impl Service {
             Err(r) => return *r,
         };
         let prog = argv[0].clone();
+        let Some(slot) = CmdSlot::take(self, &ctx) else {
+            log::warn!(
+                "cmd-refused user={} program={prog:?} reason=too-many-commands",
+                ctx.user
+            );
+            return framed(
+                &ctx,
+                StatusCode::SERVICE_UNAVAILABLE,
+                b"too many commands running",
+            );
+        };
         let p = match self.start(&ctx, argv, true) {
             Ok(p) => p,
             Err(r) => return *r,
@@ -155,7 +166,9 @@ impl Service {
         );
         let (resp, mut enc, tx) = streamed(&ctx);
         let (limit, want, user) = (self.cfg.cmd_timeout, ctx.want_status, ctx.user.clone());
+        let mut ended = ctx.ended.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let mut p = p;
             let (mut r, mut w) = p.io.split();
             let feed = async {
@@ -191,12 +204,19 @@ impl Service {
                 Some(sent_first)
             };
             let run = async { tokio::join!(feed, out).1 };
-            let done = tokio::time::timeout(limit, run).await;
-            drop(rd);
-            let st = match done {
-                Ok(Some(_)) => p.wait(limit).await.ok(),
-                _ => None,
+            // The command ends with its client (the answer's receiver is dropped) and with
+            // its session (logout, expiry, a new login), not only at the time limit.
+            let (done, why) = tokio::select! {
+                r = tokio::time::timeout(limit, run) => match r {
+                    Ok(Some(_)) => (true, ""),
+                    Ok(None) => (false, "client-gone"),
+                    Err(_) => (false, "timeout"),
+                },
+                _ = tx.closed() => (false, "client-gone"),
+                _ = ended.changed() => (false, "session-ended"),
             };
+            drop(rd);
+            let st = if done { p.wait(limit).await.ok() } else { None };
             match st {
                 Some(st) => {
                     let tail = if want {
@@ -209,7 +229,8 @@ impl Service {
                 }
                 None => {
                     p.kill();
-                    log::warn!("cmd-killed user={user} reason=timeout-or-client-gone");
+                    let why = if why.is_empty() { "timeout" } else { why };
+                    log::warn!("cmd-killed user={user} reason={why}");
                 }
             }
         });

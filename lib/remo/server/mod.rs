@@ -37,7 +37,6 @@ use tokio::sync::mpsc;
 use super::users;
 use super::wire::{self, Fernet, Head};
 use crate::child::{self, Proc, SpawnOpts};
-use crate::daemon::Peer;
 use crate::http::ConnInfo;
 use crate::throttle::Throttle;
 
@@ -55,6 +54,12 @@ pub struct Config {
     /// Unix account for users without one in the database; None = refuse them.
     pub default_unix_user: Option<String>,
     pub max_sessions: usize,
+    /// Sessions of one remote user at most; a new login ends that user's least recently
+    /// used session.
+    pub max_sessions_per_user: usize,
+    /// `/cmd` processes running at once per session and per remote user.
+    pub max_cmds_per_session: usize,
+    pub max_cmds_per_user: usize,
     /// Interactive processes alive at once, over all sessions (one per session at most).
     pub max_interactive: usize,
     /// Time limit of `/cmd`, `/get`, `/put` and `/edt`.
@@ -68,8 +73,13 @@ pub struct Config {
 pub struct Service {
     cfg: Config,
     sessions: Mutex<HashMap<String, Session>>,
-    throttle: Throttle<String>,
+    throttle: Throttle<crate::daemon::Source>,
     live: Arc<AtomicUsize>,
+    /// Client X448 keys of logins within the session timeout: a login is refused if its key
+    /// was seen (a replayed `/auth` body; real clients make a fresh key per login).
+    seen_keys: Mutex<HashMap<Vec<u8>, Instant>>,
+    /// `/cmd` processes running per remote user.
+    cmds: Arc<Mutex<HashMap<String, usize>>>,
     /// Verified against for unknown users, so they cost the same time as known ones.
     dummy: PKey<Public>,
     root: bool,
@@ -85,6 +95,8 @@ impl Service {
             cfg,
             sessions: Mutex::new(HashMap::new()),
             live: Arc::new(AtomicUsize::new(0)),
+            seen_keys: Mutex::new(HashMap::new()),
+            cmds: Arc::new(Mutex::new(HashMap::new())),
             dummy,
             root: rustix::process::geteuid().is_root(),
         })
@@ -164,6 +176,8 @@ impl Service {
                 unix: s.unix.clone(),
                 allow: s.allow.clone(),
                 iproc: s.iproc.clone(),
+                cmds: s.cmds.clone(),
+                ended: s.ended.subscribe(),
                 want_status,
             }
         };

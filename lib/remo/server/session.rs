@@ -33,6 +33,10 @@ pub(super) struct Session {
     pub(super) req_no: i16,
     pub(super) last: Instant,
     pub(super) iproc: Shared<IProc>,
+    /// `/cmd` processes of this session running now.
+    pub(super) cmds: Arc<AtomicUsize>,
+    /// Dropped with the session (logout, expiry, a new login, eviction): its commands end.
+    pub(super) ended: tokio::sync::watch::Sender<()>,
 }
 
 /// What a verified request carries forward.
@@ -44,6 +48,8 @@ pub(super) struct Ctx {
     pub(super) unix: Arc<UnixUser>,
     pub(super) allow: Option<Arc<Vec<String>>>,
     pub(super) iproc: Shared<IProc>,
+    pub(super) cmds: Arc<AtomicUsize>,
+    pub(super) ended: tokio::sync::watch::Receiver<()>,
     pub(super) want_status: bool,
 }
 
@@ -99,9 +105,54 @@ impl Service {
         for s in gone {
             log::info!("session-expired user={}", s.user);
         }
+        if let Ok(mut k) = self.seen_keys.lock() {
+            k.retain(|_, at| at.elapsed() <= t);
+        }
     }
 
     pub fn sessions(&self) -> usize {
         self.sessions.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// A running `/cmd`, counted against its session's and its user's caps until dropped.
+pub(super) struct CmdSlot {
+    session: Arc<AtomicUsize>,
+    users: Arc<Mutex<HashMap<String, usize>>>,
+    user: String,
+}
+
+impl CmdSlot {
+    /// A slot for one more command of `ctx`'s session and user, or `None` at either cap.
+    pub(super) fn take(svc: &Service, ctx: &Ctx) -> Option<CmdSlot> {
+        let mut users = svc.cmds.lock().ok()?;
+        let n = users.get(&ctx.user).copied().unwrap_or(0);
+        if n >= svc.cfg.max_cmds_per_user {
+            return None;
+        }
+        if ctx.cmds.fetch_add(1, Ordering::SeqCst) >= svc.cfg.max_cmds_per_session {
+            ctx.cmds.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        users.insert(ctx.user.clone(), n + 1);
+        Some(CmdSlot {
+            session: ctx.cmds.clone(),
+            users: svc.cmds.clone(),
+            user: ctx.user.clone(),
+        })
+    }
+}
+
+impl Drop for CmdSlot {
+    fn drop(&mut self) {
+        self.session.fetch_sub(1, Ordering::SeqCst);
+        if let Ok(mut m) = self.users.lock() {
+            if let Some(n) = m.get_mut(&self.user) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(&self.user);
+                }
+            }
+        }
     }
 }
