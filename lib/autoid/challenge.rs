@@ -44,24 +44,65 @@ pub enum NonceError {
     Used,
 }
 
+/// A MAC key of one key epoch: nonces, the server's X25519 keys and the ranges of the
+/// challenges issued in that epoch come from it.
+pub type Key = Zeroizing<Vec<u8>>;
+
 /// Mints and checks nonces, and derives each challenge's key and ranges from its nonce.
+///
+/// The MAC key changes every TTL (a fresh random key per epoch, the last two kept): a nonce
+/// is answered within one TTL of its issue, so its epoch's key is still there, and a memory
+/// dump of the running process opens at most the sessions of the last two TTLs, as the
+/// stored ephemeral keys of pending challenges did.
 pub struct Minter {
-    key: Zeroizing<Vec<u8>>,
+    keys: Mutex<[(u64, Key); 2]>,
     base: Instant,
-    ttl: Duration,
+    ttl: u64,
 }
 
 fn tenths(d: Duration) -> u64 {
-    d.as_millis().div_ceil(100).min(u128::from(u32::MAX)) as u64
+    d.as_millis()
+        .div_ceil(100)
+        .clamp(1, u128::from(u32::MAX) / 4) as u64
+}
+
+fn mac(key: &[u8], parts: &[&[u8]]) -> Key {
+    let run = || -> Result<Vec<u8>, openssl::error::ErrorStack> {
+        let k = PKey::hmac(key)?;
+        let mut s = openssl::sign::Signer::new(MessageDigest::sha256(), &k)?;
+        for p in parts {
+            s.update(&(p.len() as u32).to_be_bytes())?;
+            s.update(p)?;
+        }
+        s.sign_to_vec()
+    };
+    // HMAC-SHA256 does not fail short of memory exhaustion; an all-zero MAC then matches no
+    // tag (the check computes the same MAC, which fails too, and compares with a stored tag).
+    Zeroizing::new(run().unwrap_or_else(|_| vec![0; 32]))
+}
+
+fn tag(key: &[u8], r: &[u8], expiry: &[u8], src: Source) -> Key {
+    mac(
+        key,
+        &[
+            b"autoid-v2 challenge",
+            r,
+            expiry,
+            src.to_string().as_bytes(),
+        ],
+    )
 }
 
 impl Minter {
-    /// A minter with a fresh random key: nonces of an earlier process are unknown to it.
+    /// A minter with fresh random keys: nonces of an earlier process are unknown to it.
     pub fn new(ttl: Duration) -> Minter {
         Minter {
-            key: Zeroizing::new(random_bytes(32)),
+            keys: Mutex::new([
+                (u64::MAX, Zeroizing::new(Vec::new())),
+                (u64::MAX, Zeroizing::new(Vec::new())),
+            ]),
             base: Instant::now(),
-            ttl,
+            ttl: tenths(ttl),
         }
     }
 
@@ -69,69 +110,72 @@ impl Minter {
         (self.base.elapsed().as_millis() / 100) as u64
     }
 
-    fn mac(&self, parts: &[&[u8]]) -> Zeroizing<Vec<u8>> {
-        let run = || -> Result<Vec<u8>, openssl::error::ErrorStack> {
-            let k = PKey::hmac(&self.key)?;
-            let mut s = openssl::sign::Signer::new(MessageDigest::sha256(), &k)?;
-            for p in parts {
-                s.update(&(p.len() as u32).to_be_bytes())?;
-                s.update(p)?;
+    /// The key epoch of a nonce expiring at `exp` (its issue time over the TTL).
+    fn epoch_of(&self, exp: u32) -> u64 {
+        u64::from(exp).saturating_sub(self.ttl) / self.ttl
+    }
+
+    /// The key of `epoch`, made if `create` and it is the newest; None once it was replaced.
+    fn key(&self, epoch: u64, create: bool) -> Option<Key> {
+        let mut k = self.keys.lock().ok()?;
+        let slot = &mut k[(epoch % 2) as usize];
+        if slot.0 != epoch {
+            if !create {
+                return None;
             }
-            s.sign_to_vec()
-        };
-        // HMAC-SHA256 does not fail short of memory exhaustion; an all-zero MAC then matches
-        // no tag (tags are checked in constant time against a fresh MAC, which fails too).
-        Zeroizing::new(run().unwrap_or_else(|_| vec![0; 32]))
+            *slot = (epoch, Zeroizing::new(random_bytes(32)));
+        }
+        Some(slot.1.clone())
     }
 
-    fn tag(&self, r: &[u8], expiry: &[u8], src: Source) -> Zeroizing<Vec<u8>> {
-        self.mac(&[
-            b"autoid-v2 challenge",
-            r,
-            expiry,
-            src.to_string().as_bytes(),
-        ])
-    }
-
-    /// A new nonce for a client of group `src`.
-    pub fn mint(&self, src: Source) -> Nonce {
+    /// A new nonce for a client of group `src`, and the key to derive its challenge with.
+    pub fn mint(&self, src: Source) -> Option<(Nonce, Key)> {
+        let now = self.now();
+        let key = self.key(now / self.ttl, true)?;
         let r = random_bytes(R_LEN);
-        let exp = (self.now() + tenths(self.ttl)).min(u64::from(u32::MAX)) as u32;
-        let exp = exp.to_be_bytes();
-        let tag = self.tag(&r, &exp, src);
+        let exp = u32::try_from(now + self.ttl).ok()?.to_be_bytes();
+        let tag = tag(&key, &r, &exp, src);
         let mut n = [0u8; wire::V2_NONCE_LEN];
         n[..R_LEN].copy_from_slice(&r);
         n[R_LEN..R_LEN + 4].copy_from_slice(&exp);
         n[R_LEN + 4..].copy_from_slice(&tag[..TAG_LEN]);
-        n
+        Some((n, key))
     }
 
     /// Checks that this process minted `n` for group `src` and that it has not expired;
-    /// returns its expiry (for [`Spent`]).
-    pub fn check(&self, n: &Nonce, src: Source) -> Result<u32, NonceError> {
+    /// returns its expiry (for [`Spent`]) and its key.
+    pub fn check(&self, n: &Nonce, src: Source) -> Result<(u32, Key), NonceError> {
         let (r, rest) = n.split_at(R_LEN);
-        let (exp, tag) = rest.split_at(4);
-        let want = self.tag(r, exp, src);
-        if !ct_eq(&want[..TAG_LEN], tag) {
+        let (exp_b, t) = rest.split_at(4);
+        let exp = u32::from_be_bytes([exp_b[0], exp_b[1], exp_b[2], exp_b[3]]);
+        let expired = self.now() >= u64::from(exp);
+        let Some(key) = self.key(self.epoch_of(exp), false) else {
+            return Err(if expired {
+                NonceError::Expired
+            } else {
+                NonceError::Unknown
+            });
+        };
+        let want = tag(&key, r, exp_b, src);
+        if !ct_eq(&want[..TAG_LEN], t) {
             return Err(NonceError::Unknown);
         }
-        let exp = u32::from_be_bytes([exp[0], exp[1], exp[2], exp[3]]);
-        if self.now() >= u64::from(exp) {
+        if expired {
             return Err(NonceError::Expired);
         }
-        Ok(exp)
+        Ok((exp, key))
     }
 
     /// The server's ephemeral X25519 key of the challenge `n`.
-    pub fn ephemeral(&self, n: &Nonce) -> Result<PKey<Private>, WireError> {
-        let seed = self.mac(&[b"autoid-v2 x25519", n]);
+    pub fn ephemeral(key: &[u8], n: &Nonce) -> Result<PKey<Private>, WireError> {
+        let seed = mac(key, &[b"autoid-v2 x25519", n]);
         PKey::private_key_from_raw_bytes(&seed, Id::X25519)
             .map_err(|e| WireError::Crypto(e.to_string()))
     }
 
     /// 16 bytes of the challenge's deterministic randomness number `i`.
-    pub fn stream(&self, n: &Nonce, i: usize) -> [u8; 16] {
-        let m = self.mac(&[b"autoid-v2 ranges", n, &(i as u64).to_be_bytes()]);
+    pub fn stream(key: &[u8], n: &Nonce, i: usize) -> [u8; 16] {
+        let m = mac(key, &[b"autoid-v2 ranges", n, &(i as u64).to_be_bytes()]);
         let mut out = [0u8; 16];
         out.copy_from_slice(&m[..16]);
         out
@@ -251,7 +295,7 @@ mod tests {
     #[test]
     fn nonces_are_bound_to_this_process_the_group_and_the_clock() {
         let m = Minter::new(Duration::from_millis(300));
-        let n = m.mint(src("127.0.0.5"));
+        let (n, key) = m.mint(src("127.0.0.5")).unwrap();
         // 127/8 is one group: another loopback address may answer.
         assert!(m.check(&n, src("127.0.0.1")).is_ok());
         assert_eq!(m.check(&n, src("10.0.0.1")), Err(NonceError::Unknown));
@@ -267,15 +311,23 @@ mod tests {
         later[R_LEN + 2] ^= 0x10;
         assert_eq!(m.check(&later, src("127.0.0.1")), Err(NonceError::Unknown));
         // Derivations are deterministic per nonce and differ between nonces.
-        let n2 = m.mint(src("127.0.0.5"));
+        let (n2, _) = m.mint(src("127.0.0.5")).unwrap();
         assert_ne!(n, n2);
-        let pk = |n: &Nonce| wire::x25519_public(&m.ephemeral(n).unwrap()).unwrap();
+        assert_eq!(m.check(&n, src("127.0.0.1")).unwrap().1, key);
+        let pk = |n: &Nonce| wire::x25519_public(&Minter::ephemeral(&key, n).unwrap()).unwrap();
         assert_eq!(pk(&n), pk(&n));
         assert_ne!(pk(&n), pk(&n2));
-        assert_eq!(m.stream(&n, 1), m.stream(&n, 1));
-        assert_ne!(m.stream(&n, 1), m.stream(&n, 2));
+        assert_eq!(Minter::stream(&key, &n, 1), Minter::stream(&key, &n, 1));
+        assert_ne!(Minter::stream(&key, &n, 1), Minter::stream(&key, &n, 2));
         std::thread::sleep(Duration::from_millis(450));
         assert_eq!(m.check(&n, src("127.0.0.1")), Err(NonceError::Expired));
+        // Two epochs on, the key itself is gone (a new one was made for newer nonces).
+        let _ = m.mint(src("127.0.0.5"));
+        std::thread::sleep(Duration::from_millis(350));
+        let (n3, _) = m.mint(src("127.0.0.5")).unwrap();
+        assert_eq!(m.check(&n, src("127.0.0.1")), Err(NonceError::Expired));
+        assert!(m.check(&n3, src("127.0.0.1")).is_ok());
+        assert!(m.keys.lock().unwrap().iter().all(|(_, k)| *k != key));
     }
 
     #[test]

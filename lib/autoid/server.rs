@@ -393,12 +393,13 @@ impl Server {
     /// The ranges and the server's X25519 key of challenge `nonce`, derived from it.
     fn derive(
         &self,
+        key: &[u8],
         nonce: &challenge::Nonce,
         file_len: usize,
     ) -> Result<(Vec<(usize, usize)>, PKey<Private>, Vec<u8>), WireError> {
-        let eph = self.minter.ephemeral(nonce)?;
+        let eph = Minter::ephemeral(key, nonce)?;
         let share = wire::x25519_public(&eph)?;
-        let ranges = self.pick_ranges(file_len, |i| self.minter.stream(nonce, i));
+        let ranges = self.pick_ranges(file_len, |i| Minter::stream(key, nonce, i));
         Ok((ranges, eph, share))
     }
 
@@ -425,8 +426,14 @@ impl Server {
                 )
             }
         };
-        let nonce = self.minter.mint(src);
-        let (ranges, _, server_share) = match self.derive(&nonce, m.entropy.bytes().len()) {
+        let Some((nonce, key)) = self.minter.mint(src) else {
+            return (
+                v2_err(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+                false,
+                "cannot mint a nonce".into(),
+            );
+        };
+        let (ranges, _, server_share) = match self.derive(&key, &nonce, m.entropy.bytes().len()) {
             Ok(x) => x,
             Err(e) => {
                 return (
@@ -463,17 +470,20 @@ impl Server {
             };
         // Issued by this process to this source group, not expired, and single use: spent
         // here whatever happens next.
-        let spent = self
-            .minter
-            .check(&nonce, src)
-            .and_then(|exp| self.spent.spend(&nonce, exp, self.minter.clock()));
-        if let Err(e) = spent {
-            let why = match e {
-                NonceError::Unknown | NonceError::Used => "unknown or already used challenge",
-                NonceError::Expired => "challenge expired",
-            };
-            return (v2_err(StatusCode::CONFLICT, why), true, e.to_string());
-        }
+        let spent = self.minter.check(&nonce, src).and_then(|(exp, key)| {
+            self.spent.spend(&nonce, exp, self.minter.clock())?;
+            Ok(key)
+        });
+        let key = match spent {
+            Ok(k) => k,
+            Err(e) => {
+                let why = match e {
+                    NonceError::Unknown | NonceError::Used => "unknown or already used challenge",
+                    NonceError::Expired => "challenge expired",
+                };
+                return (v2_err(StatusCode::CONFLICT, why), true, e.to_string());
+            }
+        };
         let m = match self.material() {
             Ok(m) => m,
             Err(e) => {
@@ -484,7 +494,7 @@ impl Server {
                 )
             }
         };
-        let (ranges, eph, server_share) = match self.derive(&nonce, m.entropy.bytes().len()) {
+        let (ranges, eph, server_share) = match self.derive(&key, &nonce, m.entropy.bytes().len()) {
             Ok(x) => x,
             Err(e) => {
                 return (
