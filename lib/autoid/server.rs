@@ -28,7 +28,7 @@ pub struct Config {
     pub store: Store,
     /// Serve the original protocol.
     pub v1: bool,
-    /// Fewest bytes the 4 snippets of a v1 request must cover.
+    /// Fewest distinct bytes the 4 snippets of a v1 request must cover together.
     pub v1_min_bytes: usize,
     pub challenge_ttl: Duration,
     /// Most spent v2 challenges remembered (until they expire) to refuse their reuse.
@@ -150,6 +150,9 @@ fn v2_err(status: StatusCode, why: &str) -> Response<Body> {
         },
     )
 }
+
+/// What a challenge's nonce gives: its ranges, the server's X25519 key and its public share.
+type Derived = (Vec<(usize, usize)>, PKey<Private>, Vec<u8>);
 
 /// Source groups whose challenge budgets are tracked at once (memory bound of [`Issuer`]).
 const ISSUER_SOURCES: usize = 65536;
@@ -396,7 +399,7 @@ impl Server {
         key: &[u8],
         nonce: &challenge::Nonce,
         file_len: usize,
-    ) -> Result<(Vec<(usize, usize)>, PKey<Private>, Vec<u8>), WireError> {
+    ) -> Result<Derived, WireError> {
         let eph = Minter::ephemeral(key, nonce)?;
         let share = wire::x25519_public(&eph)?;
         let ranges = self.pick_ranges(file_len, |i| Minter::stream(key, nonce, i));
