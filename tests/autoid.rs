@@ -639,6 +639,7 @@ fn challenge_flood_from_many_addresses_denies_no_one_else() {
         assert_eq!(stdout(&o), format!("{SECRET}\n"), "{}", stderr(&o));
     }
     let st = statuses.into_inner().unwrap();
+    eprintln!("challenge statuses from 127.0.0.2-129: {st:?}");
     assert_eq!(st.values().sum::<usize>(), 128 * 40);
     assert!(
         st.keys().all(|k| [200, 429].contains(k))
