@@ -62,18 +62,21 @@ struct Serve {
     /// Serve the original protocol (v1) at /verify and /Stage/verify
     #[arg(long, value_name = "on|off", value_enum, default_value = "on")]
     v1: OnOff,
-    /// Fewest bytes the 4 snippets of a v1 request must cover
-    #[arg(long, value_name = "N", default_value_t = 64)]
+    /// Fewest distinct bytes the 4 snippets of a v1 request must cover together
+    #[arg(long, value_name = "N", default_value_t = 32)]
     v1_min_bytes: usize,
     /// Seconds a v2 challenge stays valid
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     challenge_ttl: u64,
-    /// Most v2 challenges pending at once
-    #[arg(long, value_name = "N", default_value_t = 4096)]
-    max_challenges: usize,
-    /// Most v2 challenges pending for one source address
+    /// v2 challenges one source (an address; 127/8, an IPv6 /64 or a uid as one) may take at once
     #[arg(long, value_name = "N", default_value_t = 32)]
-    challenges_per_address: usize,
+    challenge_burst: u32,
+    /// v2 challenges per second one source may take after its burst (0: no limit)
+    #[arg(long, value_name = "N", default_value_t = 8.0)]
+    challenge_rate: f64,
+    /// Used v2 challenges remembered until they expire, to refuse their reuse
+    #[arg(long, value_name = "N", default_value_t = 65536)]
+    replay_cache: usize,
     /// Failed attempts per source address before it is refused for --failure-window
     #[arg(long, value_name = "N", default_value_t = 10)]
     failures: u32,
@@ -147,8 +150,9 @@ fn run(a: Serve) -> Result<(), Fail> {
         v1: a.v1 == OnOff::On,
         v1_min_bytes: a.v1_min_bytes,
         challenge_ttl: Duration::from_secs(a.challenge_ttl.max(1)),
-        max_challenges: a.max_challenges.max(1),
-        challenges_per_peer: a.challenges_per_address.max(1),
+        replay_cache: a.replay_cache.max(1),
+        challenge_burst: a.challenge_burst.max(1),
+        challenge_rate: a.challenge_rate,
         max_body: a.max_body.max(1024),
         failures: a.failures,
         failure_window: Duration::from_secs(a.failure_window),
@@ -184,13 +188,6 @@ fn run(a: Serve) -> Result<(), Fail> {
             env!("CARGO_PKG_VERSION"),
             srv.status()
         );
-        let purger = srv.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                purger.purge();
-            }
-        });
         let ctl = daemon::Control::new();
         let status = srv.status();
         let reason = http::serve(bound, opts, ctl, &status, None, limits, move |req, info| {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use keysock::cli::{self, exit, Fail};
-use keysock::iscep::client::{Client, ClientError};
+use keysock::iscep::client::{Client, ClientError, Tls};
 use keysock::iscep::wire::{Packet, Type};
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
@@ -45,9 +45,12 @@ struct Args {
     /// Read the token from the first line of FILE
     #[arg(global = true, long = "token-file", value_name = "FILE")]
     token_file: Option<PathBuf>,
-    /// Use TLS and trust only this PEM certificate (the server's own, or its CA)
+    /// Use TLS and trust only this PEM certificate (the server's own, or its CA); the certificate must name HOST
     #[arg(global = true, long = "tls-ca", value_name = "FILE")]
     tls_ca: Option<PathBuf>,
+    /// With --tls-ca: the server must present that very certificate, whatever names it holds, and no SNI is sent (the original client's pinning)
+    #[arg(global = true, long = "tls-pinned", requires = "tls_ca")]
+    tls_pinned: bool,
     /// Seconds to wait for the connection and for each answer
     #[arg(
         global = true,
@@ -188,6 +191,13 @@ fn show(p: &Packet, raw: bool) -> Result<i32, Fail> {
     Ok(code)
 }
 
+fn tls(a: &Args) -> Option<Tls<'_>> {
+    a.tls_ca.as_deref().map(|ca| Tls {
+        ca,
+        pinned: a.tls_pinned,
+    })
+}
+
 fn run(a: Args) -> Result<i32, Fail> {
     let tok = token(&a)?;
     if let Cmd::Bench {
@@ -208,7 +218,7 @@ fn run(a: Args) -> Result<i32, Fail> {
         let rate = bench(
             &a.host,
             a.port,
-            a.tls_ca.as_deref(),
+            tls(&a),
             tok,
             req,
             *clients,
@@ -221,7 +231,7 @@ fn run(a: Args) -> Result<i32, Fail> {
     let mut c = Client::connect(
         &a.host,
         a.port,
-        a.tls_ca.as_deref(),
+        tls(&a),
         Duration::from_secs(a.timeout.max(1)),
     )
     .map_err(net)?;

@@ -98,6 +98,14 @@ fn fetch(f: Fetch) -> Result<(), Fail> {
     };
     let host = f.host.or(from_file.host).ok_or_else(|| missing("host"))?;
     let port = f.port.or(from_file.port).ok_or_else(|| missing("port"))?;
+    // The file's "protocol": 2 belongs to its token: s5d made both.
+    let require_v2 = if f.require_v2 {
+        Some("--require-v2 was given")
+    } else if f.token.is_none() && from_file.token.is_some() && from_file.v2 {
+        Some("the client file says its server answers v2")
+    } else {
+        None
+    };
     let token_text = f
         .token
         .map(zeroize::Zeroizing::new)
@@ -110,7 +118,7 @@ fn fetch(f: Fetch) -> Result<(), Fail> {
         &port,
         &token,
         Duration::from_secs(f.timeout.max(1)),
-        f.require_v2,
+        require_v2,
     ) {
         Ok((secret, _)) => {
             let mut out = std::io::stdout().lock();

@@ -92,14 +92,22 @@ where
     }
 }
 
-/// Self-signed certificate and key (PEM) for tests and demos.
+/// Self-signed certificate and key (PEM) for tests and demos, for the name `cn` (also as a
+/// subjectAltName).
 pub fn self_signed(cn: &str) -> Result<(Vec<u8>, Vec<u8>), openssl::error::ErrorStack> {
+    self_signed_for(&[cn])
+}
+
+/// Self-signed certificate and key (PEM) naming each of `names` in its subjectAltName (an IP
+/// address as such, anything else as a DNS name); the first is also the CN.
+pub fn self_signed_for(names: &[&str]) -> Result<(Vec<u8>, Vec<u8>), openssl::error::ErrorStack> {
     use openssl::asn1::Asn1Time;
     use openssl::hash::MessageDigest;
+    use openssl::x509::extension::SubjectAlternativeName;
     use openssl::x509::X509NameBuilder;
     let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048)?)?;
     let mut name = X509NameBuilder::new()?;
-    name.append_entry_by_text("CN", cn)?;
+    name.append_entry_by_text("CN", names.first().copied().unwrap_or("localhost"))?;
     let name = name.build();
     let mut b = X509::builder()?;
     b.set_version(2)?;
@@ -108,6 +116,18 @@ pub fn self_signed(cn: &str) -> Result<(Vec<u8>, Vec<u8>), openssl::error::Error
     b.set_pubkey(&key)?;
     b.set_not_before(&*Asn1Time::days_from_now(0)?)?;
     b.set_not_after(&*Asn1Time::days_from_now(30)?)?;
+    if !names.is_empty() {
+        let mut san = SubjectAlternativeName::new();
+        for n in names {
+            if n.parse::<std::net::IpAddr>().is_ok() {
+                san.ip(n);
+            } else {
+                san.dns(n);
+            }
+        }
+        let ext = san.build(&b.x509v3_context(None, None))?;
+        b.append_extension(ext)?;
+    }
     b.sign(&key, MessageDigest::sha256())?;
     Ok((b.build().to_pem()?, key.private_key_to_pem_pkcs8()?))
 }

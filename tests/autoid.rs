@@ -102,6 +102,66 @@ fn bypass_requests_of_the_spec_are_refused() {
     assert_eq!(&got[..], SECRET.as_bytes());
 }
 
+/// The original client's random tuples sometimes overlap (about 1 request in 700): overlap
+/// is served, as long as the snippets together cover --v1-min-bytes distinct bytes; empty
+/// tuples, tuples outside the file and small unions are refused.
+#[test]
+fn overlapping_v1_intervals_are_served_small_unions_refused() {
+    let s = Setup::new();
+    // An entropy file shorter than the stock client's reach (70,000 bytes), to have tuples
+    // outside it.
+    let short = s.path("short.bin");
+    let full = std::fs::read(s.entropy()).unwrap();
+    std::fs::write(&short, &full[..70_000]).unwrap();
+    let mut args = s.args();
+    args[3] = path_str(&short).into();
+    args.extend(["--failures".into(), "0".into()]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let d = Daemon::activated(autoidd(), &a, &[]);
+    let file = std::fs::read(&short).unwrap();
+    let ask = |t: &str| {
+        let tuples = keysock::autoid::wire::parse_intervals(t).unwrap();
+        let h = keysock::autoid::wire::hash_v1(&file, &tuples);
+        let (body, key) = v1_body(&s.public(), t, &h, "secretsmanager,test-secret");
+        let r = post_json(&d.addr, "/verify", body.as_bytes());
+        (r, key)
+    };
+    for t in [
+        // Nested (the stock client's draw for Python's seed 1123, moved onto the short file).
+        "1761,952,20|79,1639,3|1112,1575,20|1331,1055,9",
+        // Crossing, and the same tuple twice.
+        "100,900,7|500,1500,7|3,1800,20|1999,12,30",
+        "5,40,1|5,40,1|30,90,1|2,3,4",
+    ] {
+        let (r, key) = ask(t);
+        assert_eq!(r.status, 201, "{t}: {r:?} {}", d.log_text());
+        let got = keysock::autoid::wire::v1_open_answer(&key, &r.body).unwrap();
+        assert_eq!(&got[..], SECRET.as_bytes());
+    }
+    for (t, why) in [
+        // Four times the same 20 bytes; nested spans; the four known line ends.
+        (
+            "100,120,0|100,120,0|100,120,0|100,120,0",
+            "cover 20 distinct",
+        ),
+        (
+            "100,130,0|105,110,0|120,101,0|129,100,0",
+            "cover 30 distinct",
+        ),
+        ("0,1,1|1,2,2|2,3,3|3,4,4", "cover 4 distinct"),
+        // An empty tuple; a tuple past the end of the file (line 40 starts at 81,920).
+        ("5,5,0|100,900,7|3,1800,20|1999,12,30", "tuple 1: a, b"),
+        (
+            "100,900,7|3,1800,20|1999,12,30|0,100,40",
+            "tuple 4 falls outside",
+        ),
+    ] {
+        let (r, _) = ask(t);
+        assert_eq!(r.status, 404, "{t}: {r:?}");
+        assert!(d.log_text().contains(why), "{t}: {}", d.log_text());
+    }
+}
+
 #[test]
 fn wrong_entropy_file_is_refused() {
     let s = Setup::new();
@@ -496,18 +556,120 @@ fn credentials_directory_and_ssh_keygen_keys() {
     assert!(stderr(&o).contains("no secret"), "{}", stderr(&o));
 }
 
+/// A POST from source address `from` (a loopback address other than 127.0.0.1): the status.
+fn post_from(from: std::net::IpAddr, to: &str, path: &str, body: &[u8]) -> u16 {
+    use rustix::net::{AddressFamily, SocketType};
+    use std::io::{Read, Write};
+    let dst: std::net::SocketAddr = to.parse().unwrap();
+    let fam = if from.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let fd = rustix::net::socket(fam, SocketType::STREAM, None).unwrap();
+    rustix::net::bind(&fd, &std::net::SocketAddr::new(from, 0)).unwrap();
+    rustix::net::connect(&fd, &dst).unwrap();
+    let mut c = std::net::TcpStream::from(fd);
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    c.write_all(&req).unwrap();
+    let mut buf = Vec::new();
+    c.read_to_end(&mut buf).unwrap();
+    parse(&buf).status
+}
+
+/// Challenges cannot be hoarded: 128 loopback addresses (one source group, as any IPv6 /64
+/// would be) ask for 40 challenges each, which used to fill a global table of pending
+/// challenges so that every v2 client got 503; autoid from another source (::1) still gets
+/// its secret, during the flood and after it, while the flooding group is throttled.
 #[test]
-fn pending_challenges_are_capped_per_address() {
+fn challenge_flood_from_many_addresses_denies_no_one_else() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback address to run the other client from");
+        return;
+    }
     let s = Setup::new();
-    let d = s.start(&["--challenges-per-address", "2"]);
+    let args = s.args();
+    let d = Daemon::on_free_port(|addr| {
+        let port = addr.rsplit(':').next().unwrap();
+        let mut c = Command::new(autoidd());
+        c.args(&args)
+            .args(["--listen", addr, "--listen"])
+            .arg(format!("[::1]:{port}"));
+        c
+    });
+    let port = d.addr.rsplit(':').next().unwrap().to_string();
+    let fetch6 = || {
+        Command::new(autoid())
+            .arg("--url")
+            .arg(format!("http://[::1]:{port}"))
+            .arg("--entropy")
+            .arg(s.entropy())
+            .arg("--server-key")
+            .arg(s.public())
+            .arg("test-secret")
+            .output()
+            .unwrap()
+    };
+    let statuses = std::sync::Mutex::new(std::collections::BTreeMap::<u16, usize>::new());
+    std::thread::scope(|sc| {
+        for t in 0..8u8 {
+            let (addr, statuses) = (&d.addr, &statuses);
+            sc.spawn(move || {
+                for k in 0..16u8 {
+                    let from = std::net::Ipv4Addr::new(127, 0, 0, 2 + t * 16 + k);
+                    for _ in 0..40 {
+                        let st = post_from(from.into(), addr, "/v2/challenge", b"{}");
+                        *statuses.lock().unwrap().entry(st).or_default() += 1;
+                    }
+                }
+            });
+        }
+        for _ in 0..3 {
+            let o = fetch6();
+            assert_eq!(stdout(&o), format!("{SECRET}\n"), "{}", stderr(&o));
+        }
+    });
+    for _ in 0..3 {
+        let o = fetch6();
+        assert_eq!(stdout(&o), format!("{SECRET}\n"), "{}", stderr(&o));
+    }
+    let st = statuses.into_inner().unwrap();
+    eprintln!("challenge statuses from 127.0.0.2-129: {st:?}");
+    assert_eq!(st.values().sum::<usize>(), 128 * 40);
+    assert!(
+        st.keys().all(|k| [200, 429].contains(k))
+            && st.get(&429).copied().unwrap_or(0) > 128 * 40 / 2,
+        "{st:?}"
+    );
+    assert!(d
+        .log_text()
+        .contains("challenges-throttled source=127.0.0.0/8"));
+}
+
+/// One source's burst of challenges, then 429 for every address of its group (127/8), until
+/// the bucket refills.
+#[test]
+fn challenges_are_throttled_per_source_group() {
+    let s = Setup::new();
+    let d = s.start(&["--challenge-burst", "2", "--challenge-rate", "0.5"]);
     for _ in 0..2 {
         assert_eq!(post_json(&d.addr, "/v2/challenge", b"{}").status, 200);
     }
     let r = post_json(&d.addr, "/v2/challenge", b"{}");
     assert_eq!(r.status, 429, "{r:?}");
-    assert!(r.text().contains("too many pending challenges"), "{r:?}");
-    // autoid from the same address is refused too until a slot frees (expiry or use).
+    assert!(r.text().contains("too many challenges"), "{r:?}");
+    let from = std::net::Ipv4Addr::new(127, 0, 0, 77).into();
+    assert_eq!(post_from(from, &d.addr, "/v2/challenge", b"{}"), 429);
+    // autoid from the same group is refused too until the bucket refills (2 s a token).
     let o = fetch(&d, "", &s.entropy(), &s.public(), &[], "test-secret");
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("429"), "{}", stderr(&o));
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    let o = fetch(&d, "", &s.entropy(), &s.public(), &[], "test-secret");
+    assert_eq!(stdout(&o), format!("{SECRET}\n"), "{}", stderr(&o));
 }

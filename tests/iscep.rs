@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use keysock::iscep::client::Client;
+use keysock::iscep::client::{Client, Tls};
 use keysock::iscep::wire::{self, Body, Packet, Read, Type};
 use serde_json::{json, Value};
 use std::io::{Read as _, Write};
@@ -141,7 +141,8 @@ fn client(d: &Daemon, token: Option<&str>) -> Client {
 }
 
 fn tls_client(d: &Daemon, ca: &Path, token: Option<&str>) -> Client {
-    let mut c = Client::connect("127.0.0.1", port(d), Some(ca), Duration::from_secs(10)).unwrap();
+    let tls = Tls { ca, pinned: false };
+    let mut c = Client::connect("127.0.0.1", port(d), Some(tls), Duration::from_secs(10)).unwrap();
     c.set_token(token.map(|t| zeroize::Zeroizing::new(t.to_string())));
     c
 }
@@ -651,8 +652,13 @@ fn live_members(pgid: i32) -> usize {
     n
 }
 
+/// A self-signed certificate naming localhost and 127.0.0.1, and its key.
 fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = keysock::tls::self_signed("localhost").unwrap();
+    make_cert_for(dir, &["localhost", "127.0.0.1"])
+}
+
+fn make_cert_for(dir: &Path, names: &[&str]) -> (PathBuf, PathBuf) {
+    let (cert, key) = keysock::tls::self_signed_for(names).unwrap();
     let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&c, cert).unwrap();
     std::fs::write(&k, key).unwrap();
@@ -722,18 +728,90 @@ fn tls_and_a_hundred_idle_connections() {
     // A client pinning another certificate refuses the server.
     let other = tempfile::tempdir().unwrap();
     let (other_cert, _) = make_cert(other.path());
-    assert!(Client::connect(
-        "127.0.0.1",
-        port(&d),
-        Some(&other_cert),
-        Duration::from_secs(5)
-    )
-    .is_err());
+    let tls = Tls {
+        ca: &other_cert,
+        pinned: false,
+    };
+    assert!(Client::connect("127.0.0.1", port(&d), Some(tls), Duration::from_secs(5)).is_err());
     assert!(
         d.log_text().contains("connection-error"),
         "{}",
         d.log_text()
     );
+}
+
+/// `iscep --tls-ca` checks the certificate's names against --host: a certificate of another
+/// name is refused, even when it is the very file trusted, unless --tls-pinned says the file
+/// is the server's own certificate (the original client's case: `openssl req -x509` with
+/// whatever name); --tls-pinned still refuses a certificate other than the pinned one.
+#[test]
+fn iscep_tls_checks_the_host_name_unless_pinned() {
+    let s = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert_for(dir.path(), &["server.example"]);
+    let d = s.start(&["--tls-cert", path_str(&cert), "--tls-key", path_str(&key)]);
+    let tf = s.dir.path().join("alice.token");
+    std::fs::write(&tf, format!("{}\n", s.alice)).unwrap();
+    let p = port(&d).to_string();
+    let run = |host: &str, ca: &Path, extra: &[&str]| {
+        let o = Command::new(iscep())
+            .args(["--host", host, "--port", &p, "--token-file", path_str(&tf)])
+            .arg("--tls-ca")
+            .arg(ca)
+            .args(extra)
+            .args(["echo", "hi"])
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let ok = (Some(0), r#"{"echo":"hi"}"#.to_string());
+    for host in ["127.0.0.1", "localhost"] {
+        let (code, out, err) = run(host, &cert, &[]);
+        assert_eq!(code, Some(78), "{host}: {out} {err}");
+        assert!(
+            err.starts_with("iscep: TLS: the server's certificate is not for ")
+                && err.contains("--tls-pinned"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        let (code, out, err) = run(host, &cert, &["--tls-pinned"]);
+        assert_eq!((code, out), ok.clone(), "{host}: {err}");
+    }
+    // Pinned, but the server presents another certificate: refused.
+    let other = tempfile::tempdir().unwrap();
+    let (other_cert, _) = make_cert_for(other.path(), &["server.example"]);
+    let (code, _, err) = run("127.0.0.1", &other_cert, &["--tls-pinned"]);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("not trusted"), "{err}");
+    // A certificate naming the host it is reached by: accepted without --tls-pinned.
+    let (cert, key) = make_cert(dir.path());
+    let d = s.start(&["--tls-cert", path_str(&cert), "--tls-key", path_str(&key)]);
+    let p = port(&d).to_string();
+    for host in ["127.0.0.1", "localhost"] {
+        let o = Command::new(iscep())
+            .args(["--host", host, "--port", &p, "--token-file", path_str(&tf)])
+            .arg("--tls-ca")
+            .arg(&cert)
+            .args(["echo", "hi"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            r#"{"echo":"hi"}"#,
+            "{host}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // --tls-pinned needs --tls-ca.
+    let o = Command::new(iscep())
+        .args(["--port", &p, "--tls-pinned", "echo"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64));
 }
 
 #[test]

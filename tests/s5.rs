@@ -80,6 +80,85 @@ fn v1_answer_is_48_bytes_with_a_fresh_tail_and_no_pad_in_clear() {
     assert_eq!(*keysock::s5::wire::open_v2(&raw, pad).unwrap(), b"short");
 }
 
+/// A proxy on a free loopback port to `upstream` that drops the client's Accept header, so
+/// s5d answers the original's unauthenticated v1: a downgrade on the way. Serves `n`
+/// connections, one request each.
+fn downgrading_proxy(upstream: String, n: usize) -> (u16, std::thread::JoinHandle<()>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        for _ in 0..n {
+            let (mut c, _) = l.accept().unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut req = Vec::new();
+            let mut b = [0u8; 1];
+            while !req.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap() == 1 {
+                req.push(b[0]);
+            }
+            let head = String::from_utf8(req).unwrap();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            let mut body = vec![0u8; len];
+            c.read_exact(&mut body).unwrap();
+            let head: String = head
+                .split_inclusive("\r\n")
+                .filter(|l| !l.to_lowercase().starts_with("accept:"))
+                .collect();
+            let mut up = TcpStream::connect(&upstream).unwrap();
+            up.write_all(head.as_bytes()).unwrap();
+            up.write_all(&body).unwrap();
+            let mut answer = Vec::new();
+            up.read_to_end(&mut answer).unwrap();
+            c.write_all(&answer).unwrap();
+        }
+    });
+    (port, h)
+}
+
+/// s5d marks its client file `"protocol": 2`; with such a file s5 refuses a v1 answer (here
+/// from s5d itself, through a proxy that strips the v2 request): FAILED, exit 1, a clear
+/// reason. Without the key (the original server's file) the same answer is taken, and the
+/// original client reads the marked file (tests/s5_interop.rs).
+#[test]
+fn s5_refuses_a_v1_answer_when_the_client_file_says_v2() {
+    let secret = b"not for downgrades";
+    let srv = start_s5d(secret, &["--success-max", "0"]);
+    let text = std::fs::read_to_string(&srv.client_file).unwrap();
+    assert!(text.ends_with(", \"protocol\": 2}"), "{text}");
+    let (port, proxy) = downgrading_proxy(srv.addr(), 2);
+    let via_proxy = |file: &Path| {
+        Command::new(s5())
+            .arg("--client-file")
+            .arg(file)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = via_proxy(&srv.client_file);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "FAILED\n");
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("unauthenticated v1 answer, but the client file says its server answers v2"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // The original server's file has no such key: v1 is what that server speaks.
+    let plain = srv.dir.path().join("plain.json");
+    std::fs::write(&plain, text.replace(", \"protocol\": 2", "")).unwrap();
+    assert_got(&via_proxy(&plain), secret);
+    proxy.join().unwrap();
+    // Straight to s5d: v2, served.
+    assert_got(&fetch_s5(&srv), secret);
+}
+
 #[test]
 fn client_file_is_private_atomic_and_removed_unless_kept() {
     let dir = tempfile::tempdir().unwrap();

@@ -86,7 +86,8 @@ fn s5_gets_the_secret_from_the_original_server() {
 }
 
 /// The original server's client file (0644, no newline) is read by s5, ours by s5client
-/// (above); ours has the same bytes apart from the token and port, and mode 0600.
+/// (above); ours has the same bytes apart from the token and port, mode 0600, and a last key
+/// `"protocol": 2` that the original client ignores.
 #[test]
 fn client_files_are_interchangeable() {
     use std::os::unix::fs::PermissionsExt;
@@ -94,6 +95,11 @@ fn client_files_are_interchangeable() {
     let ours = start_s5d(b"abc", &["--success-max", "0"]);
     let a = std::fs::read_to_string(&orig.client_file).unwrap();
     let b = std::fs::read_to_string(&ours.client_file).unwrap();
+    assert!(!a.contains("protocol"), "{a}");
+    let b = b
+        .strip_suffix(", \"protocol\": 2}")
+        .map(|b| format!("{b}}}"))
+        .unwrap_or_else(|| panic!("no protocol key last: {b}"));
     let shape =
         |s: &str, port: u16, token: &str| s.replace(&port.to_string(), "P").replace(token, "T");
     assert_eq!(

@@ -3,23 +3,22 @@
 //! `POST /v2/verify`. The RSA key and the entropy file are re-read when they change on disk
 //! (a stat per request), so a rotation takes effect at the next request, as in the original.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use openssl::pkey::{PKey, Private};
 use zeroize::Zeroizing;
 
+use super::challenge::{self, Issuer, Minter, NonceError, Spent};
 use super::wire::{self, WireError};
 use super::{Entropy, Store, StoreError};
-use crate::daemon::Peer;
+use crate::daemon::Source;
 use crate::http::{self, Body, ConnInfo};
-use crate::secret::{ct_eq, hex, random_bytes};
+use crate::secret::{ct_eq, hex};
 use crate::throttle::Throttle;
 
 #[derive(Clone, Debug)]
@@ -29,12 +28,15 @@ pub struct Config {
     pub store: Store,
     /// Serve the original protocol.
     pub v1: bool,
-    /// Fewest bytes the 4 snippets of a v1 request must cover.
+    /// Fewest distinct bytes the 4 snippets of a v1 request must cover together.
     pub v1_min_bytes: usize,
     pub challenge_ttl: Duration,
-    pub max_challenges: usize,
-    /// Most v2 challenges pending for one source address.
-    pub challenges_per_peer: usize,
+    /// Most spent v2 challenges remembered (until they expire) to refuse their reuse.
+    pub replay_cache: usize,
+    /// v2 challenges one source group may take at once, and per second after that (0: no
+    /// limit).
+    pub challenge_burst: u32,
+    pub challenge_rate: f64,
     /// Ranges per v2 challenge.
     pub v2_ranges: usize,
     pub max_body: usize,
@@ -52,10 +54,11 @@ impl Default for Config {
                 dir: PathBuf::new(),
             },
             v1: true,
-            v1_min_bytes: 64,
+            v1_min_bytes: 32,
             challenge_ttl: Duration::from_secs(30),
-            max_challenges: 4096,
-            challenges_per_peer: 32,
+            replay_cache: 65536,
+            challenge_burst: 32,
+            challenge_rate: 8.0,
             v2_ranges: 8,
             max_body: 16 * 1024,
             failures: 10,
@@ -79,19 +82,13 @@ struct Material {
     stamps: (Stamp, Stamp),
 }
 
-struct Pending {
-    peer: Option<IpAddr>,
-    ranges: Vec<(usize, usize)>,
-    eph: PKey<Private>,
-    server_share: Vec<u8>,
-    expires: Instant,
-}
-
 pub struct Server {
     cfg: Config,
     material: RwLock<Option<Arc<Material>>>,
-    challenges: Mutex<HashMap<[u8; wire::V2_NONCE_LEN], Pending>>,
-    throttle: Throttle<Option<IpAddr>>,
+    minter: Minter,
+    spent: Spent,
+    issuer: Issuer,
+    throttle: Throttle<Source>,
 }
 
 /// Loads the server's RSA private key (PKCS#8 or PKCS#1 PEM, unencrypted).
@@ -154,6 +151,12 @@ fn v2_err(status: StatusCode, why: &str) -> Response<Body> {
     )
 }
 
+/// What a challenge's nonce gives: its ranges, the server's X25519 key and its public share.
+type Derived = (Vec<(usize, usize)>, PKey<Private>, Vec<u8>);
+
+/// Source groups whose challenge budgets are tracked at once (memory bound of [`Issuer`]).
+const ISSUER_SOURCES: usize = 65536;
+
 /// A v1 outcome: the answer, whether it counts as a failed attempt, and a log reason.
 type Outcome = (Response<Body>, bool, String);
 
@@ -163,9 +166,11 @@ impl Server {
         let m = Material::load(&cfg)?;
         let throttle = Throttle::new(cfg.failures, cfg.failure_window);
         Ok(Server {
+            minter: Minter::new(cfg.challenge_ttl),
+            spent: Spent::new(cfg.replay_cache),
+            issuer: Issuer::new(cfg.challenge_burst, cfg.challenge_rate, ISSUER_SOURCES),
             cfg,
             material: RwLock::new(Some(Arc::new(m))),
-            challenges: Mutex::new(HashMap::new()),
             throttle,
         })
     }
@@ -216,10 +221,8 @@ impl Server {
         req: Request<Incoming>,
         info: Arc<ConnInfo>,
     ) -> Response<Body> {
-        let ip = match &info.peer {
-            Peer::Tcp(a) => Some(a.ip()),
-            Peer::Unix { .. } => None,
-        };
+        // Limits count per source group (127/8 as one, an IPv6 /64, a uid), not per address.
+        let src = info.peer.source();
         let path = req.uri().path().to_string();
         let route = match path.as_str() {
             "/verify" | "/Stage/verify" => 1,
@@ -242,7 +245,7 @@ impl Server {
             log::info!("v1-refused peer={} reason=\"v1 disabled\"", info.peer);
             return v1_json(StatusCode::GONE, "v1 is disabled on this server");
         }
-        if !self.throttle.allowed(&ip) {
+        if !self.throttle.allowed(&src) {
             log::warn!("throttled peer={} path={path}", info.peer);
             let why = "too many failed attempts, try again later";
             return if v2 {
@@ -255,7 +258,7 @@ impl Server {
             Ok(b) => b,
             Err(e) => {
                 log::warn!("bad-request peer={} path={path} reason=\"{e}\"", info.peer);
-                self.throttle.failed(&ip);
+                self.throttle.failed(&src);
                 let st = match e {
                     http::BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
                     http::BodyError::Read(_) => StatusCode::BAD_REQUEST,
@@ -271,8 +274,8 @@ impl Server {
         let srv = self.clone();
         let work = tokio::task::spawn_blocking(move || match route {
             1 => srv.v1(&body),
-            2 => srv.challenge(ip),
-            _ => srv.v2_verify(&body),
+            2 => srv.challenge(src),
+            _ => srv.v2_verify(&body, src),
         });
         let (resp, failed, what) = match work.await {
             Ok(o) => o,
@@ -283,7 +286,7 @@ impl Server {
             ),
         };
         if failed {
-            self.throttle.failed(&ip);
+            self.throttle.failed(&src);
             log::warn!(
                 "refused peer={} path={path} status={} reason=\"{what}\"",
                 info.peer,
@@ -291,7 +294,7 @@ impl Server {
             );
         } else if resp.status().is_success() {
             if route != 2 {
-                self.throttle.succeeded(&ip);
+                self.throttle.succeeded(&src);
             }
             log::info!("{what} peer={} path={path}", info.peer);
         } else {
@@ -364,8 +367,10 @@ impl Server {
     }
 
     /// `v2_ranges` disjoint ranges, one in each of as many equal zones of the file, each
-    /// 1/8 to all of min(zone, 2048) bytes long. (The file has at least MIN_ENTROPY bytes.)
-    fn pick_ranges(&self, len: usize) -> Vec<(usize, usize)> {
+    /// 1/8 to all of min(zone, 2048) bytes long, drawn from `rnd` (16 bytes per range; the
+    /// challenge's derived stream, so `/v2/verify` finds the same ranges). (The file has at
+    /// least MIN_ENTROPY bytes.)
+    fn pick_ranges(&self, len: usize, rnd: impl Fn(usize) -> [u8; 16]) -> Vec<(usize, usize)> {
         let n = self.cfg.v2_ranges.clamp(1, (len / 16).max(1));
         if len < 16 {
             return vec![(0, len.max(1))];
@@ -373,9 +378,11 @@ impl Server {
         let zone = len / n;
         (0..n)
             .map(|i| {
-                let r = random_bytes(16);
+                let r = rnd(i);
                 let v = |k: usize| {
-                    u64::from_le_bytes(r[k..k + 8].try_into().unwrap_or([0; 8])) as usize
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&r[k..k + 8]);
+                    u64::from_le_bytes(b) as usize
                 };
                 let max_len = zone.min(2048);
                 let min_len = (max_len / 8).max(1);
@@ -386,7 +393,32 @@ impl Server {
             .collect()
     }
 
-    fn challenge(&self, peer: Option<IpAddr>) -> Outcome {
+    /// The ranges and the server's X25519 key of challenge `nonce`, derived from it.
+    fn derive(
+        &self,
+        key: &[u8],
+        nonce: &challenge::Nonce,
+        file_len: usize,
+    ) -> Result<Derived, WireError> {
+        let eph = Minter::ephemeral(key, nonce)?;
+        let share = wire::x25519_public(&eph)?;
+        let ranges = self.pick_ranges(file_len, |i| Minter::stream(key, nonce, i));
+        Ok((ranges, eph, share))
+    }
+
+    /// A v2 challenge. Nothing is stored: the nonce carries its expiry and a MAC binding it to
+    /// this process and to `src`; only the rate of issuing per source group is limited.
+    fn challenge(&self, src: Source) -> Outcome {
+        if !self.issuer.take(src) {
+            return (
+                v2_err(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many challenges from this source, try again later",
+                ),
+                false,
+                format!("challenges-throttled source={src}"),
+            );
+        }
         let m = match self.material() {
             Ok(m) => m,
             Err(e) => {
@@ -397,8 +429,15 @@ impl Server {
                 )
             }
         };
-        let eph = match wire::x25519_generate() {
-            Ok(k) => k,
+        let Some((nonce, key)) = self.minter.mint(src) else {
+            return (
+                v2_err(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+                false,
+                "cannot mint a nonce".into(),
+            );
+        };
+        let (ranges, _, server_share) = match self.derive(&key, &nonce, m.entropy.bytes().len()) {
+            Ok(x) => x,
             Err(e) => {
                 return (
                     v2_err(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
@@ -407,62 +446,6 @@ impl Server {
                 )
             }
         };
-        let Ok(server_share) = wire::x25519_public(&eph) else {
-            return (
-                v2_err(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
-                false,
-                "x25519".into(),
-            );
-        };
-        let ranges = self.pick_ranges(m.entropy.bytes().len());
-        let nonce: [u8; wire::V2_NONCE_LEN] = wire::random_array();
-        let now = Instant::now();
-        {
-            let Ok(mut c) = self.challenges.lock() else {
-                return (
-                    v2_err(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
-                    false,
-                    "lock".into(),
-                );
-            };
-            if c.len() >= self.cfg.max_challenges {
-                c.retain(|_, p| p.expires > now);
-            }
-            if c.values()
-                .filter(|p| p.peer == peer && p.expires > now)
-                .count()
-                >= self.cfg.challenges_per_peer
-            {
-                return (
-                    v2_err(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "too many pending challenges from this address",
-                    ),
-                    false,
-                    "challenges per address exhausted".into(),
-                );
-            }
-            if c.len() >= self.cfg.max_challenges {
-                return (
-                    v2_err(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "too many pending challenges, try again later",
-                    ),
-                    false,
-                    "challenge table full".into(),
-                );
-            }
-            c.insert(
-                nonce,
-                Pending {
-                    peer,
-                    ranges: ranges.clone(),
-                    eph,
-                    server_share: server_share.clone(),
-                    expires: now + self.cfg.challenge_ttl,
-                },
-            );
-        }
         let ch = wire::Challenge {
             version: 2,
             nonce: hex(&nonce),
@@ -477,37 +460,33 @@ impl Server {
         )
     }
 
-    fn v2_verify(&self, body: &[u8]) -> Outcome {
+    fn v2_verify(&self, body: &[u8], src: Source) -> Outcome {
         let bad = |why: &str| (v2_err(StatusCode::BAD_REQUEST, why), true, why.to_string());
         let a: wire::Answer = match serde_json::from_slice(body) {
             Ok(a) => a,
             Err(e) => return bad(&format!("not a v2 answer: {e}")),
         };
-        let nonce: [u8; wire::V2_NONCE_LEN] =
+        let nonce: challenge::Nonce =
             match wire::unhex(&a.nonce).and_then(|n| n[..].try_into().ok()) {
                 Some(n) => n,
                 None => return bad("nonce is not 32 bytes of hex"),
             };
-        // Single use: taken out of the table whatever happens next.
-        let pending = self
-            .challenges
-            .lock()
-            .ok()
-            .and_then(|mut c| c.remove(&nonce));
-        let Some(p) = pending else {
-            return (
-                v2_err(StatusCode::CONFLICT, "unknown or already used challenge"),
-                true,
-                "unknown or reused nonce".into(),
-            );
+        // Issued by this process to this source group, not expired, and single use: spent
+        // here whatever happens next.
+        let spent = self.minter.check(&nonce, src).and_then(|(exp, key)| {
+            self.spent.spend(&nonce, exp, self.minter.clock())?;
+            Ok(key)
+        });
+        let key = match spent {
+            Ok(k) => k,
+            Err(e) => {
+                let why = match e {
+                    NonceError::Unknown | NonceError::Used => "unknown or already used challenge",
+                    NonceError::Expired => "challenge expired",
+                };
+                return (v2_err(StatusCode::CONFLICT, why), true, e.to_string());
+            }
         };
-        if p.expires <= Instant::now() {
-            return (
-                v2_err(StatusCode::CONFLICT, "challenge expired"),
-                true,
-                "expired challenge".into(),
-            );
-        }
         let m = match self.material() {
             Ok(m) => m,
             Err(e) => {
@@ -518,6 +497,16 @@ impl Server {
                 )
             }
         };
+        let (ranges, eph, server_share) = match self.derive(&key, &nonce, m.entropy.bytes().len()) {
+            Ok(x) => x,
+            Err(e) => {
+                return (
+                    v2_err(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+                    false,
+                    e.to_string(),
+                )
+            }
+        };
         let opened = (|| -> Result<(Zeroizing<Vec<u8>>, wire::Proof), WireError> {
             let wrapped = wire::unb64(&a.key, "key")?;
             let k = wire::oaep_unwrap(&m.key, &wrapped, true)?;
@@ -525,12 +514,12 @@ impl Server {
                 return Err(WireError::Short("the wrapped key"));
             }
             let share = wire::unhex(&a.client_share).ok_or(WireError::Hex("client_share"))?;
-            let shared = wire::x25519_shared(&p.eph, &share)?;
+            let shared = wire::x25519_shared(&eph, &share)?;
             let keys = wire::v2_keys(&nonce, &k, &shared)?;
             let sealed = wire::unb64(&a.sealed, "box")?;
             let plain = wire::gcm_open(
                 &keys.request,
-                &wire::request_aad(&nonce, &p.server_share, &share),
+                &wire::request_aad(&nonce, &server_share, &share),
                 &sealed,
             )?;
             let proof: wire::Proof =
@@ -541,7 +530,7 @@ impl Server {
             Ok(x) => x,
             Err(e) => return bad(&e.to_string()),
         };
-        let want = wire::v2_proof(m.entropy.bytes(), &nonce, &proof.secret_id, &p.ranges);
+        let want = wire::v2_proof(m.entropy.bytes(), &nonce, &proof.secret_id, &ranges);
         let got = wire::unhex(&proof.proof);
         match (want, got) {
             (Some(w), Some(g)) if ct_eq(&w, &g) => {}
@@ -604,11 +593,8 @@ impl Server {
         self.cfg.store.get(id)
     }
 
-    /// Drops expired challenges (called now and then).
-    pub fn purge(&self) {
-        let now = Instant::now();
-        if let Ok(mut c) = self.challenges.lock() {
-            c.retain(|_, p| p.expires > now);
-        }
+    /// Spent challenges remembered, and source groups with a challenge budget in use.
+    pub fn tracked(&self) -> (usize, usize) {
+        (self.spent.len(), self.issuer.sources())
     }
 }

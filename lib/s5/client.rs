@@ -36,8 +36,8 @@ pub enum FetchError {
     Http(String),
     #[error(transparent)]
     Wire(#[from] WireError),
-    #[error("the server sent an unauthenticated v1 answer and --require-v2 was given")]
-    NotV2,
+    #[error("the server sent an unauthenticated v1 answer, but {0}: refused (a downgrade on the way, or the wrong server)")]
+    NotV2(&'static str),
     #[error("cannot start the I/O runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -49,13 +49,14 @@ pub enum Format {
     V2,
 }
 
-/// Fetches and decrypts the secret from `host:port` with the 96-byte `token`.
+/// Fetches and decrypts the secret from `host:port` with the 96-byte `token`. With
+/// `require_v2` (why: for the error), a v1 answer is refused.
 pub fn fetch(
     host: &str,
     port: &str,
     token: &[u8],
     timeout: Duration,
-    require_v2: bool,
+    require_v2: Option<&'static str>,
 ) -> Result<(Zeroizing<Vec<u8>>, Format), FetchError> {
     let port_n: u16 = port
         .trim()
@@ -79,7 +80,7 @@ async fn fetch_async(
     host: &str,
     port: u16,
     token: &[u8],
-    require_v2: bool,
+    require_v2: Option<&'static str>,
 ) -> Result<(Zeroizing<Vec<u8>>, Format), FetchError> {
     let authority = if host.contains(':') {
         format!("[{host}]:{port}")
@@ -136,8 +137,8 @@ async fn fetch_async(
     let pad = &token[wire::ID_LEN..];
     if v2 {
         Ok((wire::open_v2(&raw, pad)?, Format::V2))
-    } else if require_v2 {
-        Err(FetchError::NotV2)
+    } else if let Some(why) = require_v2 {
+        Err(FetchError::NotV2(why))
     } else {
         Ok((wire::open_v1(&raw, pad)?, Format::V1))
     }
@@ -223,6 +224,7 @@ fn control(
             bind_address: f.bind_address.unwrap_or_default(),
             port,
             token,
+            v2: f.v2,
         },
         written,
     })

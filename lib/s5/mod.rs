@@ -66,6 +66,10 @@ pub struct ClientFile {
     pub port: u16,
     /// Base64 text of the 96-byte token.
     pub token: zeroize::Zeroizing<String>,
+    /// The server answers v2 (s5d): written as `"protocol": 2`, a key the original client
+    /// ignores (it reads only host, port and token), so that s5 refuses a v1 answer, which
+    /// only a downgrade on the way could bring, for this token.
+    pub v2: bool,
 }
 
 impl std::fmt::Debug for ClientFile {
@@ -75,16 +79,18 @@ impl std::fmt::Debug for ClientFile {
 }
 
 impl ClientFile {
-    /// One line of JSON, byte for byte as the original's `json.dump` writes it (Python's
-    /// default separators, key order host, bind_address, port, token; no newline).
+    /// One line of JSON as the original's `json.dump` writes it (Python's default
+    /// separators, key order host, bind_address, port, token; no newline), then
+    /// `"protocol": 2` for a v2 server.
     pub fn to_json(&self) -> zeroize::Zeroizing<String> {
         let s = |v: &str| serde_json::Value::String(v.to_string()).to_string();
         zeroize::Zeroizing::new(format!(
-            "{{\"host\": {}, \"bind_address\": {}, \"port\": {}, \"token\": {}}}",
+            "{{\"host\": {}, \"bind_address\": {}, \"port\": {}, \"token\": {}{}}}",
             s(&self.host),
             s(&self.bind_address),
             self.port,
-            s(&self.token)
+            s(&self.token),
+            if self.v2 { ", \"protocol\": 2" } else { "" }
         ))
     }
 }
@@ -96,6 +102,8 @@ pub struct ClientFileIn {
     pub bind_address: Option<String>,
     pub port: Option<String>,
     pub token: Option<zeroize::Zeroizing<String>>,
+    /// `"protocol"` is 2 or more: the server of this token answers v2.
+    pub v2: bool,
 }
 
 /// Parses a client file written by s5d, s5 put or the original s5server.
@@ -115,6 +123,11 @@ pub fn parse_client_file(text: &str) -> Result<ClientFileIn, String> {
         bind_address: str_of("bind_address")?,
         port: str_of("port")?,
         token: str_of("token")?.map(zeroize::Zeroizing::new),
+        v2: match obj.get("protocol") {
+            None | Some(serde_json::Value::Null) => false,
+            Some(serde_json::Value::Number(n)) => n.as_u64().is_some_and(|v| v >= 2),
+            Some(_) => return Err("\"protocol\" is not a number".into()),
+        },
     })
 }
 
@@ -196,6 +209,7 @@ mod tests {
             bind_address: "127.0.0.1".into(),
             port: 13500,
             token: zeroize::Zeroizing::new("A".repeat(128)),
+            v2: false,
         };
         let want = format!(
             "{{\"host\": \"vm\", \"bind_address\": \"127.0.0.1\", \"port\": 13500, \"token\": \"{}\"}}",
@@ -206,6 +220,14 @@ mod tests {
         assert_eq!(back.host.as_deref(), Some("vm"));
         assert_eq!(back.port.as_deref(), Some("13500"));
         assert_eq!(back.token.unwrap().as_str(), "A".repeat(128));
+        assert!(!back.v2);
+        // s5d's: the same, and the protocol key last.
+        let f = ClientFile { v2: true, ..f };
+        let v2 = format!("{}, \"protocol\": 2}}", &want[..want.len() - 1]);
+        assert_eq!(*f.to_json(), v2);
+        assert!(parse_client_file(&v2).unwrap().v2);
+        assert!(!parse_client_file("{\"protocol\": 1}").unwrap().v2);
+        assert!(parse_client_file("{\"protocol\": \"2\"}").is_err());
         assert!(parse_client_file("[1]").is_err());
         assert!(parse_client_file("{\"port\": [1]}").is_err());
     }

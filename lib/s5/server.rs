@@ -130,6 +130,7 @@ impl Server {
             bind_address: self.bind_address.clone(),
             port: self.port,
             token: zeroize::Zeroizing::new(wire::b64encode(self.token.as_bytes())),
+            v2: true,
         }
     }
 
