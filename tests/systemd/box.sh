@@ -57,9 +57,9 @@ start)
   echo "$init"
   ;;
 
-_enter-cgroup)   # PID 1 of the new pid namespace, still on the host's root
-  echo $$ > "$2/cgroup.procs"
-  exec unshare --cgroup "$me" _boot "$dir" "${3:-}"
+_enter-cgroup)   # PID 1 of the new pid namespace, still on the host's root; $1 = its cgroup
+  echo $$ > "$1/cgroup.procs"
+  exec unshare --cgroup "$me" _boot "$dir" "${2:-}"
   ;;
 
 _boot)           # still PID 1, now in its own cgroup namespace: build the root, exec systemd
