@@ -267,6 +267,9 @@ fn streamed(ctx: &Ctx) -> (Response<RBody>, Enc, mpsc::Sender<Bytes>) {
 /// Request body tokens after the first: checks numbering and the end mark.
 struct TokenReader {
     body: Incoming,
+    /// The request's body deadline ([`crate::http::body_deadline`]); none for uploads and
+    /// command input, which the caller bounds with `--cmd-timeout`.
+    deadline: Option<tokio::time::Instant>,
     split: wire::LineSplitter,
     lines: std::collections::VecDeque<Vec<u8>>,
     eof: bool,
@@ -286,6 +289,7 @@ impl TokenReader {
     fn new(body: Incoming, fernet: Fernet) -> Self {
         TokenReader {
             body,
+            deadline: Some(crate::http::body_deadline()),
             split: wire::LineSplitter::default(),
             lines: Default::default(),
             eof: false,
@@ -304,7 +308,13 @@ impl TokenReader {
             if self.eof {
                 return Ok(None);
             }
-            match self.body.frame().await {
+            let frame = match self.deadline {
+                Some(d) => tokio::time::timeout_at(d, self.body.frame())
+                    .await
+                    .map_err(|_| TokErr::Invalid("body timed out"))?,
+                None => self.body.frame().await,
+            };
+            match frame {
                 None => {
                     self.eof = true;
                     if let Some(l) = self.split.finish() {
@@ -344,6 +354,11 @@ impl TokenReader {
         self.next_tok = 1;
         self.done = h.last;
         Ok((h.req, rest[wire::HASH_LEN..].to_vec()))
+    }
+
+    /// Lifts the body deadline: the caller bounds the rest of the body itself.
+    fn unbounded(&mut self) {
+        self.deadline = None;
     }
 
     /// The next payload, None after the end mark (which must close the body).
@@ -889,6 +904,7 @@ impl Service {
             Err(r) => return *r,
         };
         let limit = self.cfg.cmd_timeout;
+        rd.unbounded();
         let copy = async {
             let mut total = 0usize;
             let mut chunk = Some(first);
@@ -971,6 +987,7 @@ impl Service {
         );
         let (resp, mut enc, tx) = streamed(&ctx);
         let (limit, want, user) = (self.cfg.cmd_timeout, ctx.want_status, ctx.user.clone());
+        rd.unbounded();
         tokio::spawn(async move {
             let mut p = p;
             let (mut r, mut w) = p.io.split();
