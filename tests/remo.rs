@@ -843,3 +843,39 @@ c.commit()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), "blob|146\n");
 }
+
+#[test]
+fn slow_bodies_block_nobody_and_are_cut_after_the_body_timeout() {
+    let sdir = tempfile::tempdir().unwrap();
+    let sock = sdir.path().join("remod.sock");
+    let s = setup(&["--listen", path_str(&sock), "--body-timeout", "5"]);
+    let stall = b"POST /auth HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 10000\r\n\r\nuser=al";
+    let real = b"GET /info HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    assert_slow_bodies_block_nobody(
+        &s.d.addr,
+        &sock,
+        stall,
+        real,
+        200,
+        300,
+        std::time::Duration::from_secs(5),
+    );
+    assert!(get_plain(&s.d.addr, "/info")
+        .text()
+        .contains("remo_serv 0.6.0 here"));
+}
+
+#[test]
+fn half_closed_failed_logins_are_answered() {
+    let s = setup(&["--login-failures", "1000"]);
+    // A login signed with alice's key under another name: looked up and checked before the
+    // answer, which a client that half-closes meanwhile still gets.
+    let key = keysock::keyfile::read_private_pem(&s.path("alice_key.pem"), Some(b"foo")).unwrap();
+    let (_, eph_pub) = wire::x448_generate().unwrap();
+    let body = wire::auth_body("limited", &eph_pub, &key).unwrap();
+    let req = format!(
+        "POST /auth HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    assert_half_closed_answered(&s.d.addr, req.as_bytes(), 403);
+}

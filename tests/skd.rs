@@ -723,3 +723,41 @@ fn tokenctl_imports_the_originals_store() {
     assert_eq!(code, 65, "{msg}");
     assert!(msg.contains("not a DbDump"), "{msg}");
 }
+
+#[test]
+fn slow_bodies_block_nobody_and_are_cut_after_the_body_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("skd.sock");
+    let d = Daemon::direct(skd(), &["--listen", path_str(&sock), "--body-timeout", "5"]);
+    let stall = b"POST /auth_token HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 10000\r\n\r\nrealm=r&user=a";
+    let real = b"GET /version HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    assert_slow_bodies_block_nobody(
+        &d.addr,
+        &sock,
+        stall,
+        real,
+        200,
+        300,
+        Duration::from_secs(5),
+    );
+    assert_eq!(d.get("/version").text(), "1.5\n");
+}
+
+#[test]
+fn half_closed_failed_logins_are_answered_and_big_heads_refused() {
+    pam_setup();
+    let d = Daemon::direct(
+        skd(),
+        &["-pam-app", PAM_SERVICE, "--login-failures", "1000"],
+    );
+    // A failed login checks the password (PAM) before answering: a client that half-closes
+    // meanwhile still gets its 403.
+    assert_half_closed_answered(
+        &d.addr,
+        b"GET /auth_token?realm=r&user=alice&pwd=wrong HTTP/1.1\r\nHost: t\r\n\r\n",
+        403,
+    );
+    assert_half_closed_answered(&d.addr, b"GET /version HTTP/1.1\r\nHost: t\r\n\r\n", 200);
+    assert_big_head_refused(&d.addr);
+    assert_eq!(d.get("/version").text(), "1.5\n");
+}
