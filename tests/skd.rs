@@ -744,7 +744,7 @@ fn slow_bodies_block_nobody_and_are_cut_after_the_body_timeout() {
 }
 
 #[test]
-fn half_closed_failed_logins_are_answered_and_big_heads_refused() {
+fn half_closed_failed_logins_are_answered() {
     pam_setup();
     let d = Daemon::direct(
         skd(),
@@ -758,6 +758,11 @@ fn half_closed_failed_logins_are_answered_and_big_heads_refused() {
         403,
     );
     assert_half_closed_answered(&d.addr, b"GET /version HTTP/1.1\r\nHost: t\r\n\r\n", 200);
+}
+
+#[test]
+fn a_100_kib_head_is_refused_with_431() {
+    let d = Daemon::direct(skd(), &[]);
     assert_big_head_refused(&d.addr);
     assert_eq!(d.get("/version").text(), "1.5\n");
 }
