@@ -879,3 +879,27 @@ fn half_closed_failed_logins_are_answered() {
     );
     assert_half_closed_answered(&s.d.addr, req.as_bytes(), 403);
 }
+
+#[test]
+fn a_stalled_first_token_is_cut_after_the_body_timeout() {
+    let s = setup(&["--body-timeout", "2"]);
+    let raw = raw_login(&s, "alice").unwrap();
+    // A session's request whose body (its first token) stops half-way.
+    let req = format!(
+        "POST /info HTTP/1.1\r\nHost: x\r\nCookie: SESSION_ID={}\r\nContent-Length: 1000\r\n\r\ngAAAAA",
+        raw.cookie
+    );
+    let mut c = std::net::TcpStream::connect(&raw.addr).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .unwrap();
+    c.write_all(req.as_bytes()).unwrap();
+    let t = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut c, &mut buf);
+    assert_eq!(parse(&buf).status, 400, "{:?}", parse(&buf).head);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(12),
+        "closed after {:?}",
+        t.elapsed()
+    );
+}
