@@ -455,3 +455,55 @@ async fn drain(ctl: &Control, grace: Duration) -> bool {
     };
     tokio::time::timeout(grace, all_closed).await.is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(s: &str) -> Source {
+        Source::of_ip(s.parse().unwrap())
+    }
+
+    #[test]
+    fn caps_serve_then_busy_then_refuse_per_source_and_overall() {
+        let ctl = Control::new();
+        let opts = Options {
+            max_connections: 4,
+            max_per_source: 2,
+            ..Default::default()
+        };
+        let kind = |a: &Admission| match a {
+            Admission::Serve(_) => "serve",
+            Admission::Busy(_) => "busy",
+            Admission::Refuse => "refuse",
+        };
+        let a = src("10.0.0.1");
+        let mut held = Vec::new();
+        for want in ["serve", "serve", "busy", "busy", "refuse", "refuse"] {
+            let adm = ctl.admit(a, &opts);
+            assert_eq!(kind(&adm), want);
+            held.push(adm);
+        }
+        assert_eq!(ctl.active(), 4);
+        // Another source is served while the first is over its caps; 127/8 is one source.
+        let b = src("127.0.0.1");
+        let b1 = ctl.admit(b, &opts);
+        let b2 = ctl.admit(src("127.9.9.9"), &opts);
+        let b3 = ctl.admit(b, &opts);
+        assert_eq!(
+            (kind(&b1), kind(&b2), kind(&b3)),
+            ("serve", "serve", "busy")
+        );
+        // Overall: 4 served, 7 open; the 8th open connection is the last allowed.
+        let c1 = ctl.admit(src("10.0.0.3"), &opts);
+        assert_eq!(kind(&c1), "busy");
+        assert_eq!(kind(&ctl.admit(src("10.0.0.4"), &opts)), "refuse");
+        // Closing frees the slots again.
+        drop((held, b1, b2, b3, c1));
+        assert_eq!(ctl.active(), 0);
+        let c = ctl.0.counts.lock().unwrap();
+        assert_eq!((c.open, c.served, c.by_source.len()), (0, 0, 0));
+        drop(c);
+        assert_eq!(kind(&ctl.admit(a, &opts)), "serve");
+    }
+}
