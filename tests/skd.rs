@@ -420,7 +420,18 @@ fn sigterm_lets_the_request_in_flight_finish() {
 
 #[test]
 fn connections_over_the_cap_get_503() {
-    let d = Daemon::direct(skd(), &["--max-connections", "2"]);
+    let d = Daemon::direct(
+        skd(),
+        &[
+            "--max-connections",
+            "2",
+            "--max-connections-per-source",
+            "2",
+        ],
+    );
+    // Let the start-up probe's connection close first (a connection flagged busy while it
+    // was counted would leave a slot free once it closed).
+    std::thread::sleep(Duration::from_millis(300));
     let _a = TcpStream::connect(&d.addr).unwrap();
     let _b = TcpStream::connect(&d.addr).unwrap();
     std::thread::sleep(Duration::from_millis(100));
