@@ -63,6 +63,11 @@ struct Args {
     /// Most connections served at once; more get an ERROR frame and a close
     #[arg(long = "max-connections", value_name = "N", default_value_t = 64)]
     max_connections: usize,
+    /// Most connections served at once from one source (an IPv4 address, all of 127/8, an
+    /// IPv6 /64, a Unix uid); more get an ERROR frame and a close [default: a quarter of
+    /// --max-connections]
+    #[arg(long = "max-connections-per-source", value_name = "N")]
+    max_connections_per_source: Option<usize>,
     /// Close a connection after SECONDS without a packet
     #[arg(long = "idle-timeout", value_name = "SECONDS", default_value_t = 10)]
     idle_timeout: u64,
@@ -115,6 +120,7 @@ fn run(a: Args) -> Result<(), Fail> {
     let opts = daemon::Options {
         idle_exit: a.idle_exit.map(Duration::from_secs),
         max_connections: a.max_connections.max(1),
+        max_per_source: daemon::per_source(a.max_connections, a.max_connections_per_source),
         ..Default::default()
     };
     let fallback = [daemon::listen::host_port(&a.address, a.port)];

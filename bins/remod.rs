@@ -77,6 +77,16 @@ struct Args {
     /// Most connections served at once; more get 503
     #[arg(long = "max-connections", value_name = "N", default_value_t = 256)]
     max_connections: usize,
+    /// Most connections served at once from one source (an IPv4 address, all of 127/8, an
+    /// IPv6 /64, a Unix uid); more get 503 [default: a quarter of --max-connections]
+    #[arg(long = "max-connections-per-source", value_name = "N")]
+    max_connections_per_source: Option<usize>,
+    /// Seconds allowed to send a request head (and to idle between requests)
+    #[arg(long = "header-timeout", value_name = "SECONDS", default_value_t = 10)]
+    header_timeout: u64,
+    /// Seconds allowed to send a whole request body (uploads and command input: --cmd-timeout)
+    #[arg(long = "body-timeout", value_name = "SECONDS", default_value_t = 10)]
+    body_timeout: u64,
     /// Exit after SECONDS with no open connection and no session (for socket activation)
     #[arg(long = "idle-exit", value_name = "SECONDS")]
     idle_exit: Option<u64>,
@@ -185,11 +195,18 @@ fn run(a: Args) -> Result<(), Fail> {
     let service = Arc::new(
         Service::new(cfg).map_err(|e| Fail::new(exit::SOFTWARE, format!("cannot start: {e}")))?,
     );
-    let limits = Arc::new(http::Limits::default());
+    let limits = Arc::new(http::Limits {
+        header_timeout: Duration::from_secs(a.header_timeout.max(1)),
+        body_timeout: Duration::from_secs(a.body_timeout.max(1)),
+        // An upload is read within --cmd-timeout before it is answered.
+        request_timeout: Duration::from_secs(a.cmd_timeout.max(1) + 60),
+        ..Default::default()
+    });
     let opts = daemon::Options {
         // Sessions live in memory: never exit idle while one is open (checked below).
         idle_exit: None,
         max_connections: a.max_connections.max(1),
+        max_per_source: daemon::per_source(a.max_connections, a.max_connections_per_source),
         ..Default::default()
     };
     let fallback = [daemon::listen::host_port(&host, port)];

@@ -82,6 +82,10 @@ struct Args {
     /// Most connections served at once; more get 503
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_connections: usize,
+    /// Most connections served at once from one source (an IPv4 address, all of 127/8, an
+    /// IPv6 /64, a Unix uid); more get 503 [default: a quarter of --max-connections]
+    #[arg(long = "max-connections-per-source", value_name = "N")]
+    max_connections_per_source: Option<usize>,
     /// Log to syslog instead of stderr
     #[arg(long)]
     syslog: bool,
@@ -323,12 +327,14 @@ fn run(a: Args) -> Result<(), Fail> {
     };
     let limits = Arc::new(http::Limits {
         header_timeout: Duration::from_secs(a.timeout.max(1)),
+        body_timeout: Duration::from_secs(a.timeout.max(1)),
         max_head: 16 * 1024,
         ..Default::default()
     });
     let opts = daemon::Options {
         idle_exit: None,
         max_connections: a.max_connections.max(1),
+        max_per_source: daemon::per_source(a.max_connections, a.max_connections_per_source),
         shutdown_grace: Duration::from_secs(5),
         ..Default::default()
     };

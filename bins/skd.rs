@@ -108,9 +108,16 @@ struct Args {
     /// Most connections served at once; more get 503
     #[arg(long = "max-connections", value_name = "N", default_value_t = 256)]
     max_connections: usize,
+    /// Most connections served at once from one source (an IPv4 address, all of 127/8, an
+    /// IPv6 /64, a Unix uid); more get 503 [default: a quarter of --max-connections]
+    #[arg(long = "max-connections-per-source", value_name = "N")]
+    max_connections_per_source: Option<usize>,
     /// Seconds allowed to send a request head (and to idle between requests)
     #[arg(long = "header-timeout", value_name = "SECONDS", default_value_t = 10)]
     header_timeout: u64,
+    /// Seconds allowed to send a whole request body
+    #[arg(long = "body-timeout", value_name = "SECONDS", default_value_t = 10)]
+    body_timeout: u64,
     /// Exit after SECONDS with no open connection (for socket activation)
     #[arg(long = "idle-exit", value_name = "SECONDS")]
     idle_exit: Option<u64>,
@@ -202,11 +209,13 @@ fn run(a: Args) -> Result<(), Fail> {
     }
     let limits = Arc::new(http::Limits {
         header_timeout: Duration::from_secs(a.header_timeout.max(1)),
+        body_timeout: Duration::from_secs(a.body_timeout.max(1)),
         ..Default::default()
     });
     let opts = daemon::Options {
         idle_exit: a.idle_exit.map(Duration::from_secs),
         max_connections: a.max_connections.max(1),
+        max_per_source: daemon::per_source(a.max_connections, a.max_connections_per_source),
         ..Default::default()
     };
     let fallback = [daemon::listen::host_port(&a.address, a.port)];

@@ -1,10 +1,14 @@
 //! HTTP/1.1 serving on hyper for every HTTP daemon: optional TLS, bounded headers, a header
-//! timeout that also closes idle keep-alive connections, a 503 for connections over the cap,
-//! graceful finish of in-flight requests on stop.
+//! timeout that also closes idle keep-alive connections, a body timeout for the whole body
+//! ([`read_body`], [`body_deadline`]), a deadline per request, a 503 for connections over the
+//! caps ([`crate::daemon::Options`]), answers to clients that half-close, and graceful finish
+//! of in-flight requests on stop.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -25,6 +29,12 @@ pub struct Limits {
     pub max_headers: usize,
     /// Time allowed to send a complete request head, and to stay idle between requests.
     pub header_timeout: Duration,
+    /// Time allowed to send the whole request body, counted from the end of the head: a body
+    /// trickled in slowly cannot stretch it ([`read_body`]).
+    pub body_timeout: Duration,
+    /// Time allowed for a request from the end of its head to the head of its answer (body
+    /// included); after it the client gets 503 and the connection is closed.
+    pub request_timeout: Duration,
     pub tls_handshake_timeout: Duration,
 }
 
@@ -34,9 +44,27 @@ impl Default for Limits {
             max_head: 64 * 1024,
             max_headers: 100,
             header_timeout: Duration::from_secs(10),
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            request_timeout: Duration::from_secs(60),
             tls_handshake_timeout: Duration::from_secs(10),
         }
     }
+}
+
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+tokio::task_local! {
+    /// When the body of the request being handled must be in: set by [`serve_conn`] around
+    /// each call of the handler.
+    static BODY_DEADLINE: Instant;
+}
+
+/// When the body of the request this task handles must have arrived (the handler's own
+/// task, not tasks it spawns: those get the default body timeout from now).
+pub fn body_deadline() -> Instant {
+    BODY_DEADLINE
+        .try_with(|d| *d)
+        .unwrap_or_else(|_| Instant::now() + DEFAULT_BODY_TIMEOUT)
 }
 
 /// What a handler knows about the connection a request came on.
@@ -75,14 +103,18 @@ pub enum BodyError {
     TooLarge(usize),
     #[error("reading request body: {0}")]
     Read(String),
+    #[error("request body not complete within the body timeout")]
+    TimedOut,
 }
 
-/// Reads a whole request body of at most `max` bytes.
+/// Reads a whole request body of at most `max` bytes, by the request's [`body_deadline`].
 pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, BodyError> {
-    match Limited::new(body, max).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge(max)),
-        Err(e) => Err(BodyError::Read(e.to_string())),
+    let read = Limited::new(body, max).collect();
+    match tokio::time::timeout_at(body_deadline(), read).await {
+        Err(_) => Err(BodyError::TimedOut),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge(max)),
+        Ok(Err(e)) => Err(BodyError::Read(e.to_string())),
     }
 }
 
@@ -165,14 +197,20 @@ async fn run<I, H, Fut, B>(
 {
     let mut b = hyper::server::conn::http1::Builder::new();
     // Title-Case names, as the JDK server of the original sends them (a few clients compare
-    // header names case-sensitively).
+    // header names case-sensitively). half_close: a client that shuts its write side after
+    // its request (`nc -N`, `shutdown(SHUT_WR)`) still gets its answer.
     b.timer(TokioTimer::new())
         .title_case_headers(true)
+        .half_close(true)
         .header_read_timeout(limits.header_timeout)
+        // max_buf_size alone lets a head through that arrives in one read of a grown buffer
+        // (about 100 KiB against 64 KiB); max_header_size checks the parsed head itself.
         .max_buf_size(limits.max_head.max(8192))
+        .max_header_size(limits.max_head)
         .max_headers(limits.max_headers)
         .keep_alive(!over);
     let peer = info.peer.clone();
+    let (body_timeout, request_timeout) = (limits.body_timeout, limits.request_timeout);
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (h, info) = (handler.clone(), info.clone());
         async move {
@@ -187,7 +225,35 @@ async fn run<I, H, Fut, B>(
                     .map(B::from),
                 );
             }
-            Ok(h(req, info).await)
+            let peer = info.peer.clone();
+            let start = Instant::now();
+            let work = BODY_DEADLINE.scope(start + body_timeout, h(req, info));
+            // Its own task: a request that has arrived is handled to the end (a failure
+            // counted, a change committed) even if the client goes away meanwhile.
+            let task = tokio::spawn(tokio::time::timeout_at(start + request_timeout, work));
+            Ok(match task.await {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(_)) => {
+                    log::warn!(
+                        "request-timeout peer={peer} after={}s answer=503",
+                        request_timeout.as_secs()
+                    );
+                    let mut r = text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        "ERR: request timed out\n",
+                    );
+                    r.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                    r.map(B::from)
+                }
+                Err(e) => {
+                    log::error!("request-failed peer={peer} error=\"{e}\" answer=500");
+                    bare(StatusCode::INTERNAL_SERVER_ERROR).map(B::from)
+                }
+            })
         }
     });
     let conn = b.serve_connection(io, svc);

@@ -673,3 +673,41 @@ fn challenges_are_throttled_per_source_group() {
     let o = fetch(&d, "", &s.entropy(), &s.public(), &[], "test-secret");
     assert_eq!(stdout(&o), format!("{SECRET}\n"), "{}", stderr(&o));
 }
+
+#[test]
+fn slow_bodies_block_nobody_and_are_cut_after_the_body_timeout() {
+    let s = Setup::new();
+    let sock = s.path("autoidd.sock");
+    let mut args = s.args();
+    args.extend(
+        ["--listen", path_str(&sock), "--body-timeout", "5"]
+            .iter()
+            .map(|a| a.to_string()),
+    );
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let d = Daemon::direct(autoidd(), &a);
+    let stall = b"POST /v2/verify HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 10000\r\n\r\n{\"a\":";
+    let real = b"POST /v2/challenge HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+    assert_slow_bodies_block_nobody(
+        &d.addr,
+        &sock,
+        stall,
+        real,
+        200,
+        300,
+        std::time::Duration::from_secs(5),
+    );
+}
+
+#[test]
+fn half_closed_requests_are_answered() {
+    let s = Setup::new();
+    let d = s.start(&["--failures", "1000"]);
+    // v2/verify checks its body on the blocking pool before answering: a client that
+    // half-closes meanwhile still gets its 400.
+    assert_half_closed_answered(
+        &d.addr,
+        b"POST /v2/verify HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        400,
+    );
+}

@@ -499,7 +499,15 @@ fn frames_in_one_byte_writes_and_a_10_mib_size_field() {
 #[test]
 fn connection_cap_gets_an_error_frame_and_idle_connections_close() {
     let s = setup();
-    let d = s.start(&["--max-connections", "2", "--idle-timeout", "1"]);
+    // All from 127/8, one source: its own cap as high as the overall one.
+    let d = s.start(&[
+        "--max-connections",
+        "2",
+        "--max-connections-per-source",
+        "2",
+        "--idle-timeout",
+        "1",
+    ]);
     // Let the start-up probe's connection close first.
     std::thread::sleep(Duration::from_millis(300));
     let mut a = client(&d, Some(&s.alice));
@@ -677,6 +685,9 @@ fn tls_and_a_hundred_idle_connections() {
         "--tls-key",
         path_str(&key),
         "--max-connections",
+        "200",
+        // The idle connections and the client all come from 127/8, one source.
+        "--max-connections-per-source",
         "200",
         "--idle-timeout",
         "30",

@@ -742,3 +742,25 @@ fn s5_errors_are_one_line_with_sysexits() {
     assert_failed(&o);
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot connect"));
 }
+
+#[test]
+fn half_closed_wrong_identifiers_are_answered_and_counted() {
+    let mut srv = start_s5d(b"halfway", &["--failure-max", "100", "--success-max", "0"]);
+    let wrong = vec![b'A'; 48];
+    let req = [
+        &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 48\r\n\r\n"[..],
+        &wrong,
+    ]
+    .concat();
+    // As `nc -N` sends it: the request, then the write side shut.
+    common::assert_half_closed_answered(&srv.addr(), &req, 404);
+    let st = srv
+        .wait(Duration::from_secs(10))
+        .expect("exits at --failure-max 100");
+    assert!(st.success());
+    let err = srv.stderr();
+    assert!(
+        err.contains("failure-max reached (100 failed requests)"),
+        "{err}"
+    );
+}

@@ -670,7 +670,18 @@ fn sigterm_lets_the_request_in_flight_finish() {
 
 #[test]
 fn connections_over_the_cap_get_503() {
-    let d = Daemon::direct(skd(), &["--max-connections", "2"]);
+    let d = Daemon::direct(
+        skd(),
+        &[
+            "--max-connections",
+            "2",
+            "--max-connections-per-source",
+            "2",
+        ],
+    );
+    // Let the start-up probe's connection close first (a connection flagged busy while it
+    // was counted would leave a slot free once it closed).
+    std::thread::sleep(Duration::from_millis(300));
     let _a = TcpStream::connect(&d.addr).unwrap();
     let _b = TcpStream::connect(&d.addr).unwrap();
     std::thread::sleep(Duration::from_millis(100));
@@ -972,4 +983,47 @@ fn tokenctl_imports_the_originals_store() {
     let (code, msg) = import(&[]);
     assert_eq!(code, 65, "{msg}");
     assert!(msg.contains("not a DbDump"), "{msg}");
+}
+
+#[test]
+fn slow_bodies_block_nobody_and_are_cut_after_the_body_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("skd.sock");
+    let d = Daemon::direct(skd(), &["--listen", path_str(&sock), "--body-timeout", "5"]);
+    let stall = b"POST /auth_token HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 10000\r\n\r\nrealm=r&user=a";
+    let real = b"GET /version HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    assert_slow_bodies_block_nobody(
+        &d.addr,
+        &sock,
+        stall,
+        real,
+        200,
+        300,
+        Duration::from_secs(5),
+    );
+    assert_eq!(d.get("/version").text(), "1.5\n");
+}
+
+#[test]
+fn half_closed_failed_logins_are_answered() {
+    pam_setup();
+    let d = Daemon::direct(
+        skd(),
+        &["-pam-app", PAM_SERVICE, "--login-failures", "1000"],
+    );
+    // A failed login checks the password (PAM) before answering: a client that half-closes
+    // meanwhile still gets its 403.
+    assert_half_closed_answered(
+        &d.addr,
+        b"GET /auth_token?realm=r&user=alice&pwd=wrong HTTP/1.1\r\nHost: t\r\n\r\n",
+        403,
+    );
+    assert_half_closed_answered(&d.addr, b"GET /version HTTP/1.1\r\nHost: t\r\n\r\n", 200);
+}
+
+#[test]
+fn a_100_kib_head_is_refused_with_431() {
+    let d = Daemon::direct(skd(), &[]);
+    assert_big_head_refused(&d.addr);
+    assert_eq!(d.get("/version").text(), "1.5\n");
 }

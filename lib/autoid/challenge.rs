@@ -118,6 +118,15 @@ impl Minter {
     /// The key of `epoch`, made if `create` and it is the newest; None once it was replaced.
     fn key(&self, epoch: u64, create: bool) -> Option<Key> {
         let mut k = self.keys.lock().ok()?;
+        if create {
+            // Keys older than the previous epoch are wiped even when no nonce of their
+            // slot's parity has been minted since (a quiet server keeps no old key).
+            for old in k.iter_mut() {
+                if old.0 != u64::MAX && old.0.saturating_add(1) < epoch {
+                    *old = (u64::MAX, Zeroizing::new(Vec::new()));
+                }
+            }
+        }
         let slot = &mut k[(epoch % 2) as usize];
         if slot.0 != epoch {
             if !create {

@@ -262,6 +262,7 @@ impl Server {
                 let st = match e {
                     http::BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
                     http::BodyError::Read(_) => StatusCode::BAD_REQUEST,
+                    http::BodyError::TimedOut => StatusCode::REQUEST_TIMEOUT,
                 };
                 return if v2 {
                     v2_err(st, &e.to_string())

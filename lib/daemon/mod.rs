@@ -1,10 +1,11 @@
 //! What every daemon shares: listeners (systemd's or `--listen`), `sd_notify` (READY, STATUS,
-//! STOPPING, watchdog), idle exit, a connection cap, graceful shutdown on SIGTERM/SIGINT, and
-//! logging (see [`log`]).
+//! STOPPING, watchdog), idle exit, connection caps (overall and per [`Source`]), graceful
+//! shutdown on SIGTERM/SIGINT, and logging (see [`log`]).
 
 pub mod listen;
 pub mod log;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,9 +21,13 @@ pub use listen::{Bound, Listener, Peer, Source, Stream};
 pub struct Options {
     /// Exit after this long with no open connection (systemd starts us again on the next one).
     pub idle_exit: Option<Duration>,
-    /// Connections above this many are still accepted, but flagged `over_capacity` so the
-    /// protocol can answer with its own "busy" error instead of a silent close.
+    /// Connections served at once. Connections beyond this many are still accepted, but
+    /// flagged `over_capacity` so the protocol can answer with its own "busy" error instead of
+    /// a silent close; beyond twice this many open connections, new ones are closed at once.
     pub max_connections: usize,
+    /// The same two limits for the connections of one [`Source`], so that one party cannot
+    /// take every slot: beyond this many it gets "busy", beyond twice it is closed at once.
+    pub max_per_source: usize,
     /// How long in-flight connections may take to finish after a stop is requested.
     pub shutdown_grace: Duration,
     /// Threads accepting and serving connections, each with a single-threaded runtime; the
@@ -35,12 +40,27 @@ impl Default for Options {
         Options {
             idle_exit: None,
             max_connections: 256,
+            max_per_source: Options::per_source_default(256),
             shutdown_grace: Duration::from_secs(10),
             workers: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
         }
     }
+}
+
+impl Options {
+    /// The default of `--max-connections-per-source`: a quarter of `--max-connections`.
+    pub fn per_source_default(max_connections: usize) -> usize {
+        (max_connections / 4).max(1)
+    }
+}
+
+/// `max_per_source` from the `--max-connections` and `--max-connections-per-source` options.
+pub fn per_source(max_connections: usize, per_source: Option<usize>) -> usize {
+    per_source
+        .unwrap_or_else(|| Options::per_source_default(max_connections))
+        .max(1)
 }
 
 /// An accepted connection, handed to the protocol's handler.
@@ -58,9 +78,35 @@ struct Shared {
     /// The last `STATUS=` sent through `set_status`; held while notifying, so READY never
     /// sends an older status after a newer one.
     status: Mutex<Option<String>>,
+    /// Open connections (served, busy, or being closed); idle exit and draining wait on it.
     active: AtomicUsize,
+    counts: Mutex<Counts>,
+    /// Connections closed at once over the hard limits, and when that was last logged.
+    refused: Mutex<(u64, Option<Instant>)>,
     last_idle: Mutex<Instant>,
     drained: Notify,
+}
+
+/// Connections counted against the caps.
+#[derive(Default)]
+struct Counts {
+    open: usize,
+    served: usize,
+    by_source: HashMap<Source, PerSource>,
+}
+
+#[derive(Default)]
+struct PerSource {
+    open: usize,
+    served: usize,
+}
+
+/// What the caps decide for a new connection.
+enum Admission {
+    Serve(ConnGuard),
+    Busy(ConnGuard),
+    /// Over a hard limit: closed without an answer.
+    Refuse,
 }
 
 /// A handle to the running server: ask it to stop, publish a status line.
@@ -80,6 +126,8 @@ impl Control {
             reason: Mutex::new(String::new()),
             status: Mutex::new(None),
             active: AtomicUsize::new(0),
+            counts: Mutex::new(Counts::default()),
+            refused: Mutex::new((0, None)),
             last_idle: Mutex::new(Instant::now()),
             drained: Notify::new(),
         }))
@@ -117,21 +165,81 @@ impl Control {
         *last = Some(status.to_string());
     }
 
-    fn enter(&self) -> ConnGuard {
+    /// Counts a new connection from `src` against the caps of `opts`.
+    fn admit(&self, src: Source, opts: &Options) -> Admission {
+        let max = opts.max_connections.max(1);
+        let per = opts.max_per_source.max(1);
+        let mut c = self.0.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if c.open >= 2 * max {
+            return self.refuse("hard-limit");
+        }
+        let served = c.served;
+        let s = c.by_source.entry(src).or_default();
+        if s.open >= 2 * per {
+            return self.refuse("source-hard-limit");
+        }
+        let serve = served < max && s.served < per;
+        s.open += 1;
+        if serve {
+            s.served += 1;
+            c.served += 1;
+        }
+        c.open += 1;
         self.0.active.fetch_add(1, Ordering::SeqCst);
-        ConnGuard(self.0.clone())
+        let g = ConnGuard {
+            shared: self.0.clone(),
+            src,
+            served: serve,
+        };
+        if serve {
+            Admission::Serve(g)
+        } else {
+            Admission::Busy(g)
+        }
+    }
+
+    fn refuse(&self, why: &'static str) -> Admission {
+        let mut r = self.0.refused.lock().unwrap_or_else(|p| p.into_inner());
+        r.0 += 1;
+        // One line per 10 s at most: the refused connections may come by the thousand.
+        if r.1.map_or(true, |t| t.elapsed() >= Duration::from_secs(10)) {
+            ::log::warn!("connections-refused count={} reason={why}", r.0);
+            *r = (0, Some(Instant::now()));
+        }
+        Admission::Refuse
     }
 }
 
-struct ConnGuard(Arc<Shared>);
+struct ConnGuard {
+    shared: Arc<Shared>,
+    src: Source,
+    served: bool,
+}
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
-            if let Ok(mut t) = self.0.last_idle.lock() {
+        {
+            let mut c = self.shared.counts.lock().unwrap_or_else(|p| p.into_inner());
+            c.open = c.open.saturating_sub(1);
+            if self.served {
+                c.served = c.served.saturating_sub(1);
+            }
+            if let Some(s) = c.by_source.get_mut(&self.src) {
+                s.open = s.open.saturating_sub(1);
+                if self.served {
+                    s.served = s.served.saturating_sub(1);
+                }
+                if s.open == 0 {
+                    c.by_source.remove(&self.src);
+                }
+            }
+        }
+        let sh = &self.shared;
+        if sh.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if let Ok(mut t) = sh.last_idle.lock() {
                 *t = Instant::now();
             }
-            self.0.drained.notify_waiters();
+            sh.drained.notify_waiters();
         }
     }
 }
@@ -197,7 +305,7 @@ where
                                     b,
                                     ctl.clone(),
                                     handler.clone(),
-                                    opts.max_connections,
+                                    opts.clone(),
                                 ));
                             }
                             Err(e) => ::log::warn!("worker-not-started worker={w} error=\"{e}\""),
@@ -213,14 +321,7 @@ where
     }
     let accepters: Vec<_> = bound
         .into_iter()
-        .map(|b| {
-            tokio::spawn(accept_loop(
-                b,
-                ctl.clone(),
-                handler.clone(),
-                opts.max_connections,
-            ))
-        })
+        .map(|b| tokio::spawn(accept_loop(b, ctl.clone(), handler.clone(), opts.clone())))
         .collect();
 
     ::log::info!("listening {}", where_.join(" "));
@@ -300,8 +401,9 @@ where
 }
 
 /// Accepts connections on one listener until a stop is requested; each runs `handler` on its
-/// own task of the current runtime.
-async fn accept_loop<H, Fut>(b: Bound, ctl: Control, handler: H, max: usize)
+/// own task of the current runtime, flagged `over_capacity` over a soft cap, or is closed at
+/// once over a hard one.
+async fn accept_loop<H, Fut>(b: Bound, ctl: Control, handler: H, opts: Options)
 where
     H: Fn(Conn) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -314,8 +416,14 @@ where
         };
         match accepted {
             Ok((stream, peer)) => {
-                let guard = ctl.enter();
-                let over_capacity = ctl.active() > max;
+                let (guard, over_capacity) = match ctl.admit(peer.source(), &opts) {
+                    Admission::Serve(g) => (g, false),
+                    Admission::Busy(g) => (g, true),
+                    Admission::Refuse => {
+                        drop(stream);
+                        continue;
+                    }
+                };
                 let conn = Conn {
                     stream,
                     peer,
@@ -349,4 +457,56 @@ async fn drain(ctl: &Control, grace: Duration) -> bool {
         }
     };
     tokio::time::timeout(grace, all_closed).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(s: &str) -> Source {
+        Source::of_ip(s.parse().unwrap())
+    }
+
+    #[test]
+    fn caps_serve_then_busy_then_refuse_per_source_and_overall() {
+        let ctl = Control::new();
+        let opts = Options {
+            max_connections: 4,
+            max_per_source: 2,
+            ..Default::default()
+        };
+        let kind = |a: &Admission| match a {
+            Admission::Serve(_) => "serve",
+            Admission::Busy(_) => "busy",
+            Admission::Refuse => "refuse",
+        };
+        let a = src("10.0.0.1");
+        let mut held = Vec::new();
+        for want in ["serve", "serve", "busy", "busy", "refuse", "refuse"] {
+            let adm = ctl.admit(a, &opts);
+            assert_eq!(kind(&adm), want);
+            held.push(adm);
+        }
+        assert_eq!(ctl.active(), 4);
+        // Another source is served while the first is over its caps; 127/8 is one source.
+        let b = src("127.0.0.1");
+        let b1 = ctl.admit(b, &opts);
+        let b2 = ctl.admit(src("127.9.9.9"), &opts);
+        let b3 = ctl.admit(b, &opts);
+        assert_eq!(
+            (kind(&b1), kind(&b2), kind(&b3)),
+            ("serve", "serve", "busy")
+        );
+        // Overall: 4 served, 7 open; the 8th open connection is the last allowed.
+        let c1 = ctl.admit(src("10.0.0.3"), &opts);
+        assert_eq!(kind(&c1), "busy");
+        assert_eq!(kind(&ctl.admit(src("10.0.0.4"), &opts)), "refuse");
+        // Closing frees the slots again.
+        drop((held, b1, b2, b3, c1));
+        assert_eq!(ctl.active(), 0);
+        let c = ctl.0.counts.lock().unwrap();
+        assert_eq!((c.open, c.served, c.by_source.len()), (0, 0, 0));
+        drop(c);
+        assert_eq!(kind(&ctl.admit(a, &opts)), "serve");
+    }
 }

@@ -40,7 +40,7 @@ pub struct Config {
     pub success_max: u64,
     /// Stop after this many failed requests (0 = unlimited).
     pub failure_max: u64,
-    /// Time allowed for a request body and for a control-socket exchange.
+    /// Time allowed for a control-socket exchange (HTTP bodies: `http::Limits::body_timeout`).
     pub read_timeout: Duration,
     pub access_log: AccessLog,
     /// The client file s5d wrote, if any (reported to `s5 put`).
@@ -304,20 +304,13 @@ impl Server {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .any(|v| v.split(',').any(|m| m.trim() == wire::V2_MEDIA));
-        let body = tokio::time::timeout(
-            self.cfg.read_timeout,
-            http::read_body(req.into_body(), MAX_BODY),
-        )
-        .await;
+        // Within the body timeout of http::Limits (s5d's --timeout).
+        let body = http::read_body(req.into_body(), MAX_BODY).await;
         let not_found = || http::text(StatusCode::NOT_FOUND, "application/json", "");
         let body = match body {
-            Ok(Ok(b)) => Some(b),
-            Ok(Err(e)) => {
+            Ok(b) => Some(b),
+            Err(e) => {
                 log::info!("bad-body error=\"{e}\"");
-                None
-            }
-            Err(_) => {
-                log::info!("bad-body error=\"timed out\"");
                 None
             }
         };

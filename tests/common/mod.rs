@@ -297,3 +297,144 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc/PID/status")
 }
+
+/// Raises this process's soft limit on open files to its hard limit (tests holding hundreds
+/// of sockets; the daemons they start inherit it too).
+pub fn raise_nofile() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let l = getrlimit(Resource::Nofile);
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: l.maximum,
+            maximum: l.maximum,
+        },
+    );
+}
+
+/// Sends `request` on `s`, tolerating a server that closes before taking it all (an
+/// oversized head), and reads until the server closes, at most 10 s.
+pub fn exchange(mut s: impl Read + Write, request: &[u8]) -> Resp {
+    let _ = s.write_all(request);
+    read_answer(s)
+}
+
+fn read_answer(mut s: impl Read) -> Resp {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    parse(&buf)
+}
+
+/// `request` over the Unix socket `path` (a client of another source than 127/8).
+pub fn raw_unix(path: &Path, request: &[u8]) -> Resp {
+    let s = std::os::unix::net::UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    exchange(s, request)
+}
+
+/// `request`, then shut the write side (as `nc -N` does), then read the answer.
+pub fn half_closed(addr: &str, request: &[u8]) -> Resp {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    read_answer(s)
+}
+
+/// Asserts that `request`, sent by a client that half-closes after it, is answered `status`
+/// 100 times in a row.
+pub fn assert_half_closed_answered(addr: &str, request: &[u8], status: u16) {
+    for i in 0..100 {
+        let r = half_closed(addr, request);
+        assert_eq!(r.status, status, "try {i}: {:?}", r.head);
+    }
+}
+
+/// A head of about 100 KiB (one header line), refused with 431 (limit: 64 KiB).
+pub fn assert_big_head_refused(addr: &str) {
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let r = exchange(s, req.as_bytes());
+    assert_eq!(r.status, 431, "{:?}", r.head);
+}
+
+/// The slow-body attack: `n` connections from 127.0.0.1 to `addr` send `stall` (a head
+/// announcing a longer body than follows) and then nothing. Meanwhile a client on the Unix
+/// socket `unix` (another source) sends `real` 5 times and must get `want` within 1 s each;
+/// then every stalled connection must be closed by the daemon within `body_timeout` plus
+/// 15 s. Returns how many stalled connections got a 503 at once (over the per-source cap).
+pub fn assert_slow_bodies_block_nobody(
+    addr: &str,
+    unix: &Path,
+    stall: &[u8],
+    real: &[u8],
+    want: u16,
+    n: usize,
+    body_timeout: Duration,
+) -> usize {
+    raise_nofile();
+    let start = Instant::now();
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        // Connections beyond the hard caps are closed at once: a failed write is fine.
+        let mut s = TcpStream::connect(addr).unwrap();
+        let _ = s.write_all(stall);
+        conns.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 0..5 {
+        let t = Instant::now();
+        let r = raw_unix(unix, real);
+        assert_eq!(r.status, want, "real client, try {i}: {:?}", r.head);
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "real client, try {i}: answered after {:?}",
+            t.elapsed()
+        );
+    }
+    assert!(
+        start.elapsed() < body_timeout,
+        "the stalled connections were not all open while the real client was served (took {:?}); use a longer body timeout",
+        start.elapsed()
+    );
+    // Closed by the daemon: EOF (after a 503 or the handler's answer) or a reset.
+    let deadline = Instant::now() + body_timeout + Duration::from_secs(15);
+    let mut busy = 0;
+    for (i, s) in conns.iter_mut().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match s.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    panic!(
+                        "stalled connection {i} still open {:?} after the start",
+                        start.elapsed()
+                    )
+                }
+                Err(_) => break,
+            }
+        }
+        if parse(&buf).status == 503 {
+            busy += 1;
+        }
+    }
+    busy
+}

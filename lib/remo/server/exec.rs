@@ -167,6 +167,7 @@ impl Service {
         let (resp, mut enc, tx) = streamed(&ctx);
         let (limit, want, user) = (self.cfg.cmd_timeout, ctx.want_status, ctx.user.clone());
         let mut ended = ctx.ended.clone();
+        rd.unbounded();
         tokio::spawn(async move {
             let _slot = slot;
             let mut p = p;

@@ -135,6 +135,9 @@ pub(super) fn streamed(ctx: &Ctx) -> (Response<RBody>, Enc, mpsc::Sender<Bytes>)
 /// Request body tokens after the first: checks numbering and the end mark.
 pub(super) struct TokenReader {
     pub(super) body: Incoming,
+    /// The request's body deadline ([`crate::http::body_deadline`]); none for uploads and
+    /// command input, which the caller bounds with `--cmd-timeout`.
+    pub(super) deadline: Option<tokio::time::Instant>,
     pub(super) split: wire::LineSplitter,
     pub(super) lines: std::collections::VecDeque<Vec<u8>>,
     pub(super) eof: bool,
@@ -154,6 +157,7 @@ impl TokenReader {
     pub(super) fn new(body: Incoming, fernet: Fernet) -> Self {
         TokenReader {
             body,
+            deadline: Some(crate::http::body_deadline()),
             split: wire::LineSplitter::default(),
             lines: Default::default(),
             eof: false,
@@ -172,7 +176,13 @@ impl TokenReader {
             if self.eof {
                 return Ok(None);
             }
-            match self.body.frame().await {
+            let frame = match self.deadline {
+                Some(d) => tokio::time::timeout_at(d, self.body.frame())
+                    .await
+                    .map_err(|_| TokErr::Invalid("body timed out"))?,
+                None => self.body.frame().await,
+            };
+            match frame {
                 None => {
                     self.eof = true;
                     if let Some(l) = self.split.finish() {
@@ -212,6 +222,11 @@ impl TokenReader {
         self.next_tok = 1;
         self.done = h.last;
         Ok((h.req, rest[wire::HASH_LEN..].to_vec()))
+    }
+
+    /// Lifts the body deadline: the caller bounds the rest of the body itself.
+    pub(super) fn unbounded(&mut self) {
+        self.deadline = None;
     }
 
     /// The next payload, None after the end mark (which must close the body).

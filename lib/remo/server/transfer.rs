@@ -95,6 +95,7 @@ impl Service {
             Err(r) => return *r,
         };
         let limit = self.cfg.cmd_timeout;
+        rd.unbounded();
         let copy = async {
             let mut total = 0usize;
             let mut chunk = Some(first);
