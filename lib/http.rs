@@ -73,6 +73,46 @@ pub struct ConnInfo {
     pub peer: Peer,
     pub listener: Arc<str>,
     pub tls: bool,
+    /// The connection's socket: valid while one of its requests is being handled.
+    fd: std::os::fd::RawFd,
+}
+
+impl ConnInfo {
+    /// A future that resolves when the client shuts its sending side or the socket fails
+    /// (EPOLLRDHUP), for answers that are pointless once the client has gone (a command's
+    /// streamed output). Hyper answers clients that half-close, so it does not tell us.
+    /// Call it while handling a request of this connection; `None` if the socket cannot be
+    /// watched.
+    pub fn peer_closed(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
+        use tokio::io::{unix::AsyncFd, Interest};
+        // SAFETY: hyper keeps the connection, so `fd`, open while its request is handled.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd) };
+        let fd = rustix::io::fcntl_dupfd_cloexec(borrowed, 3).ok()?;
+        // A reused descriptor number would name another connection: check it is ours.
+        if let Peer::Tcp(a) = &self.peer {
+            let same = rustix::net::getpeername(&fd)
+                .ok()
+                .flatten()
+                .and_then(|p| std::net::SocketAddr::try_from(p).ok())
+                .is_some_and(|p| p == *a);
+            if !same {
+                return None;
+            }
+        }
+        // SAFETY: `fd` is our own duplicate, owned by the AsyncFd until it is dropped.
+        let afd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()?;
+        Some(async move {
+            loop {
+                let Ok(mut g) = afd.readable().await else {
+                    return;
+                };
+                if g.ready().is_read_closed() {
+                    return;
+                }
+                g.clear_ready();
+            }
+        })
+    }
 }
 
 /// A response with a body and a `Content-Type`.
@@ -165,6 +205,7 @@ pub async fn serve_conn<H, Fut, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let info = Arc::new(ConnInfo {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&conn.stream),
         peer: conn.peer,
         listener: conn.listener,
         tls: tls.is_some(),

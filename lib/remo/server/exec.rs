@@ -167,6 +167,7 @@ impl Service {
         let (resp, mut enc, tx) = streamed(&ctx);
         let (limit, want, user) = (self.cfg.cmd_timeout, ctx.want_status, ctx.user.clone());
         let mut ended = ctx.ended.clone();
+        let gone = ctx.conn.peer_closed();
         rd.unbounded();
         tokio::spawn(async move {
             let _slot = slot;
@@ -214,6 +215,12 @@ impl Service {
                     Err(_) => (false, "timeout"),
                 },
                 _ = tx.closed() => (false, "client-gone"),
+                _ = async {
+                    match gone {
+                        Some(g) => g.await,
+                        None => std::future::pending().await,
+                    }
+                } => (false, "client-gone"),
                 _ = ended.changed() => (false, "session-ended"),
             };
             drop(rd);

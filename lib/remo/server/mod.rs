@@ -178,6 +178,7 @@ impl Service {
                 iproc: s.iproc.clone(),
                 cmds: s.cmds.clone(),
                 ended: s.ended.subscribe(),
+                conn: info.clone(),
                 want_status,
             }
         };

@@ -50,6 +50,8 @@ pub(super) struct Ctx {
     pub(super) iproc: Shared<IProc>,
     pub(super) cmds: Arc<AtomicUsize>,
     pub(super) ended: tokio::sync::watch::Receiver<()>,
+    /// The connection the request came on.
+    pub(super) conn: Arc<ConnInfo>,
     pub(super) want_status: bool,
 }
 
