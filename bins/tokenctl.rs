@@ -202,7 +202,7 @@ fn run(cmd: SkdCmd) -> Result<i32, Fail> {
             .map_err(|e| Fail::new(exit::NOINPUT, format!("{}: {e}", dump.display())))?;
             let pairs = sks::jedump::parse(&text)
                 .map_err(|e| Fail::new(exit::DATAERR, format!("{}: {e}", dump.display())))?;
-            let store = sks::Store::open(Some(&db))
+            let store = sks::Store::open_by_tool(&db)
                 .map_err(|e| Fail::new(exit::CANTCREAT, format!("cannot open store: {e}")))?;
             let n = store.import(&pairs, overwrite).map_err(db_err)?;
             eprintln!(

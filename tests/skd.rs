@@ -1027,3 +1027,33 @@ fn a_100_kib_head_is_refused_with_431() {
     assert_big_head_refused(&d.addr);
     assert_eq!(d.get("/version").text(), "1.5\n");
 }
+
+/// Writers that bypass skd's change counter (the sqlite3 shell) are still seen, within a
+/// second; tokenctl's are seen at once (tokenctl_works_on_the_live_store).
+#[test]
+fn foreign_writes_to_the_store_are_seen_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let d = Daemon::direct(skd(), &["-d", path_str(&store), "--allow-stored-token"]);
+    assert_eq!(d.get("/stored_token?realm=r&user=u&token=tok").status, 200);
+    for _ in 0..3 {
+        assert!(d
+            .get("/valid?realm=r&token=tok")
+            .text()
+            .starts_with("YES\n"));
+    }
+    let out = Command::new("sqlite3")
+        .arg(store.join("skd.sqlite"))
+        .arg("DELETE FROM kv WHERE k LIKE 't:%'")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let t = Instant::now();
+    while d.get("/valid?realm=r&token=tok").text() != "NO\n" {
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "still valid after 3 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,6 +1,7 @@
 //! SessionKeyServer protocol (spec: shared/specs/sks.md): the wire format, the token store,
 //! and the server side that `skd` runs. `tokenctl skd` works on the same store.
 
+mod changes;
 pub mod jedump;
 pub mod server;
 pub mod store;

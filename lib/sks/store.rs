@@ -83,7 +83,18 @@ pub struct Store {
     generation: AtomicU64,
     /// The `data_version` each reader last saw.
     data_versions: Vec<AtomicI64>,
+    /// The change counter shared with tokenctl (file stores; `None` if it cannot be mapped),
+    /// and the value this process last saw.
+    changes: Option<super::changes::Changes>,
+    seen_changes: AtomicU64,
+    /// Milliseconds since `opened` of the last `PRAGMA data_version` check: done at most
+    /// once a second on cache hits, for writers that bypass the counter (the sqlite3 shell).
+    last_dv_check: AtomicU64,
+    opened: std::time::Instant,
 }
+
+/// How often a cache hit also asks SQLite whether anyone changed the file.
+const DV_CHECK_MS: u64 = 1000;
 
 #[derive(Clone)]
 struct Cached {
@@ -223,6 +234,11 @@ fn current_info(c: &Connection, r: &str, token: &str) -> rusqlite::Result<Option
 impl Store {
     /// The store in `dir` (created 0700 if missing), or in memory without a directory.
     pub fn open(dir: Option<&Path>) -> Result<Store, StoreError> {
+        Self::open_as(dir, true)
+    }
+
+    /// `open`, creating the change counter only if `create` (skd does; tools join it).
+    fn open_as(dir: Option<&Path>, create: bool) -> Result<Store, StoreError> {
         let Some(dir) = dir else {
             return Ok(Store {
                 writer: Mutex::new(crate::sqlite::memory(SCHEMA)?),
@@ -230,6 +246,10 @@ impl Store {
                 cache: Mutex::new(AnswerCache::new()),
                 generation: AtomicU64::new(0),
                 data_versions: Vec::new(),
+                changes: None,
+                seen_changes: AtomicU64::new(0),
+                last_dv_check: AtomicU64::new(0),
+                opened: std::time::Instant::now(),
                 path: None,
             });
         };
@@ -249,12 +269,28 @@ impl Store {
         let readers = (0..cores)
             .map(|_| crate::sqlite::open(&path, SCHEMA).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
+        // skd creates the counter; a tool only joins it (a file it created as root would
+        // lock skd's own user out). Without it, changes are found through data_version.
+        let changes = match super::changes::Changes::open(&dir.join("skd.changes"), create) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                log::warn!(
+                    "change-counter-unavailable path={} error=\"{e}\" effect=\"changes by other processes are seen within a second\"",
+                    dir.join("skd.changes").display()
+                );
+                None
+            }
+        };
         Ok(Store {
             writer: Mutex::new(writer),
             data_versions: readers.iter().map(|_| AtomicI64::new(-1)).collect(),
             readers,
             cache: Mutex::new(AnswerCache::new()),
             generation: AtomicU64::new(0),
+            seen_changes: AtomicU64::new(changes.as_ref().map_or(0, |c| c.get())),
+            changes,
+            last_dv_check: AtomicU64::new(0),
+            opened: std::time::Instant::now(),
             path: Some(path),
         })
     }
@@ -270,7 +306,13 @@ impl Store {
             );
             return Err(StoreError::Dir(dir.display().to_string(), e));
         }
-        Store::open(Some(dir))
+        Store::open_as(Some(dir), false)
+    }
+
+    /// The store in `dir` (created 0700 if missing) for a tool such as `tokenctl skd import`:
+    /// it joins skd's change counter but never creates it.
+    pub fn open_by_tool(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_as(Some(dir), false)
     }
 
     pub fn path(&self) -> Option<&Path> {
@@ -313,6 +355,9 @@ impl Store {
         tx.commit()?;
         // Still under the connection lock: a reader that saw the old data saw the old number.
         self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Some(c) = &self.changes {
+            c.bump();
+        }
         Ok(v)
     }
 
@@ -323,6 +368,21 @@ impl Store {
             // In memory only this process writes: a hit needs no connection at all.
             if let Some(v) = self.cached(&key, self.generation.load(Ordering::SeqCst)) {
                 return Ok(v);
+            }
+        } else if let Some(c) = &self.changes {
+            // Another process's commit shows in the shared counter: a memory read.
+            let v = c.get();
+            if self.seen_changes.swap(v, Ordering::SeqCst) != v {
+                self.generation.fetch_add(1, Ordering::SeqCst);
+            }
+            let ms = self.opened.elapsed().as_millis() as u64;
+            let last = self.last_dv_check.load(Ordering::Relaxed);
+            if ms.saturating_sub(last) < DV_CHECK_MS {
+                if let Some(v) = self.cached(&key, self.generation.load(Ordering::SeqCst)) {
+                    return Ok(v);
+                }
+            } else {
+                self.last_dv_check.store(ms, Ordering::Relaxed);
             }
         }
         let (validity, fresh) = self.read_at(|i, c| {
