@@ -132,7 +132,9 @@ fn fail_of(e: ClientError) -> Fail {
     let code = match &e {
         ClientError::Connect(..) | ClientError::Http(_) => exit::UNAVAILABLE,
         ClientError::LoginRefused(_) => EX_NOPERM,
-        ClientError::BadServerSignature | ClientError::Protocol(_) => EX_PROTOCOL,
+        ClientError::BadServerSignature | ClientError::Protocol(_) | ClientError::NoFinalToken => {
+            EX_PROTOCOL
+        }
         ClientError::Io(_) => exit::IOERR,
         _ => exit::SOFTWARE,
     };

@@ -1060,3 +1060,106 @@ fn a_stalled_first_token_is_cut_after_the_body_timeout() {
         t.elapsed()
     );
 }
+
+/// A stand-in for the original remo_serv's framing in front of remod: every answer goes out
+/// with `Connection: close`, and a `/cmd/` answer loses its final token (the original never
+/// sends one).
+fn drop_final_token_proxy(upstream: String) -> String {
+    use std::io::Read;
+    use std::net::TcpStream;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let up = upstream.clone();
+            std::thread::spawn(move || {
+                let mut req = Vec::new();
+                let mut b = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(i) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match c.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&b[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&req[..head_end]).into_owned();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                while req.len() < head_end + len {
+                    match c.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&b[..n]),
+                    }
+                }
+                let cmd = head.starts_with("POST /cmd/");
+                let mut u = TcpStream::connect(&up).unwrap();
+                let head = head.replacen("\r\n", "\r\nConnection: close\r\n", 1);
+                u.write_all(head.as_bytes()).unwrap();
+                u.write_all(&req[head_end..]).unwrap();
+                let mut resp = Vec::new();
+                let _ = u.read_to_end(&mut resp);
+                let r = parse(&resp);
+                let mut head = r.head.replacen("\r\n", "\r\nConnection: close\r\n", 1);
+                let body = if cmd {
+                    let mut toks: Vec<&[u8]> = Vec::new();
+                    let plain = dechunk(&r.body);
+                    for t in plain.split(|&x| x == b'\n') {
+                        if t.len() > 1 {
+                            toks.push(t);
+                        }
+                    }
+                    toks.pop();
+                    let joined: Vec<u8> = toks.iter().flat_map(|t| [*t, b"\n"].concat()).collect();
+                    format!("{:x}\r\n", joined.len())
+                        .into_bytes()
+                        .into_iter()
+                        .chain(joined)
+                        .chain(b"\r\n0\r\n\r\n".iter().copied())
+                        .collect()
+                } else {
+                    head = r.head.replacen("\r\n", "\r\nConnection: close\r\n", 1);
+                    r.body.clone()
+                };
+                let _ = c.write_all(head.as_bytes());
+                let _ = c.write_all(&body);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_server_without_final_tokens_needs_legacy_server() {
+    let s = setup(&[]);
+    let proxy = drop_final_token_proxy(s.d.addr.clone());
+    let port = proxy.rsplit(':').next().unwrap().to_string();
+    let remo = |extra: &[&str]| {
+        let mut a = vec![
+            "127.0.0.1",
+            port.as_str(),
+            "-s",
+            "remo_serv.pem",
+            "-u",
+            "alice",
+        ];
+        a.extend_from_slice(&["-k", "alice_key.pem", "--password-file", "pw"]);
+        a.extend_from_slice(extra);
+        run_in(s.dir.path(), remo_bin(), &a, b"")
+    };
+    let o = remo(&["exec", "echo", "hi"]);
+    assert_eq!(o.status.code(), Some(76), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--legacy-server"), "{err}");
+    let o = remo(&["--legacy-server", "exec", "echo", "hi"]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hi\n");
+}
