@@ -53,7 +53,36 @@ fn tokens_and_keys_survive_kill_9() {
         "/valid?realm=r2&token=abc".to_string(),
     ];
     let before: Vec<String> = probes.iter().map(|p| d.get(p).text()).collect();
-    assert!(before[0].starts_with("SUPERCEDED\n") && before[1].starts_with("YES\n"));
+    let nobody = keysock::pam::lookup_ids("nobody");
+    let (uid, gid) = (nobody.uid.unwrap(), nobody.gid.unwrap());
+    assert_eq!(
+        before,
+        [
+            "SUPERCEDED\nalice\nauth/pam\n\n".to_string(),
+            "YES\nalice\nauth/pam\n\n".to_string(),
+            format!("YES\nnobody\nauth/pam\nuid={uid}\ngid={gid}\n\n"),
+            "YES\ncarol\nstored\n\n".to_string(),
+        ]
+    );
+    // The documented formula: SHA-256 of "salt\ngroup-key", the key read from the store.
+    let q = format!(
+        "SELECT v FROM kv WHERE k = 'grk:{}'",
+        keysock::secret::sha1_hex(b"g")
+    );
+    let out = Command::new("sqlite3")
+        .arg(store.join("skd.sqlite"))
+        .arg(&q)
+        .output()
+        .unwrap();
+    let group_key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(!group_key.is_empty(), "no group key in the store");
+    let out = Command::new("sh")
+        .args(["-c", "printf 's\\n%s' \"$1\" | sha256sum", "sh", &group_key])
+        .output()
+        .unwrap();
+    let want = String::from_utf8(out.stdout).unwrap();
+    let want = want.split_whitespace().next().unwrap();
+    assert_eq!(hash, format!("{want}\n"));
     Command::new("kill")
         .arg("-9")
         .arg(d.child.id().to_string())

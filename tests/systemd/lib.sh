@@ -67,6 +67,21 @@ journal_has() {
   done
   fail "no '$2' in journalctl -u $1"
 }
+# journal_count UNIT TEXT: how many lines of UNIT's journal hold TEXT now.
+journal_count() {
+  box journalctl --no-pager -o cat -u "$1" 2>/dev/null | grep -cF -- "$2" || true
+}
+# journal_more UNIT TEXT N: up to 5 s for more than N lines with TEXT, i.e. a new one since N
+# was counted (an earlier restart may have logged the same line already).
+journal_more() {
+  local n
+  for _ in $(seq 1 50); do
+    n=$(journal_count "$1" "$2")
+    [ "$n" -gt "$3" ] && return 0
+    sleep 0.1
+  done
+  fail "no new '$2' in journalctl -u $1 ($n lines, as before)"
+}
 # dropin UNIT TEXT: this test's drop-in for UNIT, then daemon-reload.
 dropin() {
   box sh -c "mkdir -p /etc/systemd/system/$1.d && cat > /etc/systemd/system/$1.d/sdbox.conf && systemctl daemon-reload" <<<"$2" ||
