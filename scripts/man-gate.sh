@@ -120,7 +120,8 @@ for p in "${pages[@]}"; do
   if [ -n "$n" ]; then
     bin=$BIN_DIR/$n
     if [ ! -x "$bin" ]; then
-      note="$note; $bin missing, options not checked"
+      fail "$p: $bin is missing, so its options cannot be checked (cargo build --bins)"
+      ok=no
     else
       body=$(sed -e '/^\.\\"/d' -e "/^'\\\\\"/d" "$p")
       count=0; missing=0
@@ -132,6 +133,10 @@ for p in "${pages[@]}"; do
           missing=$((missing + 1)); ok=no
         fi
       done < <(options_of "$bin" | sort -u -t$'\t' -k1,1)
+      if [ "$count" -eq 0 ]; then
+        fail "$p: no long option found in '$n --help' (every program has at least --help)"
+        ok=no
+      fi
       note="$note; $((count - missing)) of $count long options of '$n --help' documented"
     fi
   fi
