@@ -59,6 +59,22 @@ impl Setup {
     fn port(&self) -> String {
         self.d.addr.rsplit(':').next().unwrap().to_string()
     }
+    /// remo as alice with `args`, to be spawned (for clients that run in the background).
+    fn remo_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(remo_bin());
+        c.current_dir(self.dir.path())
+            .args([
+                "127.0.0.1",
+                &self.port(),
+                "-s",
+                "remo_serv.pem",
+                "-u",
+                "alice",
+            ])
+            .args(["-k", "alice_key.pem", "--password-file", "pw"])
+            .args(args);
+        c
+    }
     /// remo as `user` with its key, password `foo` from a file.
     fn remo(&self, user: &str, args: &[&str], stdin: &[u8]) -> Output {
         let port = self.port();
@@ -634,10 +650,8 @@ fn original_client_stand_in_works_unchanged() {
 fn interactive_limits_and_expiry_kill_the_process() {
     let s = setup(&["-s", "1", "--max-interactive", "1"]);
     // A client that dies without logging out (SIGKILL) leaves its session to expire.
-    let mut c = Command::new(remo_bin())
-        .current_dir(s.dir.path())
-        .args(["127.0.0.1", &s.port(), "-s", "remo_serv.pem", "-u", "alice"])
-        .args(["-k", "alice_key.pem", "--password-file", "pw"])
+    let mut c = s
+        .remo_command(&[])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -927,20 +941,7 @@ fn command_caps_and_clients_that_leave() {
         "{r:?}"
     );
     // The user's second command (another session) runs; a third is refused.
-    let mut bg = Command::new(remo_bin())
-        .current_dir(s.dir.path())
-        .args(["127.0.0.1", &s.port(), "-s", "remo_serv.pem", "-u", "alice"])
-        .args([
-            "-k",
-            "alice_key.pem",
-            "--password-file",
-            "pw",
-            "exec",
-            "sleep",
-            "2.75",
-        ])
-        .spawn()
-        .unwrap();
+    let mut bg = s.remo_command(&["exec", "sleep", "2.75"]).spawn().unwrap();
     assert!(eventually(5, || !processes(&["sleep", "2.75"]).is_empty()));
     let o = s.remo("alice", &["exec", "true"], b"");
     assert!(!o.status.success(), "{o:?}");
@@ -951,18 +952,8 @@ fn command_caps_and_clients_that_leave() {
     assert!(bg.wait().unwrap().success());
     assert_eq!(t.join().unwrap().status, 200);
     // A client killed outright: its command goes with its connection.
-    let mut c = Command::new(remo_bin())
-        .current_dir(s.dir.path())
-        .args(["127.0.0.1", &s.port(), "-s", "remo_serv.pem", "-u", "alice"])
-        .args([
-            "-k",
-            "alice_key.pem",
-            "--password-file",
-            "pw",
-            "exec",
-            "sleep",
-            "100.25",
-        ])
+    let mut c = s
+        .remo_command(&["exec", "sleep", "100.25"])
         .spawn()
         .unwrap();
     assert!(eventually(5, || !processes(&["sleep", "100.25"]).is_empty()));
@@ -974,20 +965,7 @@ fn command_caps_and_clients_that_leave() {
         s.d.log_text()
     );
     // A client stopped by SIGTERM logs out; its command goes with the session.
-    let mut c = Command::new(remo_bin())
-        .current_dir(s.dir.path())
-        .args(["127.0.0.1", &s.port(), "-s", "remo_serv.pem", "-u", "alice"])
-        .args([
-            "-k",
-            "alice_key.pem",
-            "--password-file",
-            "pw",
-            "exec",
-            "sleep",
-            "100.5",
-        ])
-        .spawn()
-        .unwrap();
+    let mut c = s.remo_command(&["exec", "sleep", "100.5"]).spawn().unwrap();
     assert!(eventually(5, || !processes(&["sleep", "100.5"]).is_empty()));
     Command::new("kill")
         .args(["-TERM", &c.id().to_string()])
