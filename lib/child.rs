@@ -588,6 +588,36 @@ mod tests {
     }
 
     #[test]
+    fn a_running_command_keeps_its_orphans_until_it_ends() {
+        rt().block_on(async {
+            let d = tempfile::tempdir().unwrap();
+            let f = d.path().join("orphan");
+            // The subshell exits at once: its child is an orphan (in a session of its own)
+            // while the command itself still runs.
+            let script = format!(
+                "(setsid sh -c 'echo $$ > {f}.t; mv {f}.t {f}; exec sleep 30' &); \
+                 while [ ! -e {f} ]; do sleep 0.05; done; echo ready; read x",
+                f = f.display()
+            );
+            let mut p = spawn(
+                &spec(&["/bin/sh", "-c", &script], 5000),
+                &SpawnOpts::default(),
+            )
+            .unwrap();
+            let mut b = [0u8; 6];
+            p.io.read_exact(&mut b).await.unwrap();
+            assert_eq!(&b, b"ready\n");
+            let pid: i32 = std::fs::read_to_string(&f).unwrap().trim().parse().unwrap();
+            // Another command ends (and sweeps): the first one's orphan is not its business.
+            let o = run(&spec(&["/bin/true"], 5000), b"").await.unwrap();
+            assert_eq!(o.status, 0);
+            assert!(alive(pid), "a running command's orphan was killed");
+            drop(p);
+            assert_all_gone(&[f]);
+        });
+    }
+
+    #[test]
     fn only_descriptors_0_1_2_reach_the_command() {
         // A descriptor of ours without close-on-exec, as a daemon may inherit one.
         let leak = std::fs::File::open("/etc/hostname").unwrap();
