@@ -199,11 +199,11 @@ fn run(cmd: SkdCmd) -> Result<i32, Fail> {
             Ok(0)
         }
         SkdCmd::Revoke { at, tokens: args } => {
-            let (store, r) = open(&at)?;
             let input = match args.iter().any(|t| t == "-") {
                 true => Some(stdin_tokens(false)?),
                 false => None,
             };
+            let (store, r) = open(&at)?;
             let mut tokens: Vec<&str> = Vec::new();
             for t in &args {
                 match (t.as_str(), &input) {
@@ -279,11 +279,11 @@ fn run(cmd: SkdCmd) -> Result<i32, Fail> {
             Ok(0)
         }
         SkdCmd::Check { at, token } => {
-            let (store, r) = open(&at)?;
             let input = match token.as_str() {
                 "-" => Some(stdin_tokens(true)?),
                 _ => None,
             };
+            let (store, r) = open(&at)?;
             let token = match &input {
                 Some(text) => token_lines(text)?.first().copied().unwrap_or(""),
                 None => token.as_str(),

@@ -3,7 +3,7 @@
 
 /// Makes this process non-dumpable (`prctl(PR_SET_DUMPABLE, 0)`): no core dump is written
 /// when it crashes, other processes of the same user cannot ptrace it or read its memory,
-/// and its `/proc/PID` files belong to root. Every binary calls it first thing (through
+/// and the files in its `/proc/PID` belong to root. Every binary calls it first thing (through
 /// [`crate::cli::parse`]): daemons hold server keys, session keys and tokens, tools hold
 /// passwords and tokens. An `execve` of another program resets it, so the commands the
 /// daemons run are unaffected.
