@@ -150,7 +150,7 @@ fn run(a: Args) -> Result<(), Fail> {
     }
     if a.password.is_some() {
         // Any user can read a command line (ps, /proc/PID/cmdline).
-        log::warn!("the keystore password is on the command line (-P/--password), where other users can read it: use --password-file or --password-prompt");
+        log::warn!("keystore-password-in-argv option=--password hint=\"any user can read a command line: use --password-file or --password-prompt\"");
     }
     if a.jaas.is_some() || a.krb5conf.is_some() {
         log::warn!("ignoring -jaas/-krb5conf: skd has no JAAS; logins use PAM");

@@ -73,8 +73,8 @@ enum SkdCmd {
     Revoke {
         #[command(flatten)]
         at: Where,
-        /// - reads the tokens from standard input, one a line (a token given here is in
-        /// the process list for every user to see)
+        /// Tokens, or "-" to read them from standard input, one a line (safer: every user
+        /// can read a command line)
         #[arg(value_name = "TOKEN", required = true)]
         tokens: Vec<String>,
     },
@@ -82,8 +82,8 @@ enum SkdCmd {
     Check {
         #[command(flatten)]
         at: Where,
-        /// - reads the token from standard input (a token given here is in the process list
-        /// for every user to see)
+        /// The token, or "-" to read it from standard input (safer: every user can read a
+        /// command line)
         #[arg(value_name = "TOKEN")]
         token: String,
     },

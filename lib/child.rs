@@ -156,11 +156,9 @@ pub fn sweep() -> usize {
             let _ = rustix::process::kill_process(*p, Signal::KILL);
         }
         for p in &strays {
-            loop {
-                match rustix::process::waitpid(Some(*p), rustix::process::WaitOptions::empty()) {
-                    Err(rustix::io::Errno::INTR) => continue,
-                    _ => break,
-                }
+            while let Err(rustix::io::Errno::INTR) =
+                rustix::process::waitpid(Some(*p), rustix::process::WaitOptions::empty())
+            {
             }
         }
         killed += strays.len();

@@ -83,7 +83,7 @@ fn daemons_and_tools_are_not_dumpable_and_skd_warns_about_a_password_in_argv() {
     );
     assert_eq!(proc_owner(pid), 0, "skd is dumpable");
     let log = d.log_text();
-    assert!(log.contains("password is on the command line"), "{log}");
+    assert!(log.contains("keystore-password-in-argv"), "{log}");
     assert!(!log.contains("kspass"), "{log}");
 
     // A tool: tokenctl waiting for a token on its standard input.
