@@ -139,7 +139,7 @@ fn tls_acceptor(a: &Args) -> Result<Option<openssl::ssl::SslAcceptor>, Fail> {
         .map_err(bad)
 }
 
-fn run(a: Args) -> Result<(), Fail> {
+fn run(mut a: Args) -> Result<(), Fail> {
     keysock::daemon::log::init(PROGRAM, a.syslog, a.verbose)
         .map_err(|e| Fail::new(exit::OSERR, e))?;
     if !a.default_module.eq_ignore_ascii_case("pam") {
@@ -158,6 +158,8 @@ fn run(a: Args) -> Result<(), Fail> {
     let store = sks::Store::open(a.dir.as_deref())
         .map_err(|e| Fail::new(exit::CANTCREAT, format!("cannot open store: {e}")))?;
     let acceptor = tls_acceptor(&a)?.map(Arc::new);
+    // clap's copy of -P (the command line itself stays readable in /proc/PID/cmdline).
+    drop(a.password.take().map(zeroize::Zeroizing::new));
     let cfg = sks::Config {
         default_module: a.default_module.clone(),
         pam_app: a.pam_app.clone(),

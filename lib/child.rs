@@ -134,7 +134,7 @@ fn our_children() -> Vec<i32> {
 /// Kills and reaps what is left of finished commands: our children in a session other than
 /// ours that are no running command. Each round's dead hand their own children to us (we are
 /// their subreaper), so rounds go on until none is left. Returns how many were killed.
-pub fn sweep() -> usize {
+fn sweep() -> usize {
     let _one = SWEEP.lock().unwrap_or_else(|e| e.into_inner());
     let ours = rustix::process::getsid(None).ok();
     let mut killed = 0;
