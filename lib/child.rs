@@ -25,7 +25,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, MutexGuard, Once};
+use std::sync::{Mutex, MutexGuard, Once, RwLock};
 use std::time::Duration;
 
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
@@ -74,13 +74,17 @@ fn killpg(pgid: i32) {
 }
 
 /// Pids of the commands started and not reaped yet: children of ours in sessions of their
-/// own that [`sweep`] must leave alone. Starting a command holds the lock until its pid is
-/// in, reaping one until its pid is out, so a sweep never sees a command it does not know.
+/// own that [`sweep`] must leave alone. Reaping one holds the lock until its pid is out.
 static LEADERS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 
 fn leaders() -> MutexGuard<'static, BTreeSet<i32>> {
     LEADERS.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Held for reading while a command is being started (from fork until its pid is in
+/// [`LEADERS`]), for writing while [`sweep`] lists our children: a sweep never sees a command
+/// it does not know, and commands start concurrently.
+static STARTING: RwLock<()> = RwLock::new(());
 
 /// Sweeps run one at a time: a pid one sweep reaped is never signalled by another.
 static SWEEP: Mutex<()> = Mutex::new(());
@@ -96,26 +100,20 @@ fn become_subreaper() {
     });
 }
 
-/// Our children, from `/proc/self/task/*/children` (an orphan is re-parented to any of our
-/// threads), or else from every `/proc/PID/stat` (kernels without `CONFIG_PROC_CHILDREN`).
+/// Our children that orphans can be among. The kernel re-parents an orphan to the first
+/// live thread of its subreaper, our main thread (its tid is our pid), so its
+/// `/proc/self/task/PID/children` lists them all (with the commands it started itself);
+/// kernels without that file (`CONFIG_PROC_CHILDREN`) get a scan of every `/proc/PID/stat`.
 fn our_children() -> Vec<i32> {
+    let me = rustix::process::getpid().as_raw_nonzero().get();
+    if let Ok(list) = std::fs::read_to_string(format!("/proc/self/task/{me}/children")) {
+        return list
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+            .collect();
+    }
+    let me = me.to_string();
     let mut out = Vec::new();
-    let mut found_file = false;
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-        for t in tasks.flatten() {
-            if let Ok(list) = std::fs::read_to_string(t.path().join("children")) {
-                found_file = true;
-                out.extend(
-                    list.split_whitespace()
-                        .filter_map(|p| p.parse::<i32>().ok()),
-                );
-            }
-        }
-    }
-    if found_file {
-        return out;
-    }
-    let me = rustix::process::getpid().as_raw_nonzero().get().to_string();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
             continue;
@@ -131,23 +129,35 @@ fn our_children() -> Vec<i32> {
     out
 }
 
-/// Kills and reaps what is left of finished commands: our children in a session other than
-/// ours that are no running command. Each round's dead hand their own children to us (we are
-/// their subreaper), so rounds go on until none is left. Returns how many were killed.
+/// Our children in a session other than `ours` that are no command: what finished commands
+/// left behind.
+fn strays(ours: Option<Pid>) -> Vec<Pid> {
+    let leaders = leaders();
+    our_children()
+        .into_iter()
+        .filter(|p| !leaders.contains(p))
+        .filter_map(Pid::from_raw)
+        // getsid fails only for a pid that is gone (reaped by its own waiter).
+        .filter(|p| rustix::process::getsid(Some(*p)).ok() != ours)
+        .collect()
+}
+
+/// Kills and reaps what is left of finished commands ([`strays`]). Each round's dead hand
+/// their own children to us (we are their subreaper), so rounds go on until none is left.
+/// Returns how many were killed.
 fn sweep() -> usize {
-    let _one = SWEEP.lock().unwrap_or_else(|e| e.into_inner());
     let ours = rustix::process::getsid(None).ok();
+    // The usual case, nothing left behind, without stopping commands from starting. (A command
+    // being started may look like a stray here: the locked rounds below tell.)
+    if strays(ours).is_empty() {
+        return 0;
+    }
+    let _one = SWEEP.lock().unwrap_or_else(|e| e.into_inner());
     let mut killed = 0;
     for _ in 0..10_000 {
-        let strays: Vec<Pid> = {
-            let leaders = leaders();
-            our_children()
-                .into_iter()
-                .filter(|p| !leaders.contains(p))
-                .filter_map(Pid::from_raw)
-                // getsid fails only for a pid that is gone (reaped by its own waiter).
-                .filter(|p| rustix::process::getsid(Some(*p)).ok() != ours)
-                .collect()
+        let strays = {
+            let _no_start = STARTING.write().unwrap_or_else(|e| e.into_inner());
+            strays(ours)
         };
         if strays.is_empty() {
             return killed;
@@ -188,11 +198,11 @@ fn start(cmd: &mut Command, prog: &str) -> Result<std::process::Child, RunError>
             Ok(())
         });
     }
-    let mut l = leaders();
+    let _starting = STARTING.read().unwrap_or_else(|e| e.into_inner());
     let child = cmd
         .spawn()
         .map_err(|e| RunError::Spawn(prog.to_string(), e))?;
-    l.insert(child.id() as i32);
+    leaders().insert(child.id() as i32);
     Ok(child)
 }
 
