@@ -64,7 +64,7 @@ fn run(a: Args) -> Result<(), Fail> {
     }
     let pw = cli::read_password("Password: ")
         .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot read password: {e}")))?;
-    let pw = pw.trim();
+    let pw = cli::password_str(&pw)?.trim();
     let pw = (!pw.is_empty()).then_some(pw.as_bytes());
     keyfile::build_key_pair(kind, &a.prefix, &folder, pw)
         .map_err(|e| Fail::new(exit::CANTCREAT, e.to_string()))?;

@@ -87,18 +87,19 @@ fn load_key(
     let data = zeroize::Zeroizing::new(data);
     let pw = if keyfile::is_encrypted_pem(&data) {
         Some(match pwfile {
-            Some(f) => {
-                let s = std::fs::read_to_string(f)
-                    .map_err(|e| Fail::new(exit::NOINPUT, format!("{}: {e}", f.display())))?;
-                zeroize::Zeroizing::new(s.lines().next().unwrap_or("").to_string())
-            }
+            Some(f) => cli::read_password_file(f)
+                .map_err(|e| Fail::new(exit::NOINPUT, format!("{}: {e}", f.display())))?,
             None => cli::read_password(&format!("Password for {}: ", path.display()))
                 .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot read password: {e}")))?,
         })
     } else {
         None
     };
-    keyfile::parse_private_pem(&data, pw.as_ref().map(|p| p.trim().as_bytes())).map_err(|e| {
+    let pw = match &pw {
+        Some(p) => Some(cli::password_str(p)?.trim().as_bytes()),
+        None => None,
+    };
+    keyfile::parse_private_pem(&data, pw).map_err(|e| {
         Fail::new(
             exit::DATAERR,
             format!(

@@ -133,31 +133,14 @@ fn intake(src: Source) -> Result<Option<Locked>, Fail> {
 }
 
 fn bind_control(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener, Fail> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     let bad = |e: std::io::Error| {
         Fail::new(
             exit::CANTCREAT,
             format!("cannot listen on {}: {e}", path.display()),
         )
     };
-    if let Ok(m) = std::fs::symlink_metadata(path) {
-        if !m.file_type().is_socket() {
-            return Err(bad(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "exists and is not a socket",
-            )));
-        }
-        // A live s5d answers on it: don't steal its socket.
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(bad(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                "another s5d is listening on it",
-            )));
-        }
-        std::fs::remove_file(path).map_err(bad)?;
-    }
-    let l = std::os::unix::net::UnixListener::bind(path).map_err(bad)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bad)?;
+    // A live s5d answering on it keeps its socket (bind_unix refuses to replace it).
+    let l = daemon::listen::bind_unix(path, 0o600).map_err(bad)?;
     l.set_nonblocking(true).map_err(bad)?;
     Ok(l)
 }
@@ -183,8 +166,6 @@ fn access_log(a: &Args, activated: bool) -> Result<(AccessLog, Option<std::fs::F
 
 fn run(a: Args) -> Result<(), Fail> {
     daemon::log::init(PROGRAM, a.syslog, a.verbose).map_err(|e| Fail::new(exit::OSERR, e))?;
-    // No core dumps, no ptrace by other processes of the same user: the secret is in memory.
-    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     let activated = socket_activated();
     let src = source(&a, activated);
     let token = Server::new_token();

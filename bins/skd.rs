@@ -141,20 +141,18 @@ fn tls_acceptor(a: &Args) -> Result<Option<openssl::ssl::SslAcceptor>, Fail> {
         cli::read_password("Keystore password: ")
             .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot read password: {e}")))?
     } else if let Some(f) = &a.password_file {
-        let s = std::fs::read_to_string(f)
-            .map_err(|e| Fail::new(exit::NOINPUT, format!("{}: {e}", f.display())))?;
-        zeroize::Zeroizing::new(s.lines().next().unwrap_or("").to_string())
+        cli::read_password_file(f)
+            .map_err(|e| Fail::new(exit::NOINPUT, format!("{}: {e}", f.display())))?
     } else {
-        zeroize::Zeroizing::new(
-            a.password
-                .clone()
-                .unwrap_or_else(|| "SessionKeyServer".into()),
-        )
+        let p = a.password.as_deref().unwrap_or("SessionKeyServer");
+        keysock::locked::Locked::from_slice(p.as_bytes())
     };
-    tls::from_pkcs12(ks, &password).map(Some).map_err(bad)
+    tls::from_pkcs12(ks, cli::password_str(&password)?)
+        .map(Some)
+        .map_err(bad)
 }
 
-fn run(a: Args) -> Result<(), Fail> {
+fn run(mut a: Args) -> Result<(), Fail> {
     keysock::daemon::log::init(PROGRAM, a.syslog, a.verbose)
         .map_err(|e| Fail::new(exit::OSERR, e))?;
     if !a.default_module.eq_ignore_ascii_case("pam") {
@@ -162,6 +160,10 @@ fn run(a: Args) -> Result<(), Fail> {
             exit::CONFIG,
             format!("login module {:?} is not supported: skd supports only \"pam\" (JAAS modules are not available)", a.default_module),
         ));
+    }
+    if a.password.is_some() {
+        // Any user can read a command line (ps, /proc/PID/cmdline).
+        log::warn!("keystore-password-in-argv option=--password hint=\"any user can read a command line: use --password-file or --password-prompt\"");
     }
     if a.jaas.is_some() || a.krb5conf.is_some() {
         log::warn!("ignoring -jaas/-krb5conf: skd has no JAAS; logins use PAM");
@@ -187,6 +189,8 @@ fn run(a: Args) -> Result<(), Fail> {
                 .map_err(|e| Fail::new(exit::USAGE, e))?,
         )
     };
+    // clap's copy of -P (the command line itself stays readable in /proc/PID/cmdline).
+    drop(a.password.take().map(zeroize::Zeroizing::new));
     let cfg = sks::Config {
         default_module: a.default_module.clone(),
         realms,

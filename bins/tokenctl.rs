@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use keysock::cli::{self, exit, Fail};
+use keysock::locked::Locked;
 use keysock::sks::{self, Validity};
 
 const PROGRAM: &str = "tokenctl";
@@ -72,6 +73,8 @@ enum SkdCmd {
     Revoke {
         #[command(flatten)]
         at: Where,
+        /// Tokens, or "-" to read them from standard input, one a line (safer: every user
+        /// can read a command line)
         #[arg(value_name = "TOKEN", required = true)]
         tokens: Vec<String>,
     },
@@ -79,6 +82,8 @@ enum SkdCmd {
     Check {
         #[command(flatten)]
         at: Where,
+        /// The token, or "-" to read it from standard input (safer: every user can read a
+        /// command line)
         #[arg(value_name = "TOKEN")]
         token: String,
     },
@@ -119,6 +124,27 @@ fn open(at: &Where) -> Result<(sks::Store, String), Fail> {
     let store = sks::Store::open_existing(&at.db)
         .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot open store: {e}")))?;
     Ok((store, keysock::secret::sha1_hex(at.realm.as_bytes())))
+}
+
+/// Most bytes of tokens read from standard input (`-`).
+const MAX_STDIN: usize = 1 << 20;
+
+/// Standard input, read into locked memory: the tokens of `revoke -` and `check -`.
+fn stdin_tokens(one_line: bool) -> Result<Locked, Fail> {
+    let stdin = std::io::stdin();
+    if one_line {
+        keysock::locked::read_line(stdin, MAX_STDIN)
+    } else {
+        keysock::locked::read_all(stdin, MAX_STDIN)
+    }
+    .map_err(|e| Fail::new(exit::NOINPUT, format!("standard input: {e}")))
+}
+
+/// The tokens in `text`: one a line, blank lines skipped.
+fn token_lines(text: &Locked) -> Result<Vec<&str>, Fail> {
+    let s = std::str::from_utf8(text.as_bytes())
+        .map_err(|_| Fail::new(exit::DATAERR, "standard input: not UTF-8 text"))?;
+    Ok(s.lines().map(str::trim).filter(|l| !l.is_empty()).collect())
 }
 
 fn db_err(e: sks::store::StoreError) -> Fail {
@@ -172,8 +198,19 @@ fn run(cmd: SkdCmd) -> Result<i32, Fail> {
             }
             Ok(0)
         }
-        SkdCmd::Revoke { at, tokens } => {
+        SkdCmd::Revoke { at, tokens: args } => {
+            let input = match args.iter().any(|t| t == "-") {
+                true => Some(stdin_tokens(false)?),
+                false => None,
+            };
             let (store, r) = open(&at)?;
+            let mut tokens: Vec<&str> = Vec::new();
+            for t in &args {
+                match (t.as_str(), &input) {
+                    ("-", Some(text)) => tokens.extend(token_lines(text)?),
+                    (t, _) => tokens.push(t),
+                }
+            }
             let mut unknown = 0;
             for t in &tokens {
                 if !store.revoke(&r, t).map_err(db_err)? {
@@ -242,8 +279,16 @@ fn run(cmd: SkdCmd) -> Result<i32, Fail> {
             Ok(0)
         }
         SkdCmd::Check { at, token } => {
+            let input = match token.as_str() {
+                "-" => Some(stdin_tokens(true)?),
+                _ => None,
+            };
             let (store, r) = open(&at)?;
-            let v = store.check(&r, &token).map_err(db_err)?;
+            let token = match &input {
+                Some(text) => token_lines(text)?.first().copied().unwrap_or(""),
+                None => token.as_str(),
+            };
+            let v = store.check(&r, token).map_err(db_err)?;
             let (word, info) = match &v {
                 Validity::Current(i) => ("YES", Some(i)),
                 Validity::Superseded(i) => ("SUPERCEDED", Some(i)),

@@ -1,14 +1,31 @@
 //! Running a command on AF_UNIX socketpairs: standard input and output share one socketpair
 //! (the input is written, then that direction is shut down), standard error has its own. The
-//! command runs in its own process group with a clean environment; past its time limit, or
-//! past its output cap, the whole group is killed. Whatever it leaves behind in its group when
-//! it exits is killed too.
+//! command runs with a clean environment, only descriptors 0, 1 and 2, and in a session (so a
+//! process group) of its own; past its time limit, or past its output cap, it is killed, and
+//! when it ends, everything it started is killed too, even what left its process group.
+//!
+//! How descendants are found (THREATS.md, "Children get only what they need"): the calling
+//! process becomes a child subreaper (`PR_SET_CHILD_SUBREAPER`) the first time it starts a
+//! command, and so does each command (set before `execve`, which keeps it). While a command
+//! runs, whatever its descendants orphan (a double fork, `setsid()` and exit) is re-parented
+//! to the command itself, so its tree stays whole; when it exits, the tree is re-parented to
+//! us. After every command, [`sweep`] kills and reaps our children that are in another
+//! session than ours and are no running command, round after round until none is left (each
+//! round hands it the children of the processes it killed). A command cannot join our
+//! session or process group (`setsid()` put it in its own), so nothing of a command's tree
+//! can pass for one of our own children, and running commands keep their trees. This works
+//! the same under systemd and without it; a cgroup per command would need a delegated
+//! subtree (`Delegate=`) and cgroup writes the units forbid (`ProtectControlGroups=`).
+//! A command that clears its own subreaper flag lets its orphans reach us while it still
+//! runs, and they are killed at the next sweep: its loss.
 
+use std::collections::BTreeSet;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard, Once, RwLock};
 use std::time::Duration;
 
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
@@ -56,8 +73,174 @@ fn killpg(pgid: i32) {
     }
 }
 
-/// Waits for `pid` to exit without reaping it (its pid, and so its process group id, stays
-/// reserved), kills what is left of its group, then reaps it.
+/// Pids of the commands started and not reaped yet: children of ours in sessions of their
+/// own that [`sweep`] must leave alone. Reaping one holds the lock until its pid is out.
+static LEADERS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+fn leaders() -> MutexGuard<'static, BTreeSet<i32>> {
+    LEADERS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held for reading while a command is being started (from fork until its pid is in
+/// [`LEADERS`]), for writing while [`sweep`] lists our children: a sweep never sees a command
+/// it does not know, and commands start concurrently.
+static STARTING: RwLock<()> = RwLock::new(());
+
+/// Sweeps run one at a time: a pid one sweep reaped is never signalled by another.
+static SWEEP: Mutex<()> = Mutex::new(());
+
+/// Orphaned descendants of our commands are re-parented to this process (see the module
+/// documentation). Process-wide, set once.
+fn become_subreaper() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+            log::warn!("cannot become a child subreaper: {e}; orphans of commands are not killed");
+        }
+    });
+}
+
+/// Our children that orphans can be among. The kernel re-parents an orphan to the first
+/// live thread of its subreaper, our main thread (its tid is our pid), so its
+/// `/proc/self/task/PID/children` lists them all (with the commands it started itself);
+/// kernels without that file (`CONFIG_PROC_CHILDREN`) get a scan of every `/proc/PID/stat`.
+fn our_children() -> Vec<i32> {
+    let me = rustix::process::getpid().as_raw_nonzero().get();
+    if let Ok(list) = std::fs::read_to_string(format!("/proc/self/task/{me}/children")) {
+        return list
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+            .collect();
+    }
+    let me = me.to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, a)| a.split_whitespace().nth(1));
+        if ppid == Some(me.as_str()) {
+            out.extend(e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()));
+        }
+    }
+    out
+}
+
+/// Our children in a session other than `ours` that are no command: what finished commands
+/// left behind.
+fn strays(ours: Option<Pid>) -> Vec<Pid> {
+    let leaders = leaders();
+    our_children()
+        .into_iter()
+        .filter(|p| !leaders.contains(p))
+        .filter_map(Pid::from_raw)
+        // getsid fails only for a pid that is gone (reaped by its own waiter).
+        .filter(|p| rustix::process::getsid(Some(*p)).ok() != ours)
+        .collect()
+}
+
+/// Kills and reaps what is left of finished commands ([`strays`]). Each round's dead hand
+/// their own children to us (we are their subreaper), so rounds go on until none is left.
+/// Returns how many were killed.
+fn sweep() -> usize {
+    let ours = rustix::process::getsid(None).ok();
+    // The usual case, nothing left behind, without stopping commands from starting. (A command
+    // being started may look like a stray here: the locked rounds below tell.)
+    if strays(ours).is_empty() {
+        return 0;
+    }
+    let _one = SWEEP.lock().unwrap_or_else(|e| e.into_inner());
+    let mut killed = 0;
+    for _ in 0..10_000 {
+        let strays = {
+            let _no_start = STARTING.write().unwrap_or_else(|e| e.into_inner());
+            strays(ours)
+        };
+        if strays.is_empty() {
+            return killed;
+        }
+        for p in &strays {
+            let _ = rustix::process::kill_process(*p, Signal::KILL);
+        }
+        for p in &strays {
+            while let Err(rustix::io::Errno::INTR) =
+                rustix::process::waitpid(Some(*p), rustix::process::WaitOptions::empty())
+            {
+            }
+        }
+        killed += strays.len();
+    }
+    log::warn!("command-sweep rounds=10000 killed={killed}: processes still forking");
+    killed
+}
+
+/// Starts `cmd` (a command's leader) and records it in [`LEADERS`].
+fn start(cmd: &mut Command, prog: &str) -> Result<std::process::Child, RunError> {
+    become_subreaper();
+    // SAFETY: the closure runs in the forked child before execve, where only async-signal-safe
+    // calls are allowed: setsid, prctl, close_range, getrlimit and fcntl are plain system calls
+    // that touch no lock and allocate nothing; nothing is captured.
+    unsafe {
+        cmd.pre_exec(|| {
+            // A session and process group of its own (pgid = sid = its pid): it cannot join
+            // ours, so `sweep` tells its tree from our own children.
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // Its orphaned descendants stay in its tree while it runs (see the module doc).
+            if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            close_others_on_exec();
+            Ok(())
+        });
+    }
+    let _starting = STARTING.read().unwrap_or_else(|e| e.into_inner());
+    let child = cmd
+        .spawn()
+        .map_err(|e| RunError::Spawn(prog.to_string(), e))?;
+    leaders().insert(child.id() as i32);
+    Ok(child)
+}
+
+/// In the child before `execve`: every descriptor above 2 gets close-on-exec, so the command
+/// gets only 0, 1 and 2, whatever this process inherited without `FD_CLOEXEC` (a shell's fds,
+/// a leaked descriptor). Not closed here: std's pipe that reports a failed `execve` is among
+/// them and must stay open until then.
+///
+/// # Safety
+/// Only async-signal-safe system calls: callable between fork and exec.
+unsafe fn close_others_on_exec() {
+    if libc::syscall(
+        libc::SYS_close_range,
+        3 as libc::c_uint,
+        libc::c_uint::MAX,
+        libc::CLOSE_RANGE_CLOEXEC,
+    ) == 0
+    {
+        return;
+    }
+    // Before Linux 5.11: each possible descriptor in turn.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    let top = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+        lim.rlim_cur.min(1 << 20) as libc::c_int
+    } else {
+        1 << 16
+    };
+    for fd in 3..top {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+}
+
+/// Waits for the command `child` to exit without reaping it (its pid, and so its process
+/// group id, stays reserved), kills what is left of its group, reaps it, then [`sweep`]s
+/// what it left outside its group.
 fn wait_and_clean(mut child: std::process::Child) -> io::Result<std::process::ExitStatus> {
     let pid = Pid::from_child(&child);
     loop {
@@ -71,7 +254,14 @@ fn wait_and_clean(mut child: std::process::Child) -> io::Result<std::process::Ex
         }
     }
     killpg(pid.as_raw_nonzero().get());
-    child.wait()
+    let st = {
+        let mut l = leaders();
+        let st = child.wait();
+        l.remove(&pid.as_raw_nonzero().get());
+        st
+    };
+    sweep();
+    st
 }
 
 /// A command that exits without reading all its input resets the socketpair (ECONNRESET on
@@ -102,12 +292,11 @@ pub async fn run(spec: &Spec, input: &[u8]) -> Result<Outcome, RunError> {
         .current_dir("/")
         .stdin(Stdio::from(io_theirs))
         .stdout(Stdio::from(stdout_fd))
-        .stderr(Stdio::from(OwnedFd::from(err_theirs)))
-        .process_group(0);
+        .stderr(Stdio::from(OwnedFd::from(err_theirs)));
     if let Some((uid, gid)) = spec.user {
         cmd.uid(uid).gid(gid);
     }
-    let child = cmd.spawn().map_err(|e| RunError::Spawn(prog.clone(), e))?;
+    let child = start(&mut cmd, prog)?;
     // Our copies of the child's ends are closed now (moved into `cmd`, dropped with it).
     drop(cmd);
     let pgid = child.id() as i32;
@@ -230,12 +419,12 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        if let Some(child) = self.child.take() {
             killpg(self.pgid);
-            // Reap it off the async threads; it is dying already.
+            // Reap it (and sweep) off the async threads; it is dying already.
             let _ = std::thread::Builder::new()
                 .name("reap".into())
-                .spawn(move || child.wait());
+                .spawn(move || wait_and_clean(child));
         }
     }
 }
@@ -266,12 +455,11 @@ pub fn spawn(spec: &Spec, opts: &SpawnOpts) -> Result<Proc, RunError> {
         .current_dir(opts.cwd.as_deref().unwrap_or(std::path::Path::new("/")))
         .stdin(Stdio::from(io_theirs))
         .stdout(Stdio::from(stdout_fd))
-        .stderr(Stdio::from(err_theirs))
-        .process_group(0);
+        .stderr(Stdio::from(err_theirs));
     if let Some((uid, gid)) = spec.user {
         cmd.uid(uid).gid(gid);
     }
-    let child = cmd.spawn().map_err(|e| RunError::Spawn(prog.clone(), e))?;
+    let child = start(&mut cmd, prog)?;
     drop(cmd);
     let pgid = child.id() as i32;
     let mut proc_ = Proc {
@@ -281,8 +469,7 @@ pub fn spawn(spec: &Spec, opts: &SpawnOpts) -> Result<Proc, RunError> {
                 Ok(s) => s,
                 Err(e) => {
                     killpg(pgid);
-                    let mut c = child;
-                    let _ = c.wait();
+                    let _ = wait_and_clean(child);
                     return Err(e.into());
                 }
             }
@@ -328,13 +515,126 @@ mod tests {
         assert_eq!(o.status, 3);
     }
 
+    /// True while `pid` runs (not gone, not a zombie waiting to be reaped).
+    fn alive(pid: i32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, f)| !f.starts_with('Z')),
+            Err(_) => false,
+        }
+    }
+
+    /// The pids the command wrote to `files`, each of which must be gone within 5 s; those
+    /// still running are killed so that a failure leaves nothing behind.
+    fn assert_all_gone(files: &[std::path::PathBuf]) {
+        let pids: Vec<i32> = files
+            .iter()
+            .map(|f| {
+                let t = std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{f:?}: {e}"));
+                t.trim().parse().unwrap()
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while pids.iter().any(|p| alive(*p)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let left: Vec<i32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+        for p in &left {
+            let _ = rustix::process::kill_process(Pid::from_raw(*p).unwrap(), Signal::KILL);
+        }
+        assert!(left.is_empty(), "still running: {left:?} of {pids:?}");
+    }
+
+    /// A script that starts `sleep 30` twice in the background, once in its group and once in
+    /// a session of its own (`setsid`, as a daemonizing program would), writing their pids
+    /// to `DIR/in` and `DIR/out`.
+    fn leaver(dir: &std::path::Path) -> (String, Vec<std::path::PathBuf>) {
+        let (a, b) = (dir.join("in"), dir.join("out"));
+        let script = format!(
+            "sh -c 'echo $$ > {a}.t; mv {a}.t {a}; exec sleep 30' & \
+             setsid sh -c 'echo $$ > {b}.t; mv {b}.t {b}; exec sleep 30' & \
+             while [ ! -e {a} ] || [ ! -e {b} ]; do sleep 0.05; done; echo started; ",
+            a = a.display(),
+            b = b.display()
+        );
+        (script, vec![a, b])
+    }
+
     #[test]
-    fn timeout_kills_the_group() {
-        let s = spec(&["/bin/sh", "-c", "sleep 30 & sleep 30"], 300);
+    fn timeout_kills_the_group_and_what_left_it() {
+        let d = tempfile::tempdir().unwrap();
+        let (script, pids) = leaver(d.path());
+        let s = spec(&["/bin/sh", "-c", &format!("{script} sleep 30")], 2000);
         let t = std::time::Instant::now();
         let r = rt().block_on(run(&s, b""));
         assert!(matches!(r, Err(RunError::Timeout(_))), "{r:?}");
-        assert!(t.elapsed() < Duration::from_secs(5));
+        assert!(t.elapsed() < Duration::from_secs(10));
+        assert_all_gone(&pids);
+    }
+
+    #[test]
+    fn what_a_command_leaves_behind_is_killed_when_it_exits() {
+        let d = tempfile::tempdir().unwrap();
+        let (script, pids) = leaver(d.path());
+        let s = spec(&["/bin/sh", "-c", &format!("{script} exit 5")], 10_000);
+        let o = rt().block_on(run(&s, b"")).unwrap();
+        assert_eq!((o.stdout.as_slice(), o.status), (&b"started\n"[..], 5));
+        assert_all_gone(&pids);
+    }
+
+    /// Lists the shell's own descriptors (`ls` runs as its child: `$$` holds none of its
+    /// pipes or directories meanwhile).
+    const FD_LIST: &str = "ls -l /proc/$$/fd/";
+
+    /// The descriptor numbers in `ls -l` lines (`... 0 -> socket:[1]`).
+    fn fd_numbers(ls: &str) -> Vec<&str> {
+        ls.lines()
+            .filter_map(|l| l.split_once(" -> "))
+            .filter_map(|(a, _)| a.rsplit(' ').next())
+            .collect()
+    }
+
+    #[test]
+    fn a_running_command_keeps_its_orphans_until_it_ends() {
+        rt().block_on(async {
+            let d = tempfile::tempdir().unwrap();
+            let f = d.path().join("orphan");
+            // The subshell exits at once: its child is an orphan (in a session of its own)
+            // while the command itself still runs.
+            let script = format!(
+                "(setsid sh -c 'echo $$ > {f}.t; mv {f}.t {f}; exec sleep 30' &); \
+                 while [ ! -e {f} ]; do sleep 0.05; done; echo ready; read x",
+                f = f.display()
+            );
+            let mut p = spawn(
+                &spec(&["/bin/sh", "-c", &script], 5000),
+                &SpawnOpts::default(),
+            )
+            .unwrap();
+            let mut b = [0u8; 6];
+            p.io.read_exact(&mut b).await.unwrap();
+            assert_eq!(&b, b"ready\n");
+            let pid: i32 = std::fs::read_to_string(&f).unwrap().trim().parse().unwrap();
+            // Another command ends (and sweeps): the first one's orphan is not its business.
+            let o = run(&spec(&["/bin/true"], 5000), b"").await.unwrap();
+            assert_eq!(o.status, 0);
+            assert!(alive(pid), "a running command's orphan was killed");
+            drop(p);
+            assert_all_gone(&[f]);
+        });
+    }
+
+    #[test]
+    fn only_descriptors_0_1_2_reach_the_command() {
+        // A descriptor of ours without close-on-exec, as a daemon may inherit one.
+        let leak = std::fs::File::open("/etc/hostname").unwrap();
+        rustix::io::fcntl_setfd(&leak, rustix::io::FdFlags::empty()).unwrap();
+        let s = spec(&["/bin/sh", "-c", FD_LIST], 5000);
+        let o = rt().block_on(run(&s, b"")).unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(fd_numbers(&out), ["0", "1", "2"], "{out}");
+        drop(leak);
     }
 
     #[test]
@@ -366,11 +666,13 @@ mod tests {
     #[test]
     fn spawned_process_talks_and_dies_with_its_handle() {
         rt().block_on(async {
+            let d = tempfile::tempdir().unwrap();
+            let (script, pids) = leaver(d.path());
             let s = spec(
                 &[
                     "/bin/sh",
                     "-c",
-                    "read x; echo got $x; echo err >&2; sleep 30",
+                    &format!("{script} read x; echo got $x; echo err >&2; sleep 30"),
                 ],
                 5000,
             );
@@ -387,7 +689,7 @@ mod tests {
                 assert!(n > 0);
                 got.extend_from_slice(&b[..n]);
             }
-            assert_eq!(got, b"got hi\nerr\n");
+            assert_eq!(got, b"started\ngot hi\nerr\n");
             let pgid = p.pgid();
             drop(p);
             std::thread::sleep(Duration::from_millis(200));
@@ -404,6 +706,8 @@ mod tests {
                     assert_eq!(f[0], "Z", "process group member still alive: {stat}");
                 }
             }
+            // And what left the group.
+            assert_all_gone(&pids);
             let s = spec(&["/bin/sh", "-c", "exit 4"], 5000);
             let mut p = spawn(&s, &SpawnOpts::default()).unwrap();
             assert_eq!(p.wait(Duration::from_secs(5)).await.unwrap(), 4);

@@ -1,10 +1,11 @@
 //! What every binary's `main` shares: sysexits codes, one-line errors, the original programs'
-//! single-dash long flags, and passwords read from a terminal with echo off.
+//! single-dash long flags, no core dumps ([`parse`] makes the process non-dumpable), and
+//! passwords read into locked memory from a terminal with echo off, standard input or a file.
 
 use std::ffi::OsString;
-use std::io::{BufRead, Write};
+use std::path::Path;
 
-use zeroize::Zeroizing;
+use crate::locked::{self, Locked};
 
 /// sysexits(3) codes used by our binaries.
 pub mod exit {
@@ -51,8 +52,11 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
 }
 
 /// Parses the command line with clap; `--help`/`--version` print and exit 0, a usage error
-/// prints clap's message and exits 64 (EX_USAGE) instead of clap's 2.
+/// prints clap's message and exits 64 (EX_USAGE) instead of clap's 2. Every binary starts
+/// here, so this is also where the process is made non-dumpable ([`crate::secret::no_dumps`]):
+/// before anything, the command line included, holds a secret.
 pub fn parse<T: clap::Parser>(args: impl IntoIterator<Item = OsString>) -> T {
+    crate::secret::no_dumps();
     match T::try_parse_from(args) {
         Ok(t) => t,
         Err(e) => {
@@ -101,36 +105,37 @@ pub fn translate_legacy(
     out
 }
 
-/// Reads a password: from the terminal with echo off (prompt on the terminal) when `tty` is
-/// a terminal, else one line from it (no prompt). The trailing newline is removed.
-pub fn read_password(prompt: &str) -> std::io::Result<Zeroizing<String>> {
-    use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
-    let tty = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/tty");
-    let mut line = Zeroizing::new(String::new());
-    match tty {
-        Ok(mut t) if rustix::termios::isatty(&t) => {
-            let old = tcgetattr(&t)?;
-            let mut quiet = old.clone();
-            quiet.local_modes.remove(LocalModes::ECHO);
-            quiet.local_modes.insert(LocalModes::ECHONL);
-            write!(t, "{prompt}")?;
-            t.flush()?;
-            tcsetattr(&t, OptionalActions::Flush, &quiet)?;
-            let r = std::io::BufReader::new(&t).read_line(&mut line);
-            tcsetattr(&t, OptionalActions::Flush, &old)?;
-            r?;
-        }
-        _ => {
-            std::io::stdin().lock().read_line(&mut line)?;
-        }
+/// Longest password [`read_password`] and [`read_password_file`] take.
+pub const MAX_PASSWORD: usize = 4096;
+
+fn without_cr(mut l: Locked) -> Locked {
+    if l.as_bytes().last() == Some(&b'\r') {
+        l.truncate(l.len() - 1);
     }
-    while line.ends_with('\n') || line.ends_with('\r') {
-        line.pop();
-    }
-    Ok(line)
+    l
+}
+
+/// Reads a password into locked memory: from the terminal with echo off (prompt on the
+/// terminal) when there is one, else one line of standard input (no prompt). Read a byte at
+/// a time, so no I/O buffer keeps a copy; the line end is not kept.
+pub fn read_password(prompt: &str) -> std::io::Result<Locked> {
+    let l = match locked::prompt(prompt, MAX_PASSWORD)? {
+        Some(l) => l,
+        None => locked::read_line(std::io::stdin(), MAX_PASSWORD)?,
+    };
+    Ok(without_cr(l))
+}
+
+/// The first line of `path` (a password file), into locked memory, line end not kept.
+pub fn read_password_file(path: &Path) -> std::io::Result<Locked> {
+    let f = std::fs::File::open(path)?;
+    Ok(without_cr(locked::read_line(&f, MAX_PASSWORD)?))
+}
+
+/// A password as text (borrowed, not copied): the callers hand it to OpenSSL as a `&str`.
+pub fn password_str(pw: &Locked) -> Result<&str, Fail> {
+    std::str::from_utf8(pw.as_bytes())
+        .map_err(|_| Fail::new(exit::DATAERR, "the password is not valid UTF-8"))
 }
 
 #[cfg(test)]
@@ -158,5 +163,16 @@ mod tests {
             "1",
         ];
         assert_eq!(out, want.map(OsString::from));
+    }
+
+    #[test]
+    fn password_file_first_line_without_line_end() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pw");
+        std::fs::write(&p, "s3cret\r\nsecond line\n").unwrap();
+        let pw = read_password_file(&p).unwrap();
+        assert_eq!(password_str(&pw).unwrap(), "s3cret");
+        std::fs::write(&p, [0xff, b'\n']).unwrap();
+        assert!(password_str(&read_password_file(&p).unwrap()).is_err());
     }
 }

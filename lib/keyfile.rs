@@ -55,11 +55,10 @@ pub fn write_public_pem<T: HasPublic>(path: &Path, key: &PKey<T>) -> Result<(), 
     write_public_file(path, &pem)
 }
 
-/// Writes a public file atomically without following a symlink, then makes it 0644.
+/// Writes a public file (0644) atomically without following a symlink.
 fn write_public_file(path: &Path, data: &[u8]) -> Result<(), KeyError> {
-    use std::os::unix::fs::PermissionsExt;
-    crate::privfile::write_private(path, data).map_err(|e| KeyError::Io(disp(path), e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+    crate::privfile::write_with_mode(path, data, 0o644)
+        .map(|_| ())
         .map_err(|e| KeyError::Io(disp(path), e))
 }
 

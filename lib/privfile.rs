@@ -34,6 +34,12 @@ fn split(path: &Path) -> io::Result<(OwnedFd, std::ffi::OsString)> {
 
 /// Writes `data` to `path` with mode 0600, atomically, without following a symlink at `path`.
 pub fn write_private(path: &Path, data: &[u8]) -> io::Result<FileId> {
+    write_with_mode(path, data, 0o600)
+}
+
+/// Writes `data` to `path` as [`write_private`] does, with `mode` instead of 0600 (set on the
+/// temporary file through its descriptor, before it takes the name: never by path).
+pub fn write_with_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<FileId> {
     let (dir, name) = split(path)?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(&name);
@@ -45,7 +51,8 @@ pub fn write_private(path: &Path, data: &[u8]) -> io::Result<FileId> {
         Mode::from_raw_mode(0o600),
     )?;
     let written = (|| -> io::Result<FileId> {
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o600))?;
+        // The umask may have taken bits off at creation: set the mode itself.
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
         let mut f = std::fs::File::from(fd);
         io::Write::write_all(&mut f, data)?;
         f.sync_all()?;
@@ -107,5 +114,8 @@ mod tests {
         assert!(remove_if_same(&p, other).unwrap());
         assert!(!p.exists());
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+        write_with_mode(&p, b"public", 0o644).unwrap();
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o644);
     }
 }

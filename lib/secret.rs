@@ -1,4 +1,16 @@
-//! Tokens and keys from the OS CSPRNG, hex encoding, constant-time comparison.
+//! Tokens and keys from the OS CSPRNG, hex encoding, constant-time comparison, and the
+//! process-wide protection of secrets in memory ([`no_dumps`]).
+
+/// Makes this process non-dumpable (`prctl(PR_SET_DUMPABLE, 0)`): no core dump is written
+/// when it crashes, other processes of the same user cannot ptrace it or read its memory,
+/// and the files in its `/proc/PID` belong to root. Every binary calls it first thing (through
+/// [`crate::cli::parse`]): daemons hold server keys, session keys and tokens, tools hold
+/// passwords and tokens. An `execve` of another program resets it, so the commands the
+/// daemons run are unaffected.
+pub fn no_dumps() {
+    // Cannot fail for these arguments; a kernel without it would leave nothing to protect.
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+}
 
 /// `n` random bytes from the kernel's CSPRNG (`getrandom(2)`).
 pub fn random_bytes(n: usize) -> Vec<u8> {

@@ -6,6 +6,9 @@
 #   * `systemd-analyze security --offline=true` must rate every .service at or below its
 #     threshold: 2.0, or the value of a comment line in the unit such as
 #         # keysock-exposure-max: 5.0
+#   * every .service, units/user/*.service included, must have `LimitCORE=0` in [Service]
+#     (THREATS.md: no core dumps of processes that hold secrets; the security score does
+#     not look at it).
 #
 # UNIT is a file in units/ given by name or path (skd.service, units/skd.socket); the default
 # is every units/*.service and units/*.socket.
@@ -94,6 +97,11 @@ fi
 failed=0
 fail() { echo "$PROG: FAIL $*" >&2; failed=$((failed + 1)); }
 
+# LimitCORE=0 in the [Service] section of FILE (the last assignment wins, as for systemd).
+no_core() {
+  awk '/^\[/ { sec = $0 } sec == "[Service]" && /^LimitCORE=/ { v = $0 } END { exit v != "LimitCORE=0" }' "$1"
+}
+
 for u in "${units[@]}"; do
   inst=$tmp/system/$u
   if [ ! -f "$inst" ]; then fail "$u: make install did not install it"; continue; fi
@@ -116,6 +124,7 @@ for u in "${units[@]}"; do
   *.service)
     # A ceiling on memory: no flood of clients may take the host's memory.
     grep -q '^MemoryMax=' "units/$u" || { fail "$u: no MemoryMax="; continue; }
+    if ! no_core "units/$u"; then fail "$u: no LimitCORE=0 in [Service] (a crash would dump secrets to disk)"; continue; fi
     max=$(sed -n 's/^#[[:space:]]*keysock-exposure-max:[[:space:]]*\([0-9][0-9]*\(\.[0-9]*\)\{0,1\}\)[[:space:]]*$/\1/p' "units/$u" | head -n1)
     if [ -z "$max" ] && grep -q 'keysock-exposure-max' "units/$u"; then
       fail "$u: malformed '# keysock-exposure-max: N' line"; continue
@@ -159,7 +168,11 @@ if [ $# -eq 0 ]; then
       printf '%s\n' "$out" | sed "s|$tmp/prefix|\$PREFIX|g; s|$tmp/user/||g; s/^/    /" >&2
       continue
     fi
-    case $u in *.service) grep -q '^MemoryMax=' "$f" || { fail "user/$u: no MemoryMax="; continue; } ;; esac
+    case $u in *.service)
+      grep -q '^MemoryMax=' "$f" || { fail "user/$u: no MemoryMax="; continue; }
+      no_core "$f" || { fail "user/$u: no LimitCORE=0 in [Service] (a crash would dump secrets to disk)"; continue; }
+      ;;
+    esac
     printf '%s: %-24s verify ok\n' "$PROG" "user/$u"
   done
 fi

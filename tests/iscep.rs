@@ -32,6 +32,7 @@ fn fixture(name: &str) -> String {
 /// A configuration with the spec's three tasks (§6.2) and a few of ours.
 fn config(dir: &Path) -> PathBuf {
     let pidfile = dir.join("hang.pid");
+    let outfile = dir.join("hang-out.pid");
     let text = format!(
         r#"
 [commands.test_task]
@@ -52,7 +53,7 @@ output = "text"
 args = {{ secret = "str" }}
 
 [commands.hang]
-exec = ["/bin/sh", "-c", "echo $$ > {pid}; sleep 60 & sleep 60"]
+exec = ["/bin/sh", "-c", "echo $$ > {pid}; setsid sh -c 'echo $$ > {out}; exec sleep 60' & sleep 60 & while [ ! -s {out} ]; do sleep 0.05; done; sleep 60"]
 timeout = 1
 
 [commands.flood]
@@ -65,12 +66,17 @@ exec = ["/usr/bin/id", "-u"]
 output = "text"
 user = "nobody"
 
+[commands.fds]
+exec = ["/bin/sh", "-c", "ls -l /proc/$$/fd/"]
+output = "text"
+
 [commands.alice_only]
 exec = ["/bin/sh", "-c", "echo '{{\"who\": \"alice\"}}'"]
 allow = ["alice"]
 "#,
         task = fixture("test_task.py"),
-        pid = pidfile.display()
+        pid = pidfile.display(),
+        out = outfile.display()
     );
     let p = dir.join("iscepd.toml");
     std::fs::write(&p, text).unwrap();
@@ -227,7 +233,7 @@ fn spec_exchanges_and_bad_input_without_auth() {
     assert_eq!(
         p.body.response.unwrap(),
         json!({"test_task": {"message": "str", "numb": "int"}, "boom": {}, "none_task": {"x": "_empty"},
-               "text": {"secret": "str"}, "hang": {}, "flood": {}, "whoami": {}})
+               "text": {"secret": "str"}, "hang": {}, "flood": {}, "whoami": {}, "fds": {}})
     );
     assert!(is_error(
         &c.command("alice_only", None).unwrap(),
@@ -448,7 +454,7 @@ fn start_up_errors_are_clear() {
         )
     };
     assert_eq!(code, Some(0));
-    assert!(out.contains("8 commands, 2 token owners"), "{out}");
+    assert!(out.contains("9 commands, 2 token owners"), "{out}");
 }
 
 #[test]
@@ -547,17 +553,22 @@ fn commands_text_output_timeout_and_output_cap() {
         p.body.response.unwrap(),
         json!({"stdout": "{\"secret\": \"hidden-arg\"}", "stderr": "to-stderr\n", "status": 3})
     );
-    // A command that hangs: ERROR after its 1 s timeout, its whole process group killed.
+    // A command that hangs: ERROR after its 1 s timeout, its whole process group killed,
+    // and what it started in a session of its own (setsid) too.
     let t = Instant::now();
     let p = c.command("hang", None).unwrap();
     assert!(is_error(&p, None), "{p:?}");
     assert!(t.elapsed() < Duration::from_secs(5));
     let pgid = std::fs::read_to_string(s.dir.path().join("hang.pid")).unwrap();
+    let pgid: i32 = pgid.trim().parse().unwrap();
+    assert!(pgid > 0);
     assert_eq!(
-        live_members(pgid.trim().parse().unwrap()),
+        live_members(pgid),
         0,
         "process group {pgid} still has members"
     );
+    let left = std::fs::read_to_string(s.dir.path().join("hang-out.pid")).unwrap();
+    assert_gone(left.trim().parse().unwrap());
     // user = "nobody": the command runs as that user (when iscepd can switch users).
     if rustix::process::geteuid().is_root() {
         let p = c.command("whoami", None).unwrap();
@@ -576,6 +587,34 @@ fn commands_text_output_timeout_and_output_cap() {
         "arguments logged without log_args"
     );
     assert!(log.contains("timed out"), "{log}");
+}
+
+#[test]
+fn commands_get_only_descriptors_0_1_2() {
+    let s = setup();
+    // iscepd inherits descriptor 7 without close-on-exec, as from a careless shell.
+    let d = Daemon::on_free_port(|addr| {
+        let mut c = Command::new("/bin/sh");
+        c.args(["-c", "exec 7</etc/hostname; exec \"$0\" \"$@\""])
+            .arg(iscepd())
+            .args(["--listen", addr, "--config", path_str(&s.cfg)])
+            .args(["--tokens", path_str(&s.tokens)]);
+        c
+    });
+    // (Readable only when we may look into the daemon: it is not dumpable.)
+    if let Ok(t) = std::fs::read_link(format!("/proc/{}/fd/7", d.child.id())) {
+        assert_eq!(t, Path::new("/etc/hostname"));
+    }
+    let mut c = client(&d, Some(&s.alice));
+    let p = c.command("fds", None).unwrap();
+    let r = p.body.response.unwrap();
+    let out = r["stdout"].as_str().unwrap();
+    let fds: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_once(" -> "))
+        .filter_map(|(a, _)| a.rsplit(' ').next())
+        .collect();
+    assert_eq!(fds, ["0", "1", "2"], "{out}");
 }
 
 #[test]
@@ -641,6 +680,26 @@ fn iscep_client_exit_codes_and_output() {
     assert!(String::from_utf8_lossy(&o.stderr).starts_with("iscep: cannot connect to 127.0.0.1:"));
 }
 
+/// Waits (at most 5 s) for process `pid` to be gone or a zombie; kills it if it is not.
+fn assert_gone(pid: i32) {
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+            st.rsplit_once(") ")
+                .is_some_and(|(_, f)| !f.starts_with('Z'))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while running() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if running() {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        panic!("process {pid}, which left the command's process group, outlived the command");
+    }
+}
+
 /// Processes of group `pgid` that are not zombies (a zombie waits for whoever reaps orphans).
 fn live_members(pgid: i32) -> usize {
     let mut n = 0;
@@ -653,7 +712,7 @@ fn live_members(pgid: i32) -> usize {
             continue;
         };
         let f: Vec<&str> = after.split_whitespace().collect();
-        if f.len() > 3 && f[3] == pgid.to_string() && f[0] != "Z" {
+        if f.len() > 2 && f[2] == pgid.to_string() && f[0] != "Z" {
             n += 1;
         }
     }
@@ -851,7 +910,7 @@ fn socket_activation_and_notify() {
     let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(
         msg.contains("READY=1")
-            && msg.contains("STATUS=serving iscep: 8 commands, 2 token owners, plain TCP"),
+            && msg.contains("STATUS=serving iscep: 9 commands, 2 token owners, plain TCP"),
         "{msg}"
     );
     let mut c = client(&d, Some(&s.alice));

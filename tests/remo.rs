@@ -98,6 +98,12 @@ impl Setup {
 
 /// Keys and a database made with our tools; remod started on them.
 fn setup(extra: &[&str]) -> Setup {
+    setup_with(extra, false)
+}
+
+/// As [`setup`]; with `leak_fd`, remod inherits descriptor 7 without close-on-exec (as from
+/// a careless shell).
+fn setup_with(extra: &[&str], leak_fd: bool) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
     let o = run_in(p, build_key_pair(), &["remo_serv"], b"\n");
@@ -132,7 +138,18 @@ fn setup(extra: &[&str]) -> Setup {
     let db = format!("SqliteUserService:{}", p.join("users_db.sqlite").display());
     let mut args = vec!["-k", path_str(&key), "-u", db.as_str(), "-d"];
     args.extend_from_slice(extra);
-    let d = Daemon::direct(remod(), &args);
+    let d = if leak_fd {
+        Daemon::on_free_port(|addr| {
+            let mut c = Command::new("/bin/sh");
+            c.args(["-c", "exec 7</etc/hostname; exec \"$0\" \"$@\""])
+                .arg(remod())
+                .args(["--listen", addr])
+                .args(&args);
+            c
+        })
+    } else {
+        Daemon::direct(remod(), &args)
+    };
     Setup { dir, d }
 }
 
@@ -647,9 +664,25 @@ fn original_client_stand_in_works_unchanged() {
 }
 
 #[test]
+fn commands_get_only_descriptors_0_1_2() {
+    let s = setup_with(&[], true);
+    let o = s.remo("alice", &["exec", "sh", "-c", "ls -l /proc/$$/fd/"], b"");
+    assert!(o.status.success(), "{o:?}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let fds: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_once(" -> "))
+        .filter_map(|(a, _)| a.rsplit(' ').next())
+        .collect();
+    assert_eq!(fds, ["0", "1", "2"], "{out}");
+}
+
+#[test]
 fn interactive_limits_and_expiry_kill_the_process() {
     let s = setup(&["-s", "1", "--max-interactive", "1"]);
-    // A client that dies without logging out (SIGKILL) leaves its session to expire.
+    // A client that dies without logging out (SIGKILL) leaves its session to expire. Its
+    // process also starts one in a session of its own (setsid), out of its process group.
+    let left = s.path("left.pid");
     let mut c = s
         .remo_command(&[])
         .stdin(Stdio::piped())
@@ -658,7 +691,13 @@ fn interactive_limits_and_expiry_kill_the_process() {
         .unwrap();
     let mut stdin = c.stdin.take().unwrap();
     stdin
-        .write_all(b"iexec sh -c 'echo $$; exec sleep 300'\n")
+        .write_all(
+            format!(
+                "iexec sh -c 'setsid sh -c \"echo \\$\\$ > {0}.t; mv {0}.t {0}; exec sleep 300\" & while [ ! -e {0} ]; do sleep 0.05; done; echo $$; exec sleep 300'\n",
+                path_str(&left)
+            )
+            .as_bytes(),
+        )
         .unwrap();
     let mut line = String::new();
     std::io::BufRead::read_line(
@@ -670,6 +709,12 @@ fn interactive_limits_and_expiry_kill_the_process() {
     c.kill().unwrap();
     c.wait().unwrap();
     assert!(Path::new(&format!("/proc/{pid}")).exists());
+    let left: u32 = std::fs::read_to_string(&left)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(Path::new(&format!("/proc/{left}")).exists());
     // The one interactive slot is taken by the first session's process.
     let o = s.remo("alice", &[], b"iexec cat\n");
     assert!(
@@ -678,12 +723,16 @@ fn interactive_limits_and_expiry_kill_the_process() {
     );
     // Its session expires after 1 s idle: the process is killed and reaped, the slot freed.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "process {pid} outlived its session"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    for p in [pid, left] {
+        while Path::new(&format!("/proc/{p}")).exists() {
+            if std::time::Instant::now() > deadline {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &p.to_string()])
+                    .status();
+                panic!("process {p} outlived its session");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
     let o = s.remo("alice", &[], b"iexec cat\nidata again\niend\n");
     assert_eq!(String::from_utf8_lossy(&o.stdout), "again\n", "{o:?}");

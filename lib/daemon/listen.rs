@@ -4,8 +4,7 @@
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -262,27 +261,64 @@ pub fn adopt(fd: OwnedFd) -> io::Result<Listener> {
     }
 }
 
-/// Binds `addr`: an absolute path makes an AF_UNIX socket (mode 0660: the daemon's user and
-/// group only; a stale socket file is replaced), anything else is `host:port` or `[v6]:port`. Must run inside a tokio runtime.
-pub fn bind(addr: &str) -> io::Result<Bound> {
-    if addr.starts_with('/') {
-        match std::fs::symlink_metadata(addr) {
-            Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
-                std::fs::remove_file(addr)?
-            }
+/// Binds an AF_UNIX listening socket at `path`, created with `mode` from the start (by a
+/// thread with a umask of its own, so no other thread's files are affected and there is no
+/// moment with a wider mode: no chmod afterwards). A socket file already there is replaced
+/// only when connecting to it is refused (left by a process that is gone); one that answers,
+/// or that cannot be probed, or any other kind of file, is an error.
+pub fn bind_unix(path: &Path, mode: u32) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_socket() => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "exists and is not a socket",
+            ))
+        }
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path)?,
             Ok(_) => {
                 return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "exists and is not a socket",
+                    io::ErrorKind::AddrInUse,
+                    "another process is listening on it",
                 ))
             }
-            Err(_) => {}
-        }
-        let l = UnixListener::bind(addr)?;
-        std::fs::set_permissions(addr, std::fs::Permissions::from_mode(0o660))?;
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("a socket is there and probing it failed: {e}"),
+                ))
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mask = rustix::fs::Mode::from_raw_mode(!mode & 0o777);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: unshare(CLONE_FS) gives this thread its own copy of the umask, working
+            // directory and root; it changes nothing in memory, and the thread ends right after.
+            if unsafe { libc::unshare(libc::CLONE_FS) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            rustix::process::umask(mask);
+            std::os::unix::net::UnixListener::bind(path)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("binding thread panicked")))
+    })
+}
+
+/// Binds `addr`: an absolute path makes an AF_UNIX socket (mode 0660: the daemon's user and
+/// group only; see [`bind_unix`]), anything else is `host:port` or `[v6]:port`. Must run
+/// inside a tokio runtime.
+pub fn bind(addr: &str) -> io::Result<Bound> {
+    if addr.starts_with('/') {
+        let l = bind_unix(Path::new(addr), 0o660)?;
+        l.set_nonblocking(true)?;
         return Ok(Bound {
             name: addr.to_string(),
-            listener: Listener::Unix(l),
+            listener: Listener::Unix(UnixListener::from_std(l)?),
             own_path: Some(addr.into()),
         });
     }

@@ -6,8 +6,9 @@
 # /etc/keysock/iscepd.toml and a tokens file made by `tokenctl iscep add`, enables
 # iscepd.socket and drives iscepd.service through socket activation with the `iscep` client:
 # a configured command over TCP (run as the unit's transient user), UNAUTHORIZED without a
-# token, a command that hangs, READY and STATUS=, the command in `journalctl -u iscepd` (and
-# no token there), a reload of the configuration, a reload for a rotated token, a clean stop.
+# token, a command that hangs (killed with what it started under setsid), READY and
+# STATUS=, the command in `journalctl -u iscepd` (and no token there), a reload of the
+# configuration, a reload for a rotated token, a clean stop.
 # The box has its own network namespace (BOX_NET=1), so the shipped
 # ListenStream=127.0.0.1:8989 cannot clash with anything on the host.
 #
@@ -54,7 +55,7 @@ args = { name = \"str\", n = \"int\" }
 log_args = true
 
 [commands.hang]
-exec = [\"/bin/sleep\", \"60\"]
+exec = [\"/bin/sh\", \"-c\", \"setsid /bin/sleep 61.5 & exec /bin/sleep 60\"]
 timeout = 1
 
 [commands.later]
@@ -107,7 +108,11 @@ iscep --token-file "$TF" run hang
 ms=$(( ($(date +%s%N) - t) / 1000000 ))
 [ "$RC" = 1 ] || fail "hang: exit $RC, expected 1 (ERROR)"
 [ $ms -lt 5000 ] || fail "hang answered after $ms ms"
-ok "DISCOVER lists 2 of 3, UNAUTHORIZED=2, command not found=1, hang ERROR after $ms ms"
+# What hang started in a session of its own (setsid) is killed with it, in the sandbox too.
+for _ in $(seq 50); do box pgrep -f 'sleep 61[.]5' >/dev/null || break; sleep 0.1; done
+left=$(box pgrep -af 'sleep 61[.]5' || true)
+[ -z "$left" ] || fail "hang's setsid'd child outlived it: $left"
+ok "DISCOVER lists 2 of 3, UNAUTHORIZED=2, command not found=1, hang ERROR after $ms ms, nothing left of it"
 
 step journal
 journal_has iscepd.service 'command name="greet" owner=svc'
