@@ -37,13 +37,35 @@ use tokio::net::UnixStream;
 pub struct Spec {
     /// Absolute path of the program, then its fixed arguments.
     pub argv: Vec<String>,
-    /// Run as this uid/gid (needs privilege; supplementary groups are dropped).
-    pub user: Option<(u32, u32)>,
+    /// Run as this user (needs privilege); `None`: as this process.
+    pub user: Option<RunAs>,
     pub timeout: Duration,
     /// Most bytes of standard output plus standard error kept before the command is killed.
     pub max_output: usize,
     /// Environment of the command (nothing else is inherited).
     pub env: Vec<(String, String)>,
+}
+
+/// The identity a command runs as: a user, its primary group and its supplementary groups
+/// (as `initgroups(3)` would set them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+impl RunAs {
+    /// `name`'s identity with the groups the group database lists it in (no supplementary
+    /// group if the look-up fails: never more than the database says).
+    pub fn of(name: &str, uid: u32, gid: u32) -> RunAs {
+        let groups = std::ffi::CString::new(name)
+            .ok()
+            .and_then(|n| nix::unistd::getgrouplist(&n, nix::unistd::Gid::from_raw(gid)).ok())
+            .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+            .unwrap_or_else(|| vec![gid]);
+        RunAs { uid, gid, groups }
+    }
 }
 
 /// How a command ended.
@@ -178,13 +200,21 @@ fn sweep() -> usize {
 }
 
 /// Starts `cmd` (a command's leader) and records it in [`LEADERS`].
-fn start(cmd: &mut Command, prog: &str) -> Result<std::process::Child, RunError> {
+fn start(
+    cmd: &mut Command,
+    prog: &str,
+    user: Option<&RunAs>,
+) -> Result<std::process::Child, RunError> {
     become_subreaper();
+    // The identity is switched in the closure below, not by std's uid()/gid(), which drop
+    // the supplementary groups and cannot set them on stable Rust.
+    let ids = user.map(|u| (u.uid, u.gid, u.groups.clone()));
     // SAFETY: the closure runs in the forked child before execve, where only async-signal-safe
-    // calls are allowed: setsid, prctl, close_range, getrlimit and fcntl are plain system calls
-    // that touch no lock and allocate nothing; nothing is captured.
+    // calls are allowed: setsid, prctl, close_range, getrlimit, fcntl, setgroups, setgid and
+    // setuid are plain system calls that touch no lock and allocate nothing; the closure only
+    // reads the ids it captured.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             // A session and process group of its own (pgid = sid = its pid): it cannot join
             // ours, so `sweep` tells its tree from our own children.
             if libc::setsid() < 0 {
@@ -195,6 +225,15 @@ fn start(cmd: &mut Command, prog: &str) -> Result<std::process::Child, RunError>
                 return Err(io::Error::last_os_error());
             }
             close_others_on_exec();
+            if let Some((uid, gid, groups)) = &ids {
+                // Groups first, while still privileged; then the group, then the user.
+                if libc::setgroups(groups.len(), groups.as_ptr()) < 0
+                    || libc::setgid(*gid) < 0
+                    || libc::setuid(*uid) < 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
@@ -293,10 +332,7 @@ pub async fn run(spec: &Spec, input: &[u8]) -> Result<Outcome, RunError> {
         .stdin(Stdio::from(io_theirs))
         .stdout(Stdio::from(stdout_fd))
         .stderr(Stdio::from(OwnedFd::from(err_theirs)));
-    if let Some((uid, gid)) = spec.user {
-        cmd.uid(uid).gid(gid);
-    }
-    let child = start(&mut cmd, prog)?;
+    let child = start(&mut cmd, prog, spec.user.as_ref())?;
     // Our copies of the child's ends are closed now (moved into `cmd`, dropped with it).
     drop(cmd);
     let pgid = child.id() as i32;
@@ -456,10 +492,7 @@ pub fn spawn(spec: &Spec, opts: &SpawnOpts) -> Result<Proc, RunError> {
         .stdin(Stdio::from(io_theirs))
         .stdout(Stdio::from(stdout_fd))
         .stderr(Stdio::from(err_theirs));
-    if let Some((uid, gid)) = spec.user {
-        cmd.uid(uid).gid(gid);
-    }
-    let child = start(&mut cmd, prog)?;
+    let child = start(&mut cmd, prog, spec.user.as_ref())?;
     drop(cmd);
     let pgid = child.id() as i32;
     let mut proc_ = Proc {

@@ -594,10 +594,10 @@ fn failed_logins_look_alike_and_mapping_and_allowlist_hold() {
 
 #[test]
 fn default_unix_user_and_switching_when_root() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to switch users");
-        return;
-    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (remod switches to the mapped users)"
+    );
     let s = setup(&["--default-unix-user", "nobody"]);
     let o = s.remo("unmapped", &["exec", "id", "-un"], b"");
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "nobody", "{o:?}");
@@ -1189,4 +1189,26 @@ fn a_server_without_final_tokens_needs_legacy_server() {
     let o = remo(&["--legacy-server", "exec", "echo", "hi"]);
     assert!(o.status.success(), "{o:?}");
     assert_eq!(String::from_utf8_lossy(&o.stdout), "hi\n");
+}
+
+/// A mapped user's commands get its supplementary groups, as a login would.
+#[test]
+fn commands_get_the_users_supplementary_groups() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (it makes a Unix account and group)"
+    );
+    let sh = |c: &str| Command::new("sh").args(["-c", c]).status().unwrap();
+    assert!(sh("getent group keysock-remo-g >/dev/null || groupadd keysock-remo-g").success());
+    assert!(sh(
+        "id keysock-remo-u >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin -G keysock-remo-g keysock-remo-u"
+    )
+    .success());
+    let s = setup(&["--default-unix-user", "keysock-remo-u"]);
+    let o = s.remo("unmapped", &["exec", "id", "-Gn"], b"");
+    let groups = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        groups.split_whitespace().any(|g| g == "keysock-remo-g"),
+        "id -Gn printed {groups:?}: {o:?}"
+    );
 }

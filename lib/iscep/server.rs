@@ -393,7 +393,10 @@ impl Server {
         };
         let spec = child::Spec {
             argv: cmd.exec.clone(),
-            user: cmd.user.as_ref().map(|(_, u, g)| (*u, *g)),
+            user: cmd
+                .user
+                .as_ref()
+                .map(|(n, u, g)| child::RunAs::of(n, *u, *g)),
             timeout: cmd.timeout,
             max_output: cmd.max_output,
             env: self.settings.command_env.clone(),

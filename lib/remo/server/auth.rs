@@ -176,9 +176,8 @@ impl Service {
             return Err("cannot-switch-to-unix-user");
         }
         let unix = Arc::new(UnixUser {
+            run_as: child::RunAs::of(&uname, pw.uid.as_raw(), pw.gid.as_raw()),
             name: uname,
-            uid: pw.uid.as_raw(),
-            gid: pw.gid.as_raw(),
             home: pw.dir,
             shell: pw.shell.to_string_lossy().into_owned(),
         });

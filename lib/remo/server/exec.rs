@@ -45,7 +45,7 @@ impl Service {
         let u = &ctx.unix;
         child::Spec {
             argv,
-            user: self.root.then_some((u.uid, u.gid)),
+            user: self.root.then(|| u.run_as.clone()),
             timeout: self.cfg.cmd_timeout,
             max_output: usize::MAX,
             env: vec![

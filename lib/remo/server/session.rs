@@ -5,9 +5,9 @@ use super::*;
 #[derive(Debug)]
 pub(super) struct UnixUser {
     pub(super) name: String,
-    pub(super) uid: u32,
-    pub(super) gid: u32,
     pub(super) home: PathBuf,
+    /// uid, gid and supplementary groups, looked up at login.
+    pub(super) run_as: child::RunAs,
     pub(super) shell: String,
 }
 
