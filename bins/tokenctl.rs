@@ -18,8 +18,43 @@ const PROGRAM: &str = "tokenctl";
     after_help = "See tokenctl(1)."
 )]
 struct Args {
+    /// Print JSON records, one object a line, instead of plain lines (before or after the
+    /// subcommand)
+    #[arg(long = "json", global = true)]
+    json: bool,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// Version of the JSON records (`"format"` in each): bumped when a record changes shape.
+const FORMAT: u32 = 1;
+
+/// Prints one JSON record of `kind` with `fields`, as every `--json` output does.
+fn record(kind: &str, fields: serde_json::Value) {
+    let mut m = serde_json::Map::new();
+    m.insert("format".into(), FORMAT.into());
+    m.insert("kind".into(), kind.into());
+    if let serde_json::Value::Object(f) = fields {
+        m.extend(f);
+    }
+    println!("{}", serde_json::Value::Object(m));
+}
+
+/// Exit status of `check` for a token that was replaced or superseded (YES is 0, NO is 1).
+const EXIT_SUPERCEDED: i32 = 2;
+
+/// A token record: the same keys for `issue`, `list` and `check`.
+fn token_record(realm: &str, token: &str, state: &str, info: Option<&str>, expires: Option<i64>) {
+    let mut lines = info
+        .map(|i| i.lines().collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter();
+    let (user, source) = (lines.next(), lines.next());
+    record(
+        "token",
+        serde_json::json!({"realm": realm, "token": token, "state": state,
+            "user": user, "source": source, "expires": expires}),
+    );
 }
 
 #[derive(Subcommand, Debug)]
@@ -34,16 +69,16 @@ enum Cmd {
 
 #[derive(clap::Args, Debug)]
 struct Where {
-    /// skd's store directory (skd -d DIR; /var/lib/skd under systemd)
-    #[arg(long = "db", value_name = "DIR")]
+    /// skd's store directory (skd -d DIR)
+    #[arg(long = "db", value_name = "DIR", default_value = SKD_DB)]
     db: PathBuf,
     /// Realm the tokens belong to
     #[arg(long = "realm", value_name = "REALM")]
     realm: String,
-    /// Print JSON instead of plain lines
-    #[arg(long = "json")]
-    json: bool,
 }
+
+/// skd's store under the shipped unit (StateDirectory=skd).
+const SKD_DB: &str = "/var/lib/skd";
 
 #[derive(Subcommand, Debug)]
 enum SkdCmd {
@@ -78,7 +113,7 @@ enum SkdCmd {
         #[arg(value_name = "TOKEN", required = true)]
         tokens: Vec<String>,
     },
-    /// Print YES, SUPERCEDED or NO; exit 0 only for a current token
+    /// Print YES, SUPERCEDED or NO; exit 0, 2 or 1
     Check {
         #[command(flatten)]
         at: Where,
@@ -90,7 +125,7 @@ enum SkdCmd {
     /// Import the original SessionKeyServer's store from a JE DbDump file (or - for stdin)
     Import {
         /// skd's store directory (created if missing, as skd -d does)
-        #[arg(long = "db", value_name = "DIR")]
+        #[arg(long = "db", value_name = "DIR", default_value = SKD_DB)]
         db: PathBuf,
         /// Replace records that exist already (default: keep them)
         #[arg(long = "overwrite")]
@@ -101,14 +136,14 @@ enum SkdCmd {
     /// List who owns a user key: one info record per line (user, source...), never the key
     Keys {
         /// skd's store directory
-        #[arg(long = "db", value_name = "DIR")]
+        #[arg(long = "db", value_name = "DIR", default_value = SKD_DB)]
         db: PathBuf,
     },
     /// Copy user keys from records with source FROM to the same records with source TO (the
     /// original's CopyKeys), so a login through another module keeps reaching its key
     CopyKeys {
         /// skd's store directory
-        #[arg(long = "db", value_name = "DIR")]
+        #[arg(long = "db", value_name = "DIR", default_value = SKD_DB)]
         db: PathBuf,
         /// Replace keys that exist at the target already (default: keep them)
         #[arg(long = "overwrite")]
@@ -151,7 +186,7 @@ fn db_err(e: sks::store::StoreError) -> Fail {
     Fail::new(exit::IOERR, format!("store: {e}"))
 }
 
-fn run(cmd: SkdCmd) -> Result<i32, Fail> {
+fn run(cmd: SkdCmd, json: bool) -> Result<i32, Fail> {
     match cmd {
         SkdCmd::Issue {
             at,
@@ -172,11 +207,8 @@ fn run(cmd: SkdCmd) -> Result<i32, Fail> {
             let t = store
                 .issue(&r, &user, &info, None, expires)
                 .map_err(db_err)?;
-            if at.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"token": t, "user": user, "source": source, "expires": expires})
-                );
+            if json {
+                token_record(&at.realm, &t, "YES", Some(&info), expires);
             } else {
                 println!("{t}");
             }
@@ -185,14 +217,12 @@ fn run(cmd: SkdCmd) -> Result<i32, Fail> {
         SkdCmd::List { at, user } => {
             let (store, r) = open(&at)?;
             let list = store.list(&r, user.as_deref()).map_err(db_err)?;
-            if at.json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&list)
-                        .map_err(|e| Fail::new(exit::SOFTWARE, e.to_string()))?
-                );
-            } else {
-                for e in list {
+            for e in list {
+                if json {
+                    let state = if e.current { "YES" } else { "SUPERCEDED" };
+                    let info = format!("{}\n{}\n", e.user, e.source);
+                    token_record(&at.realm, &e.token, state, Some(&info), e.expires);
+                } else {
                     println!("{}", e.token);
                 }
             }
@@ -213,16 +243,17 @@ fn run(cmd: SkdCmd) -> Result<i32, Fail> {
             }
             let mut unknown = 0;
             for t in &tokens {
-                if !store.revoke(&r, t).map_err(db_err)? {
+                let revoked = store.revoke(&r, t).map_err(db_err)?;
+                if !revoked {
                     eprintln!("{PROGRAM}: token not known in realm {:?}", at.realm);
                     unknown += 1;
                 }
-            }
-            if at.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"revoked": tokens.len() - unknown, "unknown": unknown})
-                );
+                if json {
+                    record(
+                        "revoke",
+                        serde_json::json!({"realm": at.realm, "token": t, "revoked": revoked}),
+                    );
+                }
             }
             Ok(if unknown == 0 { 0 } else { 1 })
         }
@@ -242,6 +273,12 @@ fn run(cmd: SkdCmd) -> Result<i32, Fail> {
             let store = sks::Store::open_by_tool(&db)
                 .map_err(|e| Fail::new(exit::CANTCREAT, format!("cannot open store: {e}")))?;
             let n = store.import(&pairs, overwrite).map_err(db_err)?;
+            if json {
+                record(
+                    "import",
+                    serde_json::json!({"imported": n, "records": pairs.len()}),
+                );
+            }
             eprintln!(
                 "{PROGRAM}: imported {n} of {} records into {}",
                 pairs.len(),
@@ -253,7 +290,12 @@ fn run(cmd: SkdCmd) -> Result<i32, Fail> {
             let store = sks::Store::open_existing(&db)
                 .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot open store: {e}")))?;
             for info in store.key_owners().map_err(db_err)? {
-                println!("{}", info.trim_end_matches('\n').replace('\n', " "));
+                if json {
+                    let lines: Vec<&str> = info.lines().collect();
+                    record("key-owner", serde_json::json!({"info": lines}));
+                } else {
+                    println!("{}", info.trim_end_matches('\n').replace('\n', " "));
+                }
             }
             Ok(0)
         }
@@ -275,6 +317,12 @@ fn run(cmd: SkdCmd) -> Result<i32, Fail> {
             let store = sks::Store::open_existing(&db)
                 .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot open store: {e}")))?;
             let (copied, found) = store.copy_keys(&from, &to, overwrite).map_err(db_err)?;
+            if json {
+                record(
+                    "copy-keys",
+                    serde_json::json!({"from": from, "to": to, "copied": copied, "found": found}),
+                );
+            }
             eprintln!("{PROGRAM}: copied {copied} of {found} keys from source {from:?} to {to:?}");
             Ok(0)
         }
@@ -294,23 +342,15 @@ fn run(cmd: SkdCmd) -> Result<i32, Fail> {
                 Validity::Superseded(i) => ("SUPERCEDED", Some(i)),
                 Validity::No => ("NO", None),
             };
-            if at.json {
-                let mut lines = info
-                    .map(|i| i.lines().collect::<Vec<_>>())
-                    .unwrap_or_default()
-                    .into_iter();
-                let (user, source) = (lines.next(), lines.next());
-                println!(
-                    "{}",
-                    serde_json::json!({"state": word, "user": user, "source": source})
-                );
+            if json {
+                token_record(&at.realm, token, word, info.map(String::as_str), None);
             } else {
                 println!("{word}");
             }
-            Ok(if matches!(v, Validity::Current(_)) {
-                0
-            } else {
-                1
+            Ok(match v {
+                Validity::Current(_) => 0,
+                Validity::Superseded(_) => EXIT_SUPERCEDED,
+                Validity::No => 1,
             })
         }
     }
@@ -351,7 +391,7 @@ enum IscepCmd {
     },
 }
 
-fn run_iscep(cmd: IscepCmd) -> Result<i32, Fail> {
+fn run_iscep(cmd: IscepCmd, json: bool) -> Result<i32, Fail> {
     use keysock::iscep::tokens::Tokens;
     let load = |p: &std::path::Path, missing_ok: bool| {
         let r = if missing_ok {
@@ -397,7 +437,7 @@ fn run_iscep(cmd: IscepCmd) -> Result<i32, Fail> {
             }
             let new = t.issue(&at.owner);
             save(&t, &at.tokens)?;
-            println!("{}", new.as_str());
+            print_iscep_token(json, &at.owner, new.as_str());
             Ok(0)
         }
         IscepCmd::Rotate { at } => {
@@ -412,7 +452,7 @@ fn run_iscep(cmd: IscepCmd) -> Result<i32, Fail> {
             }
             let new = t.issue(&at.owner);
             save(&t, &at.tokens)?;
-            println!("{}", new.as_str());
+            print_iscep_token(json, &at.owner, new.as_str());
             Ok(0)
         }
         IscepCmd::Remove { at } => {
@@ -426,23 +466,42 @@ fn run_iscep(cmd: IscepCmd) -> Result<i32, Fail> {
                 return Ok(1);
             }
             save(&t, &at.tokens)?;
+            if json {
+                record("iscep-removed", serde_json::json!({"owner": at.owner}));
+            }
             Ok(0)
         }
         IscepCmd::List { tokens } => {
             let t = load(&tokens, false)?;
             for o in t.owners() {
-                println!("{o}");
+                if json {
+                    record("iscep-owner", serde_json::json!({"owner": o}));
+                } else {
+                    println!("{o}");
+                }
             }
             Ok(0)
         }
     }
 }
 
+/// A new iscep token: the bare token, or an `iscep-token` record.
+fn print_iscep_token(json: bool, owner: &str, token: &str) {
+    if json {
+        record(
+            "iscep-token",
+            serde_json::json!({"owner": owner, "token": token}),
+        );
+    } else {
+        println!("{token}");
+    }
+}
+
 fn main() {
     let args: Args = cli::parse(std::env::args_os());
     let result = match args.cmd {
-        Cmd::Skd(cmd) => run(cmd),
-        Cmd::Iscep(cmd) => run_iscep(cmd),
+        Cmd::Skd(cmd) => run(cmd, args.json),
+        Cmd::Iscep(cmd) => run_iscep(cmd, args.json),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -946,6 +946,14 @@ fn tokenctl_iscep_file_handling() {
     let (_, tok2, _) = tokenctl_out(&["iscep", "add", "other", "--tokens", t]);
     let (rc, list, _) = tokenctl_out(&["iscep", "list", "--tokens", t]);
     assert_eq!((rc, list.as_str()), (0, "user\nother"));
+    let (rc, list, _) = tokenctl_out(&["--json", "iscep", "list", "--tokens", t]);
+    assert_eq!(
+        (rc, list.as_str()),
+        (
+            0,
+            "{\"format\":1,\"kind\":\"iscep-owner\",\"owner\":\"user\"}\n{\"format\":1,\"kind\":\"iscep-owner\",\"owner\":\"other\"}"
+        )
+    );
     let (rc, tok3, _) = tokenctl_out(&["iscep", "rotate", "user", "--tokens", t]);
     assert_eq!(rc, 0);
     assert_ne!(tok3, tok);

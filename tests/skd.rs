@@ -879,10 +879,36 @@ fn tokenctl_works_on_the_live_store() {
         tc(&["skd", "check", "--db", db, "--realm", "other", &t]).0,
         1
     );
-    let (_, list) = tc(&["skd", "list", "--db", db, "--realm", "svc", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
-    assert_eq!(v[0]["token"], t.as_str());
-    assert_eq!(v[0]["current"], true);
+    // --json before or after the subcommand: one record a line, the same shape everywhere.
+    for args in [
+        &["skd", "list", "--db", db, "--realm", "svc", "--json"][..],
+        &["--json", "skd", "list", "--db", db, "--realm", "svc"][..],
+    ] {
+        let (code, list) = tc(args);
+        assert_eq!(code, 0);
+        let v: serde_json::Value = serde_json::from_str(list.trim()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"format": 1, "kind": "token", "realm": "svc", "token": t,
+                "state": "YES", "user": "robot", "source": "stored", "expires": null})
+        );
+    }
+    let (code, out) = tc(&["--json", "skd", "check", "--db", db, "--realm", "svc", &t]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (v["kind"].as_str(), v["state"].as_str()),
+        (Some("token"), Some("YES"))
+    );
+    // A superseded token has its own exit status: 2 (NO is 1).
+    let (_, t_new) = tc(&[
+        "skd", "issue", "--db", db, "--realm", "svc", "--user", "robot",
+    ]);
+    assert_eq!(
+        tc(&["skd", "check", "--db", db, "--realm", "svc", &t]),
+        (2, "SUPERCEDED\n".into())
+    );
+    let (_, t) = (t, t_new.trim().to_string());
     // Revoked by the daemon, seen by the tool, and the other way round.
     let (_, t2) = tc(&[
         "skd", "issue", "--db", db, "--realm", "svc", "--user", "robot2",
@@ -917,6 +943,18 @@ fn tokenctl_works_on_the_live_store() {
         tc(&["skd", "list", "--db", "/nonexistent", "--realm", "svc"]).0,
         66
     );
+    // Without --db: the packaged store.
+    let o = Command::new(tokenctl())
+        .args(["skd", "list", "--realm", "svc"])
+        .output()
+        .unwrap();
+    if !std::path::Path::new("/var/lib/skd/skd.sqlite").exists() {
+        assert_eq!(o.status.code(), Some(66));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("/var/lib/skd"),
+            "{o:?}"
+        );
+    }
     // A directory without a store is not turned into one by the tool.
     let empty = tempfile::tempdir().unwrap();
     let e = path_str(empty.path());
