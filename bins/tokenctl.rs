@@ -216,16 +216,18 @@ fn run(cmd: SkdCmd, json: bool) -> Result<i32, Fail> {
         }
         SkdCmd::List { at, user } => {
             let (store, r) = open(&at)?;
-            let list = store.list(&r, user.as_deref()).map_err(db_err)?;
-            for e in list {
-                if json {
-                    let state = if e.current { "YES" } else { "SUPERCEDED" };
-                    let info = format!("{}\n{}\n", e.user, e.source);
-                    token_record(&at.realm, &e.token, state, Some(&info), e.expires);
-                } else {
-                    println!("{}", e.token);
-                }
-            }
+            // Streamed: each token is printed as it is read.
+            store
+                .list_each(&r, user.as_deref(), |e| {
+                    if json {
+                        let state = if e.current { "YES" } else { "SUPERCEDED" };
+                        let info = format!("{}\n{}\n", e.user, e.source);
+                        token_record(&at.realm, &e.token, state, Some(&info), e.expires);
+                    } else {
+                        println!("{}", e.token);
+                    }
+                })
+                .map_err(db_err)?;
             Ok(0)
         }
         SkdCmd::Revoke { at, tokens: args } => {

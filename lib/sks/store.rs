@@ -607,7 +607,14 @@ impl Store {
     }
 
     /// Live tokens of realm hash `r`, optionally of one user, sorted by token text.
-    pub fn list(&self, r: &str, user: Option<&str>) -> Result<Vec<TokenEntry>, StoreError> {
+    /// Live tokens of realm hash `r` (of `user` only, if given), in token order, each handed
+    /// to `each` as it is read: a store of a million tokens is listed without holding them.
+    pub fn list_each(
+        &self,
+        r: &str,
+        user: Option<&str>,
+        mut each: impl FnMut(TokenEntry),
+    ) -> Result<(), StoreError> {
         let prefix = format!("t:{r}:");
         self.read(|c| {
             let mut st = c.prepare(
@@ -616,7 +623,6 @@ impl Store {
             let rows = st.query_map(params![prefix, format!("t:{r};"), now()], |row| {
                 Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, Option<i64>>(2)?))
             })?;
-            let mut out = Vec::new();
             for row in rows {
                 let (k, info, expires) = row?;
                 let token = k[prefix.len()..].to_string();
@@ -626,9 +632,9 @@ impl Store {
                 }
                 let source = info.split('\n').nth(1).unwrap_or("").to_string();
                 let current = get(c, &ukey(r, u))?.as_deref() == Some(token.as_str());
-                out.push(TokenEntry { token, user: u.to_string(), source, current, expires });
+                each(TokenEntry { token, user: u.to_string(), source, current, expires });
             }
-            Ok(out)
+            Ok(())
         })
     }
 
