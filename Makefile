@@ -15,7 +15,7 @@ PROFILE ?= release
 
 DAEMONS := skd s5d iscepd autoidd
 DAEMONS += remod
-TOOLS   := tokenctl s5 iscep autoid
+TOOLS   := tokenctl s5client iscep autoid
 TOOLS   += remo build-key-pair
 # Administrator tools, section 8: installed to SBINDIR.
 SBIN_TOOLS := add-user
