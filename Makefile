@@ -79,6 +79,7 @@ systemd-test:
 	tests/systemd/s5d.sh
 	tests/systemd/autoidd.sh
 	tests/systemd/remod.sh
+	tests/systemd/deb.sh
 
 install:
 	install -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(USERUNITDIR)
