@@ -24,7 +24,7 @@ deb=target/deb/keysock_${version}_${arch}.deb
 mkdir -p target/deb
 rm -f "$deb"
 debian/rules build
-debian/rules binary     # Rules-Requires-Root: no
+debian/rules binary DEB_DESTDIR=target/deb     # Rules-Requires-Root: no
 [ -s "$deb" ] || die "$deb was not built"
 debian/rules clean >/dev/null
 if [ "${LINTIAN:-1}" != 0 ]; then
