@@ -72,6 +72,9 @@ for u in $SYSTEM_UNITS; do
   a=$(box systemctl is-active "$u" 2>&1 || true)
   [ "$a" = inactive ] || fail "$u is '$a' after installation, expected inactive"
 done
+# The user unit takes no fixed TCP port (every user of a node would want the same one).
+l=$(box grep '^ListenStream=' /usr/lib/systemd/user/s5d.socket 2>&1 || true)
+[ "$l" = 'ListenStream=%t/s5d.sock' ] || fail "the user s5d.socket listens on: $l"
 e=$(box systemctl --global is-enabled s5d.socket 2>&1 || true)
 [ "$e" = disabled ] || fail "the user unit s5d.socket is '$e' for every user, expected disabled"
 l=$(listening)
