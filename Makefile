@@ -2,8 +2,12 @@
 PREFIX  ?= /usr/local
 BINDIR  ?= $(PREFIX)/bin
 SBINDIR ?= $(PREFIX)/sbin
-UNITDIR ?= $(PREFIX)/lib/systemd/system
-USERUNITDIR ?= $(PREFIX)/lib/systemd/user
+# systemd's unit directories: for the distribution's own PREFIX (/usr) where systemd.pc says
+# (Debian 12: /lib/systemd/system, the one dh_installsystemd reads); under another PREFIX the
+# same layout below it (/usr/local/lib/systemd/system is in systemd's search path).
+systemd_dir = $(or $(if $(filter /usr,$(PREFIX)),$(shell pkg-config --variable=$(1) systemd 2>/dev/null)),$(PREFIX)/$(2))
+UNITDIR ?= $(call systemd_dir,systemdsystemunitdir,lib/systemd/system)
+USERUNITDIR ?= $(call systemd_dir,systemduserunitdir,lib/systemd/user)
 MANDIR  ?= $(PREFIX)/share/man
 # PAM reads only /etc/pam.d (and the vendor /usr/lib/pam.d), whatever PREFIX is.
 SYSCONFDIR ?= /etc
@@ -13,16 +17,28 @@ CARGO   ?= cargo
 # release for install/bench; the tests build debug binaries (much faster on 2 cores).
 PROFILE ?= release
 
-DAEMONS := skd s5d iscepd autoidd
-DAEMONS += remod
-TOOLS   := tokenctl s5 iscep autoid
-TOOLS   += remo build-key-pair
-# Administrator tools, section 8: installed to SBINDIR.
-SBIN_TOOLS := add-user
+# Every program in bins/ installs where its man page's section says: section 1 (users'
+# commands) to BINDIR, section 8 (the administrator's) to SBINDIR.
+PROGRAMS := $(sort $(basename $(notdir $(wildcard bins/*.rs))) $(notdir $(patsubst %/,%,$(wildcard bins/*/))))
+BIN_PROGRAMS := $(foreach p,$(PROGRAMS),$(if $(wildcard man/$(p).1),$(p)))
+SBIN_PROGRAMS := $(foreach p,$(PROGRAMS),$(if $(wildcard man/$(p).8),$(p)))
+$(foreach p,$(filter-out $(BIN_PROGRAMS) $(SBIN_PROGRAMS),$(PROGRAMS)),$(error bins/$(p): no man/$(p).1 or man/$(p).8 to say where it installs))
+# scripts/unit-gate.sh builds $(DAEMONS) $(TOOLS): every program.
+DAEMONS := $(SBIN_PROGRAMS)
+TOOLS   := $(BIN_PROGRAMS)
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 TARGET  := target/$(PROFILE)
 
-.PHONY: all build run check deps fmt-check clippy test unit-gate man-gate systemd-test install uninstall bench clean
+# Units and man pages name the /usr/local paths; installed, they name this install's.
+SUBST := sed $(foreach p,$(SBIN_PROGRAMS),-e 's|/usr/local/s\{0,1\}bin/$(p)\b|$(SBINDIR)/$(p)|g') \
+  $(foreach p,$(BIN_PROGRAMS),-e 's|/usr/local/s\{0,1\}bin/$(p)\b|$(BINDIR)/$(p)|g') \
+  -e 's|/usr/local/sbin/|$(SBINDIR)/|g' -e 's|/usr/local/bin/|$(BINDIR)/|g' \
+  -e 's|/usr/local/lib/systemd/system|$(UNITDIR)|g' -e 's|/usr/local/lib/systemd/user|$(USERUNITDIR)|g'
+UNITS := $(wildcard units/*.socket units/*.service)
+USERUNITS := $(wildcard units/user/*.socket units/user/*.service)
+MANPAGES := $(wildcard man/*.[1-8])
+
+.PHONY: all build run check deps fmt-check clippy test unit-gate man-gate systemd-test install uninstall deb bench clean
 
 all: build
 
@@ -63,33 +79,32 @@ systemd-test:
 	tests/systemd/s5d.sh
 	tests/systemd/autoidd.sh
 	tests/systemd/remod.sh
+	tests/systemd/deb.sh
 
 install:
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR)
-	for d in $(DAEMONS) $(SBIN_TOOLS); do install -m 0755 $(TARGET)/$$d $(DESTDIR)$(SBINDIR)/$$d; done
-	for t in $(TOOLS); do install -m 0755 $(TARGET)/$$t $(DESTDIR)$(BINDIR)/$$t; done
-	for u in units/*.socket units/*.service; do \
-	  [ -e "$$u" ] || continue; \
-	  sed -E 's|^(ExecStart=[-@:+!]*)[^ ]*/([A-Za-z0-9_-]+)|\1$(SBINDIR)/\2|' "$$u" > $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
-	  chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
-	done
-	if [ -d units/user ]; then install -d $(DESTDIR)$(USERUNITDIR); \
-	  for u in units/user/*; do \
-	    sed -E 's|^(ExecStart=[-@:+!]*)[^ ]*/([A-Za-z0-9_-]+)|\1$(SBINDIR)/\2|' "$$u" > $(DESTDIR)$(USERUNITDIR)/$$(basename $$u); \
-	  done; fi
-	for m in man/*.[1-8]; do \
-	  [ -e "$$m" ] || continue; s=$${m##*.}; install -d $(DESTDIR)$(MANDIR)/man$$s; install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$$s/; \
-	done
+	install -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(USERUNITDIR)
+	for p in $(SBIN_PROGRAMS); do install -m 0755 $(TARGET)/$$p $(DESTDIR)$(SBINDIR)/$$p; done
+	for p in $(BIN_PROGRAMS); do install -m 0755 $(TARGET)/$$p $(DESTDIR)$(BINDIR)/$$p; done
+	for u in $(UNITS); do $(SUBST) $$u > $(DESTDIR)$(UNITDIR)/$${u##*/} && chmod 0644 $(DESTDIR)$(UNITDIR)/$${u##*/}; done
+	for u in $(USERUNITS); do $(SUBST) $$u > $(DESTDIR)$(USERUNITDIR)/$${u##*/} && chmod 0644 $(DESTDIR)$(USERUNITDIR)/$${u##*/}; done
+	for m in $(MANPAGES); do s=$${m##*.}; install -d -m 0755 $(DESTDIR)$(MANDIR)/man$$s; \
+	  $(SUBST) $$m > $(DESTDIR)$(MANDIR)/man$$s/$${m##*/} && chmod 0644 $(DESTDIR)$(MANDIR)/man$$s/$${m##*/}; done
 	# skd's PAM service: an admin's edited copy is never replaced.
 	[ -e $(DESTDIR)$(PAMDIR)/skd ] || install -D -m 0644 units/skd.pam $(DESTDIR)$(PAMDIR)/skd
 
 uninstall:
-	for d in $(DAEMONS) $(SBIN_TOOLS); do rm -f $(DESTDIR)$(SBINDIR)/$$d; done
-	for t in $(TOOLS); do rm -f $(DESTDIR)$(BINDIR)/$$t; done
-	for u in units/*.socket units/*.service; do rm -f $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
-	for m in man/*.[1-8]; do [ -e "$$m" ] || continue; s=$${m##*.}; rm -f $(DESTDIR)$(MANDIR)/man$$s/$$(basename $$m); done
+	for p in $(SBIN_PROGRAMS); do rm -f $(DESTDIR)$(SBINDIR)/$$p; done
+	for p in $(BIN_PROGRAMS); do rm -f $(DESTDIR)$(BINDIR)/$$p; done
+	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$${u##*/}; done
+	for u in $(USERUNITS); do rm -f $(DESTDIR)$(USERUNITDIR)/$${u##*/}; done
+	for m in $(MANPAGES); do s=$${m##*.}; rm -f $(DESTDIR)$(MANDIR)/man$$s/$${m##*/}; done
 	# skd's PAM service only if unedited.
 	if cmp -s units/skd.pam $(DESTDIR)$(PAMDIR)/skd; then rm -f $(DESTDIR)$(PAMDIR)/skd; fi
+
+# The Debian package (debian/), built as dpkg-buildpackage does, into target/deb/. Release
+# binaries in target/release, shared with `make build` and `make bench`.
+deb:
+	scripts/build-deb.sh
 
 bench:
 	$(CARGO) build --release --bins

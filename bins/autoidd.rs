@@ -42,6 +42,9 @@ enum Cmd {
     GenEntropy {
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// Replace an existing FILE (default: refuse, exit 73)
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -121,13 +124,9 @@ fn state_dir() -> PathBuf {
     }
 }
 
-fn gen_entropy(file: &Path) -> Result<(), Fail> {
-    autoid::write_entropy(file).map_err(|e| {
-        Fail::new(
-            exit::CANTCREAT,
-            format!("cannot write {}: {e}", file.display()),
-        )
-    })?;
+fn gen_entropy(file: &Path, force: bool) -> Result<(), Fail> {
+    autoid::write_entropy(file, force)
+        .map_err(|e| Fail::new(exit::CANTCREAT, format!("{}: {e}", file.display())))?;
     eprintln!(
         "{PROGRAM}: wrote {} ({} bytes, mode 0600)",
         file.display(),
@@ -211,7 +210,7 @@ fn run(a: Serve) -> Result<(), Fail> {
 fn main() {
     let args: Args = cli::parse(std::env::args_os());
     let r = match args.cmd {
-        Some(Cmd::GenEntropy { file }) => gen_entropy(&file),
+        Some(Cmd::GenEntropy { file, force }) => gen_entropy(&file, force),
         None => run(args.serve),
     };
     if let Err(f) = r {

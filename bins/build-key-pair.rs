@@ -36,6 +36,9 @@ struct Args {
     /// Folder to write the files into (default: the current directory)
     #[arg(value_name = "FOLDER")]
     folder: Option<PathBuf>,
+    /// Replace existing files (default: refuse, exit 73, write nothing)
+    #[arg(long)]
+    force: bool,
 }
 
 fn run(a: Args) -> Result<(), Fail> {
@@ -66,7 +69,7 @@ fn run(a: Args) -> Result<(), Fail> {
         .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot read password: {e}")))?;
     let pw = cli::password_str(&pw)?.trim();
     let pw = (!pw.is_empty()).then_some(pw.as_bytes());
-    keyfile::build_key_pair(kind, &a.prefix, &folder, pw)
+    keyfile::build_key_pair(kind, &a.prefix, &folder, pw, a.force)
         .map_err(|e| Fail::new(exit::CANTCREAT, e.to_string()))?;
     Ok(())
 }

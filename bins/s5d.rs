@@ -1,6 +1,7 @@
 //! s5d: a drop-in, hardened replacement for s5server (specs/s5.md). Takes every s5server
 //! flag with the same meaning and default; under socket activation it serves the sockets
-//! systemd hands it. Parses the command line and wires the library together.
+//! systemd hands it. `s5d put` and `s5d token` talk to a running s5d over its control socket.
+//! Parses the command line and wires the library together.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -10,20 +11,20 @@ use std::time::Duration;
 use keysock::cli::{self, exit, Fail};
 use keysock::daemon::{self, Bound, Listener};
 use keysock::s5::server::{AccessLog, Config, Server};
-use keysock::s5::{self, Source};
+use keysock::s5::{self, client, Source};
 use keysock::{detach, http, locked::Locked, privfile};
 
 const PROGRAM: &str = "s5d";
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum SecretFrom {
-    /// $CREDENTIALS_DIRECTORY/s5-secret if present, else `s5 put` when socket-activated, else prompt
+    /// $CREDENTIALS_DIRECTORY/s5-secret if present, else `s5d put` when socket-activated, else prompt
     Auto,
     /// One line of standard input, or the terminal with echo off when stdin is one
     Prompt,
     /// The systemd credential s5-secret
     Credential,
-    /// `s5 put` over the control socket
+    /// `s5d put` over the control socket
     Put,
 }
 
@@ -31,9 +32,43 @@ enum SecretFrom {
 #[command(
     name = "s5d",
     version,
-    about = "Serve one secret to s5/s5client, drop-in for s5server (SciNet Super Simple Secrets Server)",
+    about = "Serve one secret to s5client, drop-in for s5server (SciNet Super Simple Secrets Server)",
+    args_conflicts_with_subcommands = true,
     after_help = "See s5d(1)."
 )]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    serve: Args,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Cmd {
+    /// Read a secret (one line of standard input, or the terminal with echo off) and hand it to
+    /// the s5d listening on the control socket; write the client file s5d did not write
+    Put(Local),
+    /// Ask the running s5d for its connection details and write the client file
+    Token(Local),
+}
+
+#[derive(clap::Args, Debug)]
+struct Local {
+    /// s5d's control socket [default: $XDG_RUNTIME_DIR/s5d.sock; /run/s5d.sock for root]
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+    /// Where to write the connection details, 0600
+    #[arg(long, value_name = "FILE", default_value = s5::DEFAULT_CLIENT_FILE)]
+    client_file: String,
+    /// Write no client file; print "Token: <base64>" instead
+    #[arg(long)]
+    no_client_file: bool,
+    /// Give up after SECONDS without an answer from s5d
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    timeout: u64,
+}
+
+#[derive(clap::Args, Debug)]
 struct Args {
     /// IP address to bind (without socket activation)
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
@@ -72,7 +107,7 @@ struct Args {
     /// Where the secret comes from
     #[arg(long, value_name = "SOURCE", value_enum, default_value = "auto")]
     secret_from: SecretFrom,
-    /// Control socket for `s5 put` [default: $XDG_RUNTIME_DIR/s5d.sock, /run/s5d.sock for
+    /// Control socket for `s5d put` [default: $XDG_RUNTIME_DIR/s5d.sock, /run/s5d.sock for
     /// root; bound only with --secret-from put or this flag]
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
@@ -178,7 +213,7 @@ fn run(a: Args) -> Result<(), Fail> {
         }
         if s.len() > s5::wire::V1_MAX {
             eprintln!(
-                "{PROGRAM}: warning: the secret is {} bytes, longer than the {} the original s5client can take: only s5 (v2) will be able to fetch it",
+                "{PROGRAM}: warning: the secret is {} bytes, longer than the {} the original s5client can take: only keysock's s5client (v2) will be able to fetch it",
                 s.len(),
                 s5::wire::V1_MAX
             );
@@ -227,6 +262,15 @@ fn run(a: Args) -> Result<(), Fail> {
         drop(rt);
         (Vec::new(), None)
     };
+    // Socket-activated with only the control socket (the user unit's default, so that users
+    // of a shared node do not all want one port): the original's port search, as unactivated.
+    let tcp = match tcp {
+        None if !bound.iter().any(|b| matches!(b.listener, Listener::Tcp(_))) => Some(
+            s5::bind_port_range(&a.bind_address, a.port_min, a.port_max)
+                .map_err(|e| Fail::new(exit::UNAVAILABLE, format!("cannot listen: {e}")))?,
+        ),
+        t => t,
+    };
     let (host, bind_address, port) = match &tcp {
         Some(l) => {
             let addr = l.local_addr().map_err(|e| {
@@ -240,10 +284,7 @@ fn run(a: Args) -> Result<(), Fail> {
                 Listener::Unix(_) => None,
             });
             let Some(addr) = addr else {
-                return Err(Fail::new(
-                    exit::CONFIG,
-                    "socket-activated without a TCP socket: add ListenStream=PORT to the socket unit",
-                ));
+                return Err(Fail::new(exit::SOFTWARE, "no TCP listener"));
             };
             (s5::hostname(), addr.ip().to_string(), addr.port())
         }
@@ -375,9 +416,54 @@ fn run(a: Args) -> Result<(), Fail> {
     Ok(())
 }
 
+/// `s5d put` / `s5d token`: a client of a running s5d's control socket.
+fn local(l: Local, put: bool) -> Result<(), Fail> {
+    let path = l.control.unwrap_or_else(s5::default_control_path);
+    let timeout = Duration::from_secs(l.timeout.max(1));
+    let answer = if put {
+        let secret = s5::read_prompted()
+            .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot read the secret: {e}")))?;
+        client::put(&path, &secret, timeout)
+    } else {
+        client::token(&path, timeout)
+    }
+    .map_err(|e| Fail::new(exit::UNAVAILABLE, e.to_string()))?;
+    let what = if put {
+        "secret loaded"
+    } else {
+        "s5d is running"
+    };
+    let c = &answer.client;
+    if l.no_client_file {
+        eprintln!("{PROGRAM}: {what}; host {} port {}", c.host, c.port);
+        println!("Token: {}", *c.token);
+    } else if let Some(p) = &answer.written {
+        eprintln!(
+            "{PROGRAM}: {what}; port {}; client file {} (written by s5d)",
+            c.port,
+            p.display()
+        );
+    } else {
+        let p = s5::expand_tilde(&l.client_file);
+        privfile::write_private(&p, c.to_json().as_bytes())
+            .map_err(|e| Fail::new(exit::CANTCREAT, format!("{}: {e}", p.display())))?;
+        eprintln!(
+            "{PROGRAM}: {what}; port {}; client file {} written",
+            c.port,
+            p.display()
+        );
+    }
+    Ok(())
+}
+
 fn main() {
-    let args: Args = cli::parse(std::env::args_os());
-    if let Err(f) = run(args) {
+    let args: Cli = cli::parse(std::env::args_os());
+    let r = match args.cmd {
+        None => run(args.serve),
+        Some(Cmd::Put(l)) => local(l, true),
+        Some(Cmd::Token(l)) => local(l, false),
+    };
+    if let Err(f) = r {
         cli::exit_with(PROGRAM, f);
     }
 }

@@ -38,26 +38,34 @@ pub fn private_pem(key: &PKey<Private>, password: Option<&[u8]>) -> Result<Vec<u
     })
 }
 
-/// Writes `key` to `path` as PKCS#8 PEM, mode 0600, atomically (see [`private_pem`]).
+/// Writes `key` to `path` as PKCS#8 PEM, mode 0600, atomically (see [`private_pem`]); an
+/// existing `path` is replaced only with `force` ([`crate::privfile::write_key`]).
 pub fn write_private_pem(
     path: &Path,
     key: &PKey<Private>,
     password: Option<&[u8]>,
+    force: bool,
 ) -> Result<(), KeyError> {
     let pem = zeroize::Zeroizing::new(private_pem(key, password)?);
-    crate::privfile::write_private(path, &pem).map_err(|e| KeyError::Io(disp(path), e))?;
+    crate::privfile::write_key(path, &pem, 0o600, force)
+        .map_err(|e| KeyError::Io(disp(path), e))?;
     Ok(())
 }
 
 /// Writes the public half of `key` to `path` as SubjectPublicKeyInfo PEM (mode 0644).
-pub fn write_public_pem<T: HasPublic>(path: &Path, key: &PKey<T>) -> Result<(), KeyError> {
+pub fn write_public_pem<T: HasPublic>(
+    path: &Path,
+    key: &PKey<T>,
+    force: bool,
+) -> Result<(), KeyError> {
     let pem = key.public_key_to_pem()?;
-    write_public_file(path, &pem)
+    write_public_file(path, &pem, force)
 }
 
-/// Writes a public file (0644) atomically without following a symlink.
-fn write_public_file(path: &Path, data: &[u8]) -> Result<(), KeyError> {
-    crate::privfile::write_with_mode(path, data, 0o644)
+/// Writes a public file (0644, set through the descriptor) atomically without following a
+/// symlink; an existing one is replaced only with `force`.
+fn write_public_file(path: &Path, data: &[u8], force: bool) -> Result<(), KeyError> {
+    crate::privfile::write_key(path, data, 0o644, force)
         .map(|_| ())
         .map_err(|e| KeyError::Io(disp(path), e))
 }
@@ -94,9 +102,10 @@ pub fn write_ssh_rsa<T: HasPublic>(
     path: &Path,
     rsa: &Rsa<T>,
     comment: &str,
+    force: bool,
 ) -> Result<(), KeyError> {
     let line = format!("{}\n", ssh_rsa_line(rsa, comment));
-    write_public_file(path, line.as_bytes())
+    write_public_file(path, line.as_bytes(), force)
 }
 
 /// Parses an OpenSSH `ssh-rsa AAAA... [comment]` line.
@@ -196,13 +205,25 @@ pub enum KeyType {
 }
 
 /// Generates a key pair and writes `FOLDER/PREFIX_key.pem` (0600), `FOLDER/PREFIX.pem`, and for
-/// RSA `FOLDER/PREFIX.pub`. Returns the paths written.
+/// RSA `FOLDER/PREFIX.pub`. Returns the paths written. Without `force`, if any of them exists
+/// nothing is written.
 pub fn build_key_pair(
     kind: KeyType,
     prefix: &str,
     folder: &Path,
     password: Option<&[u8]>,
+    force: bool,
 ) -> Result<Vec<std::path::PathBuf>, KeyError> {
+    if !force {
+        let mut names = vec![format!("{prefix}_key.pem"), format!("{prefix}.pem")];
+        if matches!(kind, KeyType::Rsa(_)) {
+            names.push(format!("{prefix}.pub"));
+        }
+        for n in names {
+            let p = folder.join(n);
+            crate::privfile::refuse_existing(&p).map_err(|e| KeyError::Io(disp(&p), e))?;
+        }
+    }
     let (key, rsa) = match kind {
         KeyType::Ed448 => (PKey::generate_ed448()?, None),
         KeyType::Rsa(bits) => {
@@ -212,12 +233,12 @@ pub fn build_key_pair(
     };
     let private = folder.join(format!("{prefix}_key.pem"));
     let public = folder.join(format!("{prefix}.pem"));
-    write_private_pem(&private, &key, password)?;
-    write_public_pem(&public, &key)?;
+    write_private_pem(&private, &key, password, force)?;
+    write_public_pem(&public, &key, force)?;
     let mut out = vec![private, public];
     if let Some(r) = rsa {
         let ssh = folder.join(format!("{prefix}.pub"));
-        write_ssh_rsa(&ssh, &r, prefix)?;
+        write_ssh_rsa(&ssh, &r, prefix, force)?;
         out.push(ssh);
     }
     Ok(out)
@@ -243,7 +264,7 @@ mod tests {
     #[test]
     fn ed448_encrypted_round_trip_and_openssl_loads_it() {
         let d = tempfile::tempdir().unwrap();
-        let files = build_key_pair(KeyType::Ed448, "alice", d.path(), Some(b"foo")).unwrap();
+        let files = build_key_pair(KeyType::Ed448, "alice", d.path(), Some(b"foo"), false).unwrap();
         let (priv_p, pub_p) = (&files[0], &files[1]);
         let mode = std::fs::metadata(priv_p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -283,9 +304,26 @@ mod tests {
     }
 
     #[test]
+    fn an_existing_key_is_replaced_only_with_force() {
+        let d = tempfile::tempdir().unwrap();
+        let first = build_key_pair(KeyType::Ed448, "srv", d.path(), None, false).unwrap();
+        let before = std::fs::read(&first[0]).unwrap();
+        let e = build_key_pair(KeyType::Ed448, "srv", d.path(), None, false).unwrap_err();
+        assert!(e.to_string().contains("srv_key.pem: exists"), "{e}");
+        assert_eq!(std::fs::read(&first[0]).unwrap(), before);
+        // Any one of the files is enough to refuse, and then none is written.
+        std::fs::write(d.path().join("host.pub"), "keep").unwrap();
+        let e = build_key_pair(KeyType::Rsa(1024), "host", d.path(), None, false).unwrap_err();
+        assert!(e.to_string().contains("host.pub: exists"), "{e}");
+        assert!(!d.path().join("host_key.pem").exists());
+        let again = build_key_pair(KeyType::Ed448, "srv", d.path(), None, true).unwrap();
+        assert_ne!(std::fs::read(&again[0]).unwrap(), before);
+    }
+
+    #[test]
     fn unencrypted_key_and_openssl_made_keys_load() {
         let d = tempfile::tempdir().unwrap();
-        let files = build_key_pair(KeyType::Ed448, "srv", d.path(), None).unwrap();
+        let files = build_key_pair(KeyType::Ed448, "srv", d.path(), None, false).unwrap();
         let text = std::fs::read_to_string(&files[0]).unwrap();
         assert!(text.starts_with("-----BEGIN PRIVATE KEY-----"));
         let (ok, out) = openssl(&["pkey", "-in", files[0].to_str().unwrap(), "-noout"]);
@@ -326,7 +364,8 @@ mod tests {
     #[test]
     fn rsa_pair_ssh_line_and_pkcs1() {
         let d = tempfile::tempdir().unwrap();
-        let files = build_key_pair(KeyType::Rsa(1024), "host", d.path(), Some(b"pw")).unwrap();
+        let files =
+            build_key_pair(KeyType::Rsa(1024), "host", d.path(), Some(b"pw"), false).unwrap();
         assert_eq!(files.len(), 3);
         let k = read_private_pem(&files[0], Some(b"pw")).unwrap();
         let rsa = k.rsa().unwrap();

@@ -1,12 +1,14 @@
 //! Private files: written 0600, atomically (a temporary file in the same directory, created
 //! with O_EXCL|O_NOFOLLOW, then renamed over the target, so a symlink planted at the target
 //! is replaced, never followed), and removed again only if they are still the file we wrote.
+//! Keys and other files nobody can make again ([`write_key`]) never replace an existing file
+//! unless told to (`--force` of the tools that write them).
 
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 
 /// Identity (device, inode) of a file we wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,12 +36,45 @@ fn split(path: &Path) -> io::Result<(OwnedFd, std::ffi::OsString)> {
 
 /// Writes `data` to `path` with mode 0600, atomically, without following a symlink at `path`.
 pub fn write_private(path: &Path, data: &[u8]) -> io::Result<FileId> {
-    write_with_mode(path, data, 0o600)
+    write(path, data, 0o600, true)
 }
 
 /// Writes `data` to `path` as [`write_private`] does, with `mode` instead of 0600 (set on the
 /// temporary file through its descriptor, before it takes the name: never by path).
 pub fn write_with_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<FileId> {
+    write(path, data, mode, true)
+}
+
+/// [`write_with_mode`] for a key (or anything else that cannot be made again): unless
+/// `force`, an existing `path` (even a dangling symlink) is left alone and the error is
+/// [`exists`]'s. The check and the rename are one step (`RENAME_NOREPLACE`), so no race
+/// replaces a key.
+pub fn write_key(path: &Path, data: &[u8], mode: u32, force: bool) -> io::Result<FileId> {
+    if !force {
+        refuse_existing(path)?;
+    }
+    write(path, data, mode, force)
+}
+
+/// The error for a file that exists and is not to be replaced without `--force`.
+pub fn exists() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "exists; not replaced (give --force to replace it)",
+    )
+}
+
+/// Fails with [`exists`] if `path` exists (as anything, a dangling symlink included): for
+/// tools that write several files, to check them all before writing any.
+pub fn refuse_existing(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Err(exists()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn write(path: &Path, data: &[u8], mode: u32, replace: bool) -> io::Result<FileId> {
     let (dir, name) = split(path)?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(&name);
@@ -57,7 +92,16 @@ pub fn write_with_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<FileId
         io::Write::write_all(&mut f, data)?;
         f.sync_all()?;
         let st = rustix::fs::fstat(&f)?;
-        rustix::fs::renameat(&dir, tmp_name.as_os_str(), &dir, name.as_os_str())?;
+        let flags = if replace {
+            RenameFlags::empty()
+        } else {
+            RenameFlags::NOREPLACE
+        };
+        rustix::fs::renameat_with(&dir, tmp_name.as_os_str(), &dir, name.as_os_str(), flags)
+            .map_err(|e| match e {
+                rustix::io::Errno::EXIST => exists(),
+                e => e.into(),
+            })?;
         Ok(FileId {
             dev: st.st_dev,
             ino: st.st_ino,
@@ -117,5 +161,27 @@ mod tests {
         write_with_mode(&p, b"public", 0o644).unwrap();
         let m = std::fs::symlink_metadata(&p).unwrap();
         assert_eq!(m.permissions().mode() & 0o777, 0o644);
+    }
+
+    #[test]
+    fn keys_are_not_replaced_without_force() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("key.pem");
+        write_key(&p, b"first", 0o600, false).unwrap();
+        let e = write_key(&p, b"second", 0o600, false).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert!(e.to_string().contains("--force"), "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"first");
+        // A dangling symlink counts as existing: nothing is written through or over it.
+        let l = d.path().join("link.pem");
+        std::os::unix::fs::symlink(d.path().join("nowhere"), &l).unwrap();
+        assert!(write_key(&l, b"x", 0o600, false).is_err());
+        assert!(!d.path().join("nowhere").exists());
+        write_key(&p, b"second", 0o600, true).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"second");
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o600);
+        // No temporary file is left behind by the refusals.
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2);
     }
 }

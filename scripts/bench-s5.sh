@@ -2,10 +2,11 @@
 # bench-s5.sh [BINDIR]: s5d against the original s5server (s5 0.0.3), in the same run.
 #
 #   * connect-to-secret time, one client process per fetch (start, connect, POST, decrypt,
-#     print), mean over N fetches, for: s5 -> s5d, s5client -> s5d, s5client -> s5server;
+#     print), mean over N fetches, for: our s5client -> s5d, the original s5client -> s5d,
+#     the original s5client -> s5server;
 #   * idle RSS of s5d and of s5server (VmRSS after serving N answers).
 #
-# BINDIR holds s5d and s5 (default target/release). The original comes from the virtual
+# BINDIR holds s5d and s5client (default target/release). The original comes from the virtual
 # environment target/s5-venv (made with pip from PyPI if missing). N: env N (default 50).
 set -euo pipefail
 
@@ -15,7 +16,7 @@ N=${N:-50}
 VENV=$ROOT/target/s5-venv
 
 die() { echo "bench-s5: $*" >&2; exit 1; }
-[ -x "$BIN/s5d" ] && [ -x "$BIN/s5" ] || die "$BIN/s5d and $BIN/s5 not built (cargo build --release --bins)"
+[ -x "$BIN/s5d" ] && [ -x "$BIN/s5client" ] || die "$BIN/s5d and $BIN/s5client not built (cargo build --release --bins)"
 if [ ! -e "$VENV/.keysock-ok" ]; then
   rm -rf "$VENV"
   python3 -m venv "$VENV" && "$VENV/bin/pip" install --quiet --disable-pip-version-check s5==0.0.3 ||
@@ -62,7 +63,7 @@ rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 start s5d "$BIN/s5d"
 start orig "$VENV/bin/s5server"
 
-run "s5 -> s5d" "$BIN/s5" s5d; a=$MS
+run "ours -> s5d" "$BIN/s5client" s5d; a=$MS
 run "s5client -> s5d" "$VENV/bin/s5client" s5d; b=$MS
 run "s5client -> s5server" "$VENV/bin/s5client" orig; c=$MS
 
@@ -70,6 +71,6 @@ r1=$(rss "$s5d_pid"); r2=$(rss "$orig_pid")
 printf 'bench-s5: %-28s %8s KiB\n' "idle RSS s5d" "$r1" "idle RSS s5server" "$r2"
 awk -v a="$a" -v b="$b" -v c="$c" -v r1="$r1" -v r2="$r2" 'BEGIN {
   printf "bench-s5: ratio s5client->s5d / s5client->s5server (server cost)   %.2f\n", b / c
-  printf "bench-s5: ratio s5->s5d / s5client->s5server (whole path)          %.2f\n", a / c
+  printf "bench-s5: ratio ours->s5d / s5client->s5server (whole path)        %.2f\n", a / c
   printf "bench-s5: ratio RSS s5d / s5server                                 %.2f\n", r1 / r2
 }'

@@ -200,8 +200,9 @@ fn rotation_of_entropy_and_key() {
         assert!(stderr(&o).contains(v2), "{}", stderr(&o));
     };
     ok(&s.entropy(), &s.public());
-    // Entropy rotation: `autoidd gen-entropy` over the live file (atomic rename).
-    s.gen_entropy(&s.entropy());
+    // Entropy rotation: `autoidd gen-entropy --force` over the live file (atomic rename).
+    let o = s.gen_entropy_with(&s.entropy(), &["--force"]);
+    assert!(o.status.success(), "gen-entropy --force: {o:?}");
     refused(&old_entropy, &s.public(), "404", "403");
     ok(&s.entropy(), &s.public());
     // Key rotation: a new pair renamed over the live key; the old public key gets 502 (v1, as
@@ -504,6 +505,27 @@ fn cli_errors_are_one_line_with_sysexits() {
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777,
         0o600
+    );
+    // ...and never replaces an existing file without --force (exit 73, CANTCREAT).
+    let before = std::fs::read(&f).unwrap();
+    let o = s.gen_entropy_with(&f, &[]);
+    assert_eq!(o.status.code(), Some(73), "{o:?}");
+    let err = stderr(&o);
+    assert!(
+        err.starts_with(&format!("autoidd: {}: exists", f.display()))
+            && err.contains("--force")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(
+        std::fs::read(&f).unwrap() == before,
+        "replaced without --force"
+    );
+    let o = s.gen_entropy_with(&f, &["--force"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        std::fs::read(&f).unwrap() != before,
+        "not replaced with --force"
     );
 }
 

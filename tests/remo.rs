@@ -96,6 +96,28 @@ impl Setup {
     }
 }
 
+/// build-key-pair never replaces a key silently: exit 73 (CANTCREAT), the key unchanged;
+/// --force replaces it.
+#[test]
+fn build_key_pair_refuses_to_replace_a_key_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let o = run_in(p, build_key_pair(), &["remo_serv"], b"\n");
+    assert!(o.status.success(), "{o:?}");
+    let key = std::fs::read(p.join("remo_serv_key.pem")).unwrap();
+    let o = run_in(p, build_key_pair(), &["remo_serv"], b"\n");
+    assert_eq!(o.status.code(), Some(73), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with("build-key-pair: ./remo_serv_key.pem: exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert!(std::fs::read(p.join("remo_serv_key.pem")).unwrap() == key);
+    let o = run_in(p, build_key_pair(), &["--force", "remo_serv"], b"\n");
+    assert!(o.status.success(), "{o:?}");
+    assert!(std::fs::read(p.join("remo_serv_key.pem")).unwrap() != key);
+}
+
 /// Keys and a database made with our tools; remod started on them.
 fn setup(extra: &[&str]) -> Setup {
     setup_with(extra, false)

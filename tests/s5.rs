@@ -1,5 +1,5 @@
-//! s5d and s5 end to end: v1/v2 answers, the client file, every secret intake (stdin, the
-//! terminal with echo off, a systemd credential, s5 put over the control socket), the
+//! s5d, s5d put and s5client end to end: v1/v2 answers, the client file, every secret intake (stdin, the
+//! terminal with echo off, a systemd credential, s5d put over the control socket), the
 //! limits, bad input, concurrency and timeouts, socket activation, background mode.
 
 mod common;
@@ -133,7 +133,7 @@ fn s5_refuses_a_v1_answer_when_the_client_file_says_v2() {
     assert!(text.ends_with(", \"protocol\": 2}"), "{text}");
     let (port, proxy) = downgrading_proxy(srv.addr(), 2);
     let via_proxy = |file: &Path| {
-        Command::new(s5())
+        Command::new(s5client())
             .arg("--client-file")
             .arg(file)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
@@ -204,7 +204,7 @@ fn client_file_is_private_atomic_and_removed_unless_kept() {
     assert!(text.contains(&format!(
         "\"bind_address\": \"127.0.0.1\", \"port\": {port}, "
     )));
-    let o = Command::new(s5())
+    let o = Command::new(s5client())
         .arg("--client-file")
         .arg(&cf)
         .args(["--host", "127.0.0.1"])
@@ -226,8 +226,8 @@ fn wrong_identifiers_count_once_each_until_failure_max() {
     let addr = srv.addr();
     let token = b64d(&srv.token());
     let wrong = keysock::s5::wire::b64encode(&[9u8; 96]);
-    // 1: s5 with a wrong token.
-    let o = fetch_with(Path::new(s5()), &srv, &["--token", &wrong]);
+    // 1: s5client with a wrong token.
+    let o = fetch_with(Path::new(s5client()), &srv, &["--token", &wrong]);
     assert_failed(&o);
     assert!(String::from_utf8_lossy(&o.stderr).contains("wrong token (404)"));
     // 2: 47 bytes of the right identifier; the original's answer: 404, JSON type, no body.
@@ -355,7 +355,7 @@ fn concurrent_clients_get_exactly_success_max_secrets() {
         .map(|_| {
             let cf = cf.clone();
             std::thread::spawn(move || {
-                Command::new(s5())
+                Command::new(s5client())
                     .arg("--client-file")
                     .arg(&cf)
                     .args(["--host", "127.0.0.1", "--timeout", "10"])
@@ -385,7 +385,7 @@ fn expire_stops_s5d_and_says_why() {
     );
     assert!(!srv.client_file.exists());
     assert_failed(
-        &Command::new(s5())
+        &Command::new(s5client())
             .args(["--no-client-file", "--host", "127.0.0.1", "--port"])
             .arg(srv.port.to_string())
             .args(["--token", &keysock::s5::wire::b64encode(&[1u8; 96])])
@@ -453,7 +453,7 @@ fn secret_from_the_terminal_with_echo_off() {
         assert!(Instant::now() < deadline, "s5d did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let o = Command::new(s5())
+    let o = Command::new(s5client())
         .arg("--client-file")
         .arg(&cf)
         .args(["--host", "127.0.0.1"])
@@ -470,7 +470,7 @@ fn secret_from_the_terminal_with_echo_off() {
 
 fn put(control: &Path, secret: &[u8], extra: &[&str]) -> std::process::Output {
     let mut c = Command::new("setsid")
-        .arg(s5())
+        .arg(s5d())
         .arg("put")
         .arg("--control")
         .arg(control)
@@ -485,7 +485,7 @@ fn put(control: &Path, secret: &[u8], extra: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn secret_from_s5_put_over_the_control_socket() {
+fn secret_from_s5d_put_over_the_control_socket() {
     let dir = tempfile::tempdir().unwrap();
     let ctl = dir.path().join("ctl.sock");
     let ctl_s = ctl.to_str().unwrap();
@@ -496,8 +496,8 @@ fn secret_from_s5_put_over_the_control_socket() {
     let o = fetch_s5(&srv);
     assert_failed(&o);
     assert!(String::from_utf8_lossy(&o.stderr).contains("no secret loaded yet"));
-    // `s5 token` tells where s5d is.
-    let o = Command::new(s5())
+    // `s5d token` tells where s5d is.
+    let o = Command::new(s5d())
         .args(["token", "--control", ctl_s, "--no-client-file"])
         .output()
         .unwrap();
@@ -518,7 +518,7 @@ fn secret_from_s5_put_over_the_control_socket() {
                 "--clear-groups",
                 "--",
             ])
-            .arg(s5())
+            .arg(s5d())
             .args(["token", "--control", ctl_s, "--no-client-file"])
             .output()
             .unwrap();
@@ -545,20 +545,42 @@ fn secret_from_s5_put_over_the_control_socket() {
 }
 
 /// Under socket activation (as systemd does it): s5d serves the sockets it is handed, takes
-/// the secret from `s5 put` on the control socket, writes the client file, exits at the limit.
+/// the secret from `s5d put` on the control socket, writes the client file, exits at the limit.
 #[test]
 fn socket_activated_with_put() {
+    activated_put(true);
+}
+
+/// Handed only the control socket (the user unit's default: no port shared by every user),
+/// s5d finds a port itself, as unactivated, and writes it to the client file.
+#[test]
+fn socket_activated_without_tcp_searches_a_port() {
+    activated_put(false);
+}
+
+fn activated_put(tcp_from_systemd: bool) {
     let dir = tempfile::tempdir().unwrap();
     let ctl = dir.path().join("s5d.sock");
     let cf = dir.path().join("cf.json");
     let port = free_port();
     let stderr = dir.path().join("stderr");
-    let mut act = Command::new("systemd-socket-activate")
-        .arg("-l")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("-l")
-        .arg(&ctl)
-        .arg(s5d())
+    let mut act = Command::new("systemd-socket-activate");
+    if tcp_from_systemd {
+        act.arg("-l").arg(format!("127.0.0.1:{port}"));
+    }
+    act.arg("-l").arg(&ctl).arg(s5d());
+    if !tcp_from_systemd {
+        let p = port.to_string();
+        act.args([
+            "--bind-address",
+            "127.0.0.1",
+            "--port-min",
+            &p,
+            "--port-max",
+            &p,
+        ]);
+    }
+    let mut act = act
         .args(["--success-max", "1", "--client-file"])
         .arg(&cf)
         .stdin(Stdio::null())
@@ -588,7 +610,7 @@ fn socket_activated_with_put() {
     );
     let text = std::fs::read_to_string(&cf).expect("s5d wrote the client file");
     assert!(text.contains(&format!("\"port\": {port}")), "{text}");
-    let o = Command::new(s5())
+    let o = Command::new(s5client())
         .arg("--client-file")
         .arg(&cf)
         .args(["--host", "127.0.0.1"])
@@ -671,7 +693,7 @@ fn background_mode_reports_startup_errors_and_serves() {
         err.starts_with("s5d: cannot listen: could not find a free port"),
         "{err}"
     );
-    let o = Command::new(s5())
+    let o = Command::new(s5client())
         .arg("--client-file")
         .arg(&cf)
         .args(["--host", "127.0.0.1"])
@@ -692,14 +714,18 @@ fn background_mode_reports_startup_errors_and_serves() {
 }
 
 #[test]
-fn s5_errors_are_one_line_with_sysexits() {
-    let cases: [(&[&str], i32, &str); 4] = [
+fn s5client_errors_are_one_line_with_sysexits() {
+    let cases: [(&[&str], i32, &str); 3] = [
         (
             &["--client-file", "/nonexistent/cf.json"],
             66,
-            "s5: /nonexistent/cf.json: cannot read",
+            "s5client: /nonexistent/cf.json: cannot read",
         ),
-        (&["--no-client-file", "--port", "1"], 64, "s5: no host"),
+        (
+            &["--no-client-file", "--port", "1"],
+            64,
+            "s5client: no host",
+        ),
         (
             &[
                 "--no-client-file",
@@ -711,16 +737,11 @@ fn s5_errors_are_one_line_with_sysexits() {
                 "abc",
             ],
             65,
-            "s5: bad token",
-        ),
-        (
-            &["put", "--control", "/nonexistent/s5d.sock"],
-            69,
-            "s5: cannot connect to /nonexistent/s5d.sock",
+            "s5client: bad token",
         ),
     ];
     for (args, code, msg) in cases {
-        let o = Command::new(s5())
+        let o = Command::new(s5client())
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -732,9 +753,21 @@ fn s5_errors_are_one_line_with_sysexits() {
             "{args:?}: {err}"
         );
     }
+    // `s5d put` with no s5d on the control socket.
+    let o = Command::new(s5d())
+        .args(["put", "--control", "/nonexistent/s5d.sock"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(69), "{err}");
+    assert!(
+        err.starts_with("s5d: cannot connect to /nonexistent/s5d.sock") && err.lines().count() == 1,
+        "{err}"
+    );
     // A refused connection: FAILED on stdout, exit 1, and the reason on stderr.
     let port = free_port().to_string();
-    let o = Command::new(s5())
+    let o = Command::new(s5client())
         .args(["--no-client-file", "--host", "127.0.0.1", "--port", &port])
         .args(["--token", &keysock::s5::wire::b64encode(&[1u8; 96])])
         .output()

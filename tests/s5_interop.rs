@@ -1,5 +1,5 @@
 //! Wire compatibility both ways with the original s5 0.0.3 (installed from PyPI into a
-//! virtual environment under target/): the original s5client against s5d, s5 against the
+//! virtual environment under target/): the original s5client against s5d, our s5client against the
 //! original s5server, and each reading the other's client file (specs/s5.md §6.5).
 
 mod common;
@@ -21,7 +21,7 @@ fn secrets() -> Vec<Vec<u8>> {
 
 #[test]
 fn original_client_gets_the_secret_from_s5d() {
-    let client = s5client();
+    let client = original_s5client();
     for secret in secrets() {
         let mut srv = start_s5d(&secret, &[]);
         let o = fetch_with(&client, &srv, &[]);
@@ -47,7 +47,7 @@ fn original_client_gets_the_secret_from_s5d() {
 
 #[test]
 fn original_client_fails_cleanly_on_wrong_token_and_long_secret() {
-    let client = s5client();
+    let client = original_s5client();
     let mut srv = start_s5d(b"right", &["--success-max", "1", "--failure-max", "3"]);
     let wrong = keysock::s5::wire::b64encode(&[7u8; 96]);
     assert_failed(&fetch_with(&client, &srv, &["--token", &wrong]));
@@ -56,7 +56,11 @@ fn original_client_fails_cleanly_on_wrong_token_and_long_secret() {
     drop(srv);
     let long = vec![b'L'; 60];
     srv = start_s5d(&long, &["--success-max", "1"]);
-    assert!(srv.stderr().contains("only s5 (v2)"), "{}", srv.stderr());
+    assert!(
+        srv.stderr().contains("only keysock's s5client (v2)"),
+        "{}",
+        srv.stderr()
+    );
     assert_failed(&fetch_with(&client, &srv, &[]));
     assert_got(&fetch_s5(&srv), &long);
     assert!(srv.wait(Duration::from_secs(10)).unwrap().success());
@@ -76,10 +80,10 @@ fn s5_gets_the_secret_from_the_original_server() {
     // Wrong token: FAILED, exit 1, and why on stderr. --require-v2 refuses the v1 answer.
     let srv = start_original(b"right", &["--success-max", "0"]);
     let wrong = keysock::s5::wire::b64encode(&[7u8; 96]);
-    let o = fetch_with(std::path::Path::new(s5()), &srv, &["--token", &wrong]);
+    let o = fetch_with(std::path::Path::new(s5client()), &srv, &["--token", &wrong]);
     assert_failed(&o);
     assert!(String::from_utf8_lossy(&o.stderr).contains("wrong token (404)"));
-    let o = fetch_with(std::path::Path::new(s5()), &srv, &["--require-v2"]);
+    let o = fetch_with(std::path::Path::new(s5client()), &srv, &["--require-v2"]);
     assert_failed(&o);
     assert!(String::from_utf8_lossy(&o.stderr).contains("v1"));
     assert_got(&fetch_s5(&srv), b"right");
@@ -115,7 +119,7 @@ fn client_files_are_interchangeable() {
     );
     // Each client against the other server, twice (unlimited successes).
     for _ in 0..2 {
-        assert_got(&fetch_with(&s5client(), &ours, &[]), b"abc");
+        assert_got(&fetch_with(&original_s5client(), &ours, &[]), b"abc");
         assert_got(&fetch_s5(&orig), b"abc");
     }
     // The access log line has the original's format.

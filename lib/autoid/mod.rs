@@ -98,9 +98,10 @@ pub fn gen_entropy() -> Zeroizing<Vec<u8>> {
     out
 }
 
-/// Writes a new entropy file (0600, atomically, not through a symlink).
-pub fn write_entropy(path: &Path) -> std::io::Result<()> {
-    crate::privfile::write_private(path, &gen_entropy()).map(|_| ())
+/// Writes a new entropy file (0600, atomically, not through a symlink); an existing one is
+/// replaced only with `force`.
+pub fn write_entropy(path: &Path, force: bool) -> std::io::Result<()> {
+    crate::privfile::write_key(path, &gen_entropy(), 0o600, force).map(|_| ())
 }
 
 /// Why a v1 request's intervals are refused (the bypass of specs/auto-id.md §5).

@@ -1,6 +1,6 @@
 //! The s5 client: fetch the secret with `POST /` (asking for the authenticated v2 answer,
 //! accepting the original server's v1 answer of 48 or 96 bytes), and talk to a local s5d's
-//! control socket (`s5 put`, `s5 token`).
+//! control socket (`s5d put`, `s5d token`).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //!
 //! - [`wire`]: the token, the v1 answer of the original and our authenticated v2 answer;
 //! - [`server`]: what `s5d` serves on TCP (`POST /`) and on its local control socket;
-//! - [`client`]: fetching a secret (`s5`), and handing one to a running `s5d` (`s5 put`).
+//! - [`client`]: fetching a secret (`s5client`), and handing one to a running `s5d` (`s5d put`).
 //!
 //! The client file (`~/.s5client.json`) is shared by both ends and by the original programs.
 
@@ -45,7 +45,7 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Where `s5 put` finds s5d's control socket: `/run/s5d.sock` for root (the system unit),
+/// Where `s5d put` finds s5d's control socket: `/run/s5d.sock` for root (the system unit),
 /// else `$XDG_RUNTIME_DIR/s5d.sock` (the user unit).
 pub fn default_control_path() -> PathBuf {
     let uid = rustix::process::geteuid().as_raw();
@@ -106,7 +106,7 @@ pub struct ClientFileIn {
     pub v2: bool,
 }
 
-/// Parses a client file written by s5d, s5 put or the original s5server.
+/// Parses a client file written by s5d, s5d put or the original s5server.
 pub fn parse_client_file(text: &str) -> Result<ClientFileIn, String> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let obj = v.as_object().ok_or("not a JSON object")?;
@@ -138,7 +138,7 @@ pub enum Source {
     Prompt,
     /// `$CREDENTIALS_DIRECTORY/s5-secret` (systemd `LoadCredential=`/`SetCredential=`).
     Credential,
-    /// `s5 put` over the control socket, after start-up.
+    /// `s5d put` over the control socket, after start-up.
     Put,
 }
 

@@ -1,6 +1,6 @@
 //! The s5 server: `POST /` with the identifier gets the encrypted secret (v1, or v2 when the
 //! client asks for it), counted against the success and failure limits; the local control
-//! socket takes the secret (`s5 put`) and hands out the connection details to s5d's own
+//! socket takes the secret (`s5d put`) and hands out the connection details to s5d's own
 //! user or root.
 //!
 //! Differences from the original, all invisible to its client (specs/s5.md §5): the v1 tail
@@ -43,7 +43,7 @@ pub struct Config {
     /// Time allowed for a control-socket exchange (HTTP bodies: `http::Limits::body_timeout`).
     pub read_timeout: Duration,
     pub access_log: AccessLog,
-    /// The client file s5d wrote, if any (reported to `s5 put`).
+    /// The client file s5d wrote, if any (reported to `s5d put`).
     pub client_file: Option<PathBuf>,
 }
 
@@ -147,7 +147,7 @@ impl Server {
         }
         if st.secret.is_none() {
             return format!(
-                "waiting for a secret (s5 put) on port {}, success-max {}",
+                "waiting for a secret (s5d put) on port {}, success-max {}",
                 self.port,
                 limit(self.cfg.success_max)
             );
@@ -166,7 +166,7 @@ impl Server {
         self.lock().secret.is_some()
     }
 
-    /// Takes the secret (from the prompt, standard input, a credential or `s5 put`).
+    /// Takes the secret (from the prompt, standard input, a credential or `s5d put`).
     pub fn load(&self, secret: Locked, source: &str) -> Result<(), LoadError> {
         {
             let mut st = self.lock();
@@ -184,7 +184,7 @@ impl Server {
             );
             if n > wire::V1_MAX {
                 log::warn!(
-                    "secret-too-long-for-v1 bytes={n} max={}: the original s5client cannot fetch it, s5 can (v2)",
+                    "secret-too-long-for-v1 bytes={n} max={}: the original s5client cannot fetch it, keysock's s5client can (v2)",
                     wire::V1_MAX
                 );
             }
@@ -352,13 +352,13 @@ impl Server {
                         (http::text(StatusCode::OK, ctype, b64), "success")
                     }
                     Err(wire::WireError::TooLongForV1(n)) => {
-                        log::warn!("refused reason=secret-too-long-for-v1 bytes={n}: this client speaks only v1; use s5(1)");
+                        log::warn!("refused reason=secret-too-long-for-v1 bytes={n}: this client speaks only v1; use keysock's s5client(1)");
                         stop = self.fail(&mut st);
                         (
                             http::text(
                                 StatusCode::NOT_ACCEPTABLE,
                                 "text/plain",
-                                format!("the secret is {n} bytes, longer than the 47 the s5 v1 answer carries: fetch it with s5(1), which speaks v2\n"),
+                                format!("the secret is {n} bytes, longer than the 47 the s5 v1 answer carries: fetch it with keysock's s5client(1), which speaks v2\n"),
                             ),
                             "failure",
                         )

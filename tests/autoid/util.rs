@@ -73,12 +73,18 @@ impl Setup {
     }
 
     pub fn gen_entropy(&self, file: &Path) {
-        let o = Command::new(autoidd())
+        let o = self.gen_entropy_with(file, &[]);
+        assert!(o.status.success(), "gen-entropy: {o:?}");
+    }
+
+    /// `autoidd gen-entropy [EXTRA...] FILE`.
+    pub fn gen_entropy_with(&self, file: &Path, extra: &[&str]) -> std::process::Output {
+        Command::new(autoidd())
             .arg("gen-entropy")
+            .args(extra)
             .arg(file)
             .output()
-            .unwrap();
-        assert!(o.status.success(), "gen-entropy: {o:?}");
+            .unwrap()
     }
 
     pub fn put_secret(&self, id: &str, value: &str) {

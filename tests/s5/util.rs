@@ -14,8 +14,8 @@ pub fn s5d() -> &'static str {
     env!("CARGO_BIN_EXE_s5d")
 }
 
-pub fn s5() -> &'static str {
-    env!("CARGO_BIN_EXE_s5")
+pub fn s5client() -> &'static str {
+    env!("CARGO_BIN_EXE_s5client")
 }
 
 /// The original s5 0.0.3 (s5server, s5client) in a virtual environment under target/,
@@ -56,7 +56,7 @@ pub fn venv() -> PathBuf {
     dir
 }
 
-pub fn s5client() -> PathBuf {
+pub fn original_s5client() -> PathBuf {
     venv().join("bin/s5client")
 }
 
@@ -219,7 +219,7 @@ pub fn fetch_with(client: &Path, srv: &Server, extra: &[&str]) -> Output {
 }
 
 pub fn fetch_s5(srv: &Server) -> Output {
-    fetch_with(Path::new(s5()), srv, &[])
+    fetch_with(Path::new(s5client()), srv, &[])
 }
 
 /// Asserts a client printed exactly `secret` (no newline) and exited 0.

@@ -2,7 +2,7 @@
 #   PROG   the test's name for messages, e.g. tests/systemd/run.sh
 #   UNITS  the units whose status and journal a failure prints, e.g. "skd.socket skd.service"
 # It checks for root and box.sh, makes a box state directory that the EXIT trap stops and
-# removes, and defines step/ok/fail/box/wait_state/journal_has/dropin/boot_and_install.
+# removes, and defines step/ok/fail/box/wait_state/journal_has/dropin/boot/boot_and_install.
 # Environment: CARGO (default cargo), BOX (default tests/systemd/box.sh, the project's harness).
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -87,19 +87,23 @@ dropin() {
   box sh -c "mkdir -p /etc/systemd/system/$1.d && cat > /etc/systemd/system/$1.d/sdbox.conf && systemctl daemon-reload" <<<"$2" ||
     fail "writing the drop-in for $1"
 }
-# boot_and_install FILE...: the steps boot (a box with the repository mounted) and install
-# (`make install PROFILE=debug` inside), then checks that each FILE was installed.
-boot_and_install() {
+# boot: the step boot (a box with the repository mounted at the same path).
+boot() {
   step boot
   booted=1     # from here on the trap stops the box, even if start fails half-way
-  local pid1 st out f
+  local pid1 st
   pid1=$("$BOX" start "$STATE" "$ROOT" 2>&1 >"$STATE.pid1") && pid1=$(cat "$STATE.pid1") ||
     { rm -f "$STATE.pid1"; fail "box.sh start: $pid1"; }
   rm -f "$STATE.pid1"
   st=$(box systemctl is-system-running 2>&1 || true)
   case $st in running | degraded) ;; *) fail "box state is '$st'" ;; esac
   ok "PID 1 = host pid $pid1, $st"
-
+}
+# boot_and_install FILE...: the steps boot and install (`make install PROFILE=debug` inside),
+# then checks that each FILE was installed.
+boot_and_install() {
+  boot
+  local out f
   step install
   out=$(box make -C "$ROOT" --no-print-directory -s install PROFILE=debug 2>&1) || fail "make install PROFILE=debug: $out"
   for f in "$@"; do

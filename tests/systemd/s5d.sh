@@ -4,8 +4,8 @@
 # Boots a throw-away systemd box with tests/systemd/box.sh (the repository mounted at the
 # same path inside), installs the binaries and units with `make install`, enables
 # s5d.socket, and then, twice:
-#   1. loads a secret with `s5 put` on /run/s5d.sock (which starts s5d.service), fetches it
-#      with the original s5client (s5 0.0.3 from PyPI, in target/s5-venv) and with s5, and
+#   1. loads a secret with `s5d put` on /run/s5d.sock (which starts s5d.service), fetches it
+#      with the original s5client (s5 0.0.3 from PyPI, in target/s5-venv) and with ours, and
 #      sees the service exit after --success-max 2, with the socket stopped too;
 #   2. the same with the secret in a systemd credential (LoadCredential=s5-secret:...).
 # The box has its own network namespace (BOX_NET=1): port 13500 clashes with nothing.
@@ -22,13 +22,13 @@ UNITS="s5d.socket s5d.service"
 . "$(dirname "$0")/lib.sh"
 VENV=$ROOT/target/s5-venv
 
-# fetch_both SECRET CLIENTFILE: the original s5client and s5 each get SECRET.
+# fetch_both SECRET CLIENTFILE: the original s5client and ours each get SECRET.
 fetch_both() {
   local got
   got=$(box "$VENV/bin/s5client" --client-file "$2" --host 127.0.0.1 2>&1) || fail "s5client: $got"
   [ "$got" = "$1" ] || fail "s5client printed '$got', expected '$1'"
-  got=$(box /usr/local/bin/s5 --client-file "$2" --host 127.0.0.1 2>&1) || fail "s5: $got"
-  [ "$got" = "$1" ] || fail "s5 printed '$got', expected '$1'"
+  got=$(box /usr/local/bin/s5client --client-file "$2" --host 127.0.0.1 2>&1) || fail "our s5client: $got"
+  [ "$got" = "$1" ] || fail "our s5client printed '$got', expected '$1'"
 }
 
 step build
@@ -41,7 +41,7 @@ if [ ! -e "$VENV/.keysock-ok" ]; then
 fi
 ok "binaries and $VENV"
 
-boot_and_install /usr/local/sbin/s5d /usr/local/bin/s5 /usr/local/lib/systemd/system/s5d.service \
+boot_and_install /usr/local/bin/s5d /usr/local/bin/s5client /usr/local/lib/systemd/system/s5d.service \
   /usr/local/lib/systemd/system/s5d.socket /usr/local/lib/systemd/user/s5d.socket
 
 step enable-socket
@@ -54,9 +54,9 @@ perm=$(box stat -c '%A %U' /run/s5d.sock 2>&1) || fail "/run/s5d.sock: $perm"
 ok "s5d.socket listening, s5d.service inactive, /run/s5d.sock $perm"
 
 step put
-dropin s5d.service $'[Service]\nExecStart=\nExecStart=/usr/local/sbin/s5d --no-client-file --success-max 2'
+dropin s5d.service $'[Service]\nExecStart=\nExecStart=/usr/local/bin/s5d --no-client-file --success-max 2'
 SECRET1='sdbox pût secret'
-out=$(box sh -c 'printf "%s\n" "$1" | s5 put --client-file /tmp/cf1.json' sh "$SECRET1" 2>&1) || fail "s5 put: $out"
+out=$(box sh -c 'printf "%s\n" "$1" | s5d put --client-file /tmp/cf1.json' sh "$SECRET1" 2>&1) || fail "s5d put: $out"
 wait_state s5d.service active
 mode=$(box stat -c %a /tmp/cf1.json)
 [ "$mode" = 600 ] || fail "/tmp/cf1.json has mode $mode"
@@ -66,7 +66,7 @@ ok "$out; StatusText=$status"
 
 step fetch-put
 fetch_both "$SECRET1" /tmp/cf1.json
-ok "s5client and s5 got the secret"
+ok "both s5clients got the secret"
 
 step exit-after-success-max
 wait_state s5d.service inactive
@@ -93,10 +93,10 @@ if ! box systemd-run -q -P --wait -p DynamicUser=yes -p LoadCredential=s5-secret
   creds=$'Environment=CREDENTIALS_DIRECTORY=/etc/keysock/creds\nDynamicUser=no'
   echo "note: this systemd delivers no credentials here; \$CREDENTIALS_DIRECTORY is set by the drop-in"
 fi
-dropin s5d.service $'[Service]\n'"$creds"$'\nExecStart=\nExecStart=/usr/local/sbin/s5d --no-client-file --success-max 2'
+dropin s5d.service $'[Service]\n'"$creds"$'\nExecStart=\nExecStart=/usr/local/bin/s5d --no-client-file --success-max 2'
 out=$(box systemctl start s5d.socket 2>&1) || fail "systemctl start s5d.socket: $out"
 wait_state s5d.socket active
-out=$(box s5 token --client-file /tmp/cf2.json 2>&1) || fail "s5 token: $out"
+out=$(box s5d token --client-file /tmp/cf2.json 2>&1) || fail "s5d token: $out"
 journal_has s5d.service 'secret-loaded source=credential'
 ok "$out"
 
@@ -104,6 +104,6 @@ step fetch-credential
 fetch_both "sdbox credential secret" /tmp/cf2.json
 wait_state s5d.service inactive
 wait_state s5d.socket inactive
-ok "s5client and s5 got it; service and socket stopped"
+ok "both s5clients got it; service and socket stopped"
 
 echo "$passed passed, 0 failed"

@@ -1,0 +1,141 @@
+#!/bin/bash
+# tests/systemd/deb.sh: the Debian package under a real systemd (DESIGN.md, testing layer 3).
+#
+# Builds the package with `make deb` (release build, lintian clean), boots a throw-away
+# systemd box with tests/systemd/box.sh and, inside it:
+#   1. installs the package with dpkg -i, and finds no keysock unit enabled, running or
+#      listening (system units, and the user unit s5d.socket for every user), the conffiles
+#      in place (/etc/pam.d/skd, /etc/keysock/*) and the key directories made by tmpfiles;
+#   2. enables skd.socket and logs a Unix account in through the shipped /etc/pam.d/skd,
+#      then checks the token with /valid;
+#   3. removes the package with skd.socket enabled and running: no unit file of the package is
+#      left, nothing keeps running or listening; after a purge no enablement link is left.
+#
+# Needs root (box.sh) and the Debian packaging tools (scripts/install-deps.sh). Prints
+# "### step" lines and ends with "N passed, 0 failed"; on the first failure it prints the
+# step, the reason and skd's journal, and exits 1. The box is always stopped.
+#
+# Environment: BOX (default tests/systemd/box.sh), MAKE (default make).
+set -euo pipefail
+
+PROG=tests/systemd/deb.sh
+UNITS="skd.socket skd-unix.socket skd.service"
+. "$(dirname "$0")/lib.sh"
+
+# Every TCP port a keysock socket unit listens on by default.
+PORTS="4431 4440 8080 8989 13500"
+
+# listening: the TCP ports of $PORTS something listens on inside the box.
+listening() {
+  local out p found=
+  out=$(box ss -Hltn 2>&1) || fail "ss -ltn: $out"
+  for p in $PORTS; do
+    grep -qE "[:.]$p[[:space:]]" <<<"$out" && found="$found $p"
+  done
+  echo "${found# }"
+}
+
+step build
+out=$("${MAKE:-make}" -C "$ROOT" --no-print-directory -s deb 2>&1) || fail "make deb: $out"
+DEB=$(sed -n 's/^build-deb: \(target\/deb\/.*\.deb\)$/\1/p' <<<"$out" | tail -n1)
+[ -n "$DEB" ] && [ -s "$ROOT/$DEB" ] || fail "make deb named no package: $out"
+DEB=$ROOT/$DEB
+ok "$(basename "$DEB"), lintian clean"
+
+boot
+
+step install
+# A container image's policy-rc.d (Docker's exits 101) forbids every start and stop by the
+# maintainer scripts, which would make "nothing starts" vacuous: the box is a real machine.
+box rm -f /usr/sbin/policy-rc.d || fail "removing policy-rc.d in the box"
+out=$(box env DEBIAN_FRONTEND=noninteractive dpkg -i "$DEB" 2>&1) || fail "dpkg -i: $out"
+UNIT_FILES=$(box dpkg -L keysock | grep -E '/systemd/(system|user)/[^/]+\.(socket|service)$' || true)
+[ -n "$UNIT_FILES" ] || fail "the package has no units"
+SYSTEM_UNITS=$(grep '/systemd/system/' <<<"$UNIT_FILES" | xargs -n1 basename)
+for u in skd.socket skd-unix.socket skd.service s5d.socket remod.socket autoidd.socket iscepd.socket; do
+  grep -qx "$u" <<<"$SYSTEM_UNITS" || fail "$u is not in the package"
+done
+grep -q '/systemd/user/s5d.socket$' <<<"$UNIT_FILES" || fail "the user unit s5d.socket is not in the package"
+# The package's own unit files, not copies of a `make install` on the host (/usr/local).
+path=$(box systemctl show -p FragmentPath --value skd.service)
+grep -qxF "$path" <<<"$UNIT_FILES" || fail "skd.service comes from $path, not from the package"
+for f in /usr/sbin/skd /usr/bin/s5d /usr/bin/s5client /usr/bin/build-key-pair /usr/sbin/remod; do
+  box test -x "$f" || fail "$f not installed"
+done
+box test ! -e /usr/bin/s5 || fail "/usr/bin/s5 is installed: Debian's s5 package owns it"
+ok "$(wc -l <<<"$UNIT_FILES") units; binaries in /usr/bin and /usr/sbin"
+
+step nothing-enabled
+for u in $SYSTEM_UNITS; do
+  e=$(box systemctl is-enabled "$u" 2>&1 || true)
+  case $e in disabled | static) ;; *) fail "$u is '$e' after installation, expected disabled or static" ;; esac
+  a=$(box systemctl is-active "$u" 2>&1 || true)
+  [ "$a" = inactive ] || fail "$u is '$a' after installation, expected inactive"
+done
+# The user unit takes no fixed TCP port (every user of a node would want the same one).
+l=$(box grep '^ListenStream=' /usr/lib/systemd/user/s5d.socket 2>&1 || true)
+[ "$l" = 'ListenStream=%t/s5d.sock' ] || fail "the user s5d.socket listens on: $l"
+e=$(box systemctl --global is-enabled s5d.socket 2>&1 || true)
+[ "$e" = disabled ] || fail "the user unit s5d.socket is '$e' for every user, expected disabled"
+l=$(listening)
+[ -z "$l" ] || fail "something listens on port(s) $l after installation"
+ok "$(wc -w <<<"$SYSTEM_UNITS") system units disabled or static and inactive; user s5d.socket disabled; ports $PORTS free"
+
+step conffiles
+conf=$(box dpkg-query -W -f='${Conffiles}\n' keysock)
+for f in /etc/pam.d/skd /etc/keysock/iscepd.toml /etc/keysock/iscep-tokens.json; do
+  grep -q "^ $f " <<<"$conf" || fail "$f is not a conffile: $conf"
+done
+grep -q '@include common-auth' <<<"$(box cat /etc/pam.d/skd)" || fail "/etc/pam.d/skd is not the shipped stack"
+m=$(box stat -c '%a %U' /etc/keysock/iscep-tokens.json)
+[ "$m" = "600 root" ] || fail "/etc/keysock/iscep-tokens.json is '$m', expected '600 root'"
+# The example enables no command.
+! box grep -qE '^[[:space:]]*\[' /etc/keysock/iscepd.toml || fail "/etc/keysock/iscepd.toml declares a command"
+for d in /etc/remod /etc/credstore; do
+  m=$(box stat -c '%a %U' "$d" 2>&1) || fail "$d (tmpfiles.d) missing: $m"
+  [ "$m" = "700 root" ] || fail "$d is '$m', expected '700 root'"
+done
+ok "conffiles /etc/pam.d/skd, /etc/keysock/{iscepd.toml,iscep-tokens.json}; /etc/remod, /etc/credstore 0700"
+
+step skd-login
+box sh -euc 'useradd -M -s /usr/sbin/nologin debuser && echo "debuser:P4ckaged!" | chpasswd' 2>&1 ||
+  fail "a Unix account in the box"
+out=$(box systemctl enable --now skd.socket 2>&1) || fail "systemctl enable --now skd.socket: $out"
+wait_state skd.socket active
+out=$(box curl -sS -m 10 -w '\n%{http_code}' 'http://127.0.0.1:4431/auth_token?realm=deb&user=debuser&pwd=P4ckaged!' 2>&1) ||
+  fail "curl /auth_token: $out"
+[ "${out##*$'\n'}" = 200 ] || fail "/auth_token: $out"
+token=$(head -n1 <<<"$out")
+[[ $token =~ ^[0-9a-f]{40}$ ]] || fail "/auth_token answered '$out'"
+out=$(box curl -sS -m 10 "http://127.0.0.1:4431/valid?realm=deb&token=$token" 2>&1) || fail "curl /valid: $out"
+[ "$(head -n1 <<<"$out")" = YES ] || fail "/valid answered '$out'"
+sed -n 2p <<<"$out" | grep -qx debuser || fail "/valid answers for someone else: $out"
+out=$(box curl -sS -m 10 -w '\n%{http_code}' 'http://127.0.0.1:4431/auth_token?realm=deb&user=debuser&pwd=wrong' 2>&1) || true
+[ "${out##*$'\n'}" = 403 ] || fail "a wrong password got: $out"
+ok "debuser through /etc/pam.d/skd: token ${token:0:8}... valid; wrong password 403"
+
+step remove
+out=$(box env DEBIAN_FRONTEND=noninteractive dpkg -r keysock 2>&1) || fail "dpkg -r keysock: $out"
+while read -r f; do
+  box test ! -e "$f" || fail "$f left behind by dpkg -r"
+done <<<"$UNIT_FILES"
+box systemctl daemon-reload
+for u in skd.socket skd-unix.socket skd.service; do
+  a=$(box systemctl is-active "$u" 2>&1 || true)
+  [ "$a" = inactive ] || fail "$u is '$a' after dpkg -r, expected inactive"
+done
+l=$(listening)
+[ -z "$l" ] || fail "something still listens on port(s) $l after dpkg -r"
+box test -e /etc/pam.d/skd || fail "dpkg -r removed the conffile /etc/pam.d/skd (only purge does)"
+ok "no unit file left, skd stopped, nothing listening; conffiles kept until purge"
+
+step purge
+out=$(box env DEBIAN_FRONTEND=noninteractive dpkg -P keysock 2>&1) || fail "dpkg -P keysock: $out"
+left=$(box find /etc/systemd -name 'skd*' -o -name 's5d*' -o -name 'remod*' -o -name 'autoidd*' -o -name 'iscepd*' 2>&1 || true)
+[ -z "$left" ] || fail "left in /etc/systemd after purge: $left"
+for f in /etc/pam.d/skd /etc/keysock/iscepd.toml /etc/keysock/iscep-tokens.json; do
+  box test ! -e "$f" || fail "$f left after purge"
+done
+ok "no enablement link or conffile left"
+
+echo "$passed passed, 0 failed"
