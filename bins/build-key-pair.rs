@@ -37,8 +37,12 @@ struct Args {
     #[arg(value_name = "FOLDER")]
     folder: Option<PathBuf>,
     /// Replace existing files (default: refuse, exit 73, write nothing)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "if_missing")]
     force: bool,
+    /// Only if PREFIX_key.pem does not exist: make an unencrypted pair without asking for a
+    /// password, else do nothing and exit 0 (a daemon's first start, as sshd's host keys)
+    #[arg(long = "if-missing")]
+    if_missing: bool,
 }
 
 fn run(a: Args) -> Result<(), Fail> {
@@ -64,6 +68,16 @@ fn run(a: Args) -> Result<(), Fail> {
             exit::CANTCREAT,
             format!("{}: not a directory", folder.display()),
         ));
+    }
+    if a.if_missing {
+        let private = folder.join(format!("{}_key.pem", a.prefix));
+        if std::fs::symlink_metadata(&private).is_ok() {
+            return Ok(());
+        }
+        keyfile::build_key_pair(kind, &a.prefix, &folder, None, false)
+            .map_err(|e| Fail::new(exit::CANTCREAT, e.to_string()))?;
+        eprintln!("{PROGRAM}: made {} and its public key", private.display());
+        return Ok(());
     }
     let pw = cli::read_password("Password: ")
         .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot read password: {e}")))?;

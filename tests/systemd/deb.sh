@@ -114,6 +114,26 @@ out=$(box curl -sS -m 10 -w '\n%{http_code}' 'http://127.0.0.1:4431/auth_token?r
 [ "${out##*$'\n'}" = 403 ] || fail "a wrong password got: $out"
 ok "debuser through /etc/pam.d/skd: token ${token:0:8}... valid; wrong password 403"
 
+step first-use
+# remod and iscepd answer their first connection with what the package ships: remod makes
+# its server key at first start (and keeps it), iscepd starts on the example configuration
+# and the empty tokens file.
+out=$(box systemctl enable --now remod.socket iscepd.socket 2>&1) || fail "systemctl enable --now remod.socket iscepd.socket: $out"
+out=$(box curl -sS -m 10 -X POST --data '' -w '\n%{http_code}' http://127.0.0.1:8080/auth 2>&1) || fail "curl remod /auth: $out"
+[ "$out" = $'Disconnected\n200' ] || fail "remod's first answer: $out"
+mode=$(box stat -c '%a %U' /etc/remod/remo_serv_key.pem 2>&1) || fail "no /etc/remod/remo_serv_key.pem after the first start"
+[ "$mode" = "600 root" ] || fail "server key is $mode"
+box test -f /etc/remod/remo_serv.pem || fail "no public key /etc/remod/remo_serv.pem"
+key1=$(box sha256sum /etc/remod/remo_serv_key.pem)
+out=$(box systemctl restart remod.service 2>&1) || fail "systemctl restart remod.service: $out"
+[ "$(box sha256sum /etc/remod/remo_serv_key.pem)" = "$key1" ] || fail "the server key was replaced at restart"
+rc=0; out=$(box iscep --timeout 10 echo hi 2>&1) || rc=$?
+[ $rc = 2 ] || fail "iscep echo against the shipped iscepd: exit $rc (expected 2, UNAUTHORIZED): $out"
+s=$(box systemctl is-active iscepd.service || true)
+[ "$s" = active ] || fail "iscepd.service is '$s' after its first connection"
+box systemctl disable --now remod.socket iscepd.socket remod.service iscepd.service >/dev/null 2>&1 || fail "disabling remod and iscepd"
+ok "remod answered and made its key (0600, kept at restart); iscepd answered UNAUTHORIZED"
+
 step remove
 out=$(box env DEBIAN_FRONTEND=noninteractive dpkg -r keysock 2>&1) || fail "dpkg -r keysock: $out"
 while read -r f; do

@@ -134,13 +134,26 @@ ok "'later' runs for svc after systemctl reload"
 step new-token-reload
 NEW=$(box tokenctl iscep rotate svc --tokens "$TOKENS") || fail "tokenctl iscep rotate"
 box sh -c "printf '%s\n' '$NEW' > /root/new.token"
+reloads=$(journal_count iscepd.service 'reload what=tokens why=SIGHUP owners=1')
 out=$(box systemctl reload iscepd.service 2>&1) || fail "systemctl reload: $out"
-journal_has iscepd.service 'reload what=tokens why=SIGHUP owners=1'
+journal_more iscepd.service 'reload what=tokens why=SIGHUP owners=1' "$reloads"
 iscep --token-file /root/new.token echo hi
 [ "$RC" = 0 ] && [ "$OUT" = '{"echo":"hi"}' ] || fail "new token: exit $RC: $OUT $ERR"
 iscep --token-file "$TF" echo hi
 [ "$RC" = 2 ] || fail "old token after rotate + restart: exit $RC, expected 2"
 ok "after systemctl reload: rotated token accepted, old one UNAUTHORIZED"
+
+step broken-config-reload
+# ExecReload= checks the files first: a broken one fails the reload and the running iscepd
+# keeps the configuration it has.
+box sh -c "cp $CONF /root/conf.bak && echo 'this is [not toml' >> $CONF" || fail "breaking $CONF"
+if out=$(box systemctl reload iscepd.service 2>&1); then fail "systemctl reload succeeded with a broken $CONF"; fi
+s=$(box systemctl is-active iscepd.service || true)
+[ "$s" = active ] || fail "iscepd.service is '$s' after a refused reload"
+iscep --token-file /root/new.token echo hi
+[ "$RC" = 0 ] && [ "$OUT" = '{"echo":"hi"}' ] || fail "after a refused reload: exit $RC: $OUT $ERR"
+box cp /root/conf.bak "$CONF" || fail "restoring $CONF"
+ok "reload refused ($(tail -n1 <<<"$out")), iscepd still serving"
 
 step stop
 out=$(box systemctl stop iscepd.socket iscepd.service 2>&1) || fail "systemctl stop: $out"
