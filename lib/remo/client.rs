@@ -219,13 +219,7 @@ impl Client {
         }
         self.sender = None;
         let bye = async {
-            let req = self.request("/auth", ReqBody::Full(Full::new(Bytes::new())), Some(0))?;
-            let resp = self
-                .connection()
-                .await?
-                .send_request(req)
-                .await
-                .map_err(|e| ClientError::Http(e.to_string()))?;
+            let resp = self.post_auth(Bytes::new()).await?;
             let _ = Limited::new(resp.into_body(), MAX_ANSWER).collect().await;
             Ok::<_, ClientError>(())
         };
@@ -234,22 +228,25 @@ impl Client {
         self.fernet = None;
     }
 
+    /// POSTs `body` to `/auth` (a login, or a logout when empty).
+    async fn post_auth(
+        &mut self,
+        body: Bytes,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let len = body.len();
+        let req = self.request("/auth", ReqBody::Full(Full::new(body)), Some(len))?;
+        self.connection()
+            .await?
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))
+    }
+
     /// Logs in: signed user name and X448 key; checks the server's signed answer.
     pub async fn login(&mut self) -> Result<(), ClientError> {
         let (eph, eph_pub) = wire::x448_generate()?;
         let body = wire::auth_body(&self.t.user, &eph_pub, &self.t.key)?;
-        let len = body.len();
-        let req = self.request(
-            "/auth",
-            ReqBody::Full(Full::new(Bytes::from(body))),
-            Some(len),
-        )?;
-        let resp = self
-            .connection()
-            .await?
-            .send_request(req)
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = self.post_auth(Bytes::from(body)).await?;
         let status = resp.status().as_u16();
         self.take_cookie(resp.headers());
         let body = Limited::new(resp.into_body(), MAX_ANSWER)
