@@ -19,7 +19,7 @@ SBIN_TOOLS := add-user
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 TARGET  := target/$(PROFILE)
 
-.PHONY: all build run check deps fmt-check clippy test unit-gate man-gate systemd-test install uninstall bench clean
+.PHONY: all build run check deps fmt-check clippy test fuzz fuzz-smoke unit-gate man-gate systemd-test install uninstall bench clean
 
 all: build
 
@@ -32,7 +32,7 @@ run:
 	scripts/demo-skd.sh target/debug
 
 # Everything CI runs. Installs the Debian packages it needs when root and missing.
-check: deps fmt-check clippy test unit-gate man-gate systemd-test
+check: deps fmt-check clippy test fuzz-smoke unit-gate man-gate systemd-test
 	@echo "make check: all gates passed"
 
 deps:
@@ -40,12 +40,22 @@ deps:
 
 fmt-check:
 	$(CARGO) fmt --check
+	cd fuzz && $(CARGO) fmt --check
 
 clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 test:
 	$(CARGO) test
+
+# Every parser fuzzed (fuzz/, cargo-fuzz on the nightly toolchain; installed when missing):
+# FUZZ_SECONDS each (make fuzz), or a few seconds each as a smoke in make check.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+fuzz-smoke:
+	FUZZ_SECONDS=5 scripts/fuzz.sh
 
 unit-gate:
 	scripts/unit-gate.sh
@@ -94,3 +104,4 @@ bench:
 
 clean:
 	$(CARGO) clean
+	rm -rf fuzz/target fuzz/artifacts
