@@ -17,7 +17,7 @@ struct Keys {
 fn keys() -> &'static Keys {
     static K: OnceLock<Keys> = OnceLock::new();
     K.get_or_init(|| Keys {
-        rsa: PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap(),
+        rsa: PKey::from_rsa(openssl::rsa::Rsa::generate(1024).unwrap()).unwrap(),
         eph: w::x25519_generate().unwrap(),
     })
 }
