@@ -29,16 +29,7 @@ TOOLS   := $(BIN_PROGRAMS)
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 TARGET  := target/$(PROFILE)
 
-# Units and man pages name the /usr/local paths; installed, they name this install's.
-SUBST := sed $(foreach p,$(SBIN_PROGRAMS),-e 's|/usr/local/s\{0,1\}bin/$(p)\b|$(SBINDIR)/$(p)|g') \
-  $(foreach p,$(BIN_PROGRAMS),-e 's|/usr/local/s\{0,1\}bin/$(p)\b|$(BINDIR)/$(p)|g') \
-  -e 's|/usr/local/sbin/|$(SBINDIR)/|g' -e 's|/usr/local/bin/|$(BINDIR)/|g' \
-  -e 's|/usr/local/lib/systemd/system|$(UNITDIR)|g' -e 's|/usr/local/lib/systemd/user|$(USERUNITDIR)|g'
-UNITS := $(wildcard units/*.socket units/*.service)
-USERUNITS := $(wildcard units/user/*.socket units/user/*.service)
-MANPAGES := $(wildcard man/*.[1-8])
-
-.PHONY: all build run check deps fmt-check clippy test unit-gate man-gate systemd-test install uninstall deb bench clean
+.PHONY: all build run check deps fmt-check clippy test fuzz fuzz-smoke unit-gate man-gate systemd-test install uninstall deb bench clean
 
 all: build
 
@@ -51,7 +42,7 @@ run:
 	scripts/demo-skd.sh target/debug
 
 # Everything CI runs. Installs the Debian packages it needs when root and missing.
-check: deps fmt-check clippy test unit-gate man-gate systemd-test
+check: deps fmt-check clippy test fuzz-smoke unit-gate man-gate systemd-test
 	@echo "make check: all gates passed"
 
 deps:
@@ -59,12 +50,22 @@ deps:
 
 fmt-check:
 	$(CARGO) fmt --check
+	cd fuzz && $(CARGO) fmt --check
 
 clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 test:
 	$(CARGO) test
+
+# Every parser fuzzed (fuzz/, cargo-fuzz on the nightly toolchain; installed when missing):
+# FUZZ_SECONDS each (make fuzz), or 5 s each of an unoptimised build as a smoke in make check.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+fuzz-smoke:
+	FUZZ_SECONDS=5 FUZZ_DEV=1 scripts/fuzz.sh
 
 unit-gate:
 	scripts/unit-gate.sh
@@ -116,3 +117,4 @@ bench:
 
 clean:
 	$(CARGO) clean
+	rm -rf fuzz/target fuzz/artifacts
