@@ -506,26 +506,29 @@ fn secret_from_s5d_put_over_the_control_socket() {
         String::from_utf8_lossy(&o.stdout),
         format!("Token: {}\n", srv.token())
     );
-    // Another user is refused by SO_PEERCRED (root only: needs setpriv to change uid).
-    if rustix::process::geteuid().is_root() {
-        std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o666)).unwrap();
-        let o = Command::new("setpriv")
-            .args([
-                "--reuid",
-                "65534",
-                "--regid",
-                "65534",
-                "--clear-groups",
-                "--",
-            ])
-            .arg(s5d())
-            .args(["token", "--control", ctl_s, "--no-client-file"])
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(69), "{o:?}");
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains("permission denied: uid 65534"), "{err}");
-    }
+    // Another user is refused by SO_PEERCRED (changing uid with setpriv needs root: a test
+    // that cannot check it fails rather than passes).
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test needs root (setpriv to another uid)"
+    );
+    std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
+        .arg(s5d())
+        .args(["token", "--control", ctl_s, "--no-client-file"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(69), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("permission denied: uid 65534"), "{err}");
     let o = put(&ctl, "put-sécret".as_bytes(), &[]);
     assert!(o.status.success(), "{o:?}");
     assert!(
