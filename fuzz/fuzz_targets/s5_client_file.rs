@@ -1,5 +1,5 @@
-//! The s5 client file (`~/.s5client.json`, lib/s5/mod.rs): written by s5d, s5 put or the
-//! original s5server, read by s5. Any text parses or fails cleanly; files we write read back.
+//! The s5 client file (`~/.s5client.json`, lib/s5/mod.rs): written by s5d, s5d put or the
+//! original s5server, read by s5client. Any text parses or fails cleanly; files we write read back.
 #![no_main]
 
 use keysock::s5::{parse_client_file, ClientFile};
@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
         bind_address: bind_address.clone(),
         port,
         token: zeroize::Zeroizing::new(token.clone()),
+        v2: port % 2 == 0,
     };
     let json = f.to_json();
     let back = parse_client_file(&json).expect("our own client file");
@@ -33,4 +34,5 @@ fuzz_target!(|data: &[u8]| {
         back.token.as_deref().map(|t| t.as_str()),
         Some(token.as_str())
     );
+    assert_eq!(back.v2, f.v2);
 });
