@@ -377,13 +377,13 @@ mod tests {
         let from_ssh = read_public(&files[2]).unwrap();
         assert!(from_ssh.public_eq(&k));
         assert!(read_public(&files[1]).unwrap().public_eq(&k));
-        // ssh-keygen agrees on the line, when it is installed.
-        if let Ok(o) = Command::new("ssh-keygen")
+        // ssh-keygen agrees on the line (openssh-client is a test dependency:
+        // scripts/install-deps.sh installs it).
+        let o = Command::new("ssh-keygen")
             .args(["-l", "-f", files[2].to_str().unwrap()])
             .output()
-        {
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        }
+            .expect("ssh-keygen (Debian package openssh-client) is needed by this test");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         // PKCS#1 public and (unencrypted) private PEM.
         let p1 = d.path().join("p1.pem");
         std::fs::write(&p1, rsa.public_key_to_pem_pkcs1().unwrap()).unwrap();

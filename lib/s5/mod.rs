@@ -23,17 +23,16 @@ pub const CREDENTIAL: &str = "s5-secret";
 
 /// `~` and `~/...` expanded with `$HOME` (as Python's `os.path.expanduser`).
 pub fn expand_tilde(p: &str) -> PathBuf {
-    let home = || std::env::var_os("HOME").map(PathBuf::from);
-    if p == "~" {
-        if let Some(h) = home() {
-            return h;
-        }
-    } else if let Some(rest) = p.strip_prefix("~/") {
-        if let Some(h) = home() {
-            return h.join(rest);
-        }
+    expand_tilde_in(p, std::env::var_os("HOME").map(PathBuf::from))
+}
+
+/// [`expand_tilde`] with `home` for `$HOME` (unset: `~` stays as it is).
+fn expand_tilde_in(p: &str, home: Option<PathBuf>) -> PathBuf {
+    match (p.strip_prefix('~'), home) {
+        (Some(""), Some(h)) => h,
+        (Some(rest), Some(h)) if rest.starts_with('/') => h.join(&rest[1..]),
+        _ => PathBuf::from(p),
     }
-    PathBuf::from(p)
 }
 
 /// This machine's host name, as the original writes it into the client file.
@@ -234,9 +233,12 @@ mod tests {
 
     #[test]
     fn tilde_expands_with_home() {
-        if let Some(h) = std::env::var_os("HOME") {
-            assert_eq!(expand_tilde("~/x"), PathBuf::from(h).join("x"));
-        }
-        assert_eq!(expand_tilde("/a/~"), PathBuf::from("/a/~"));
+        let h = || Some(PathBuf::from("/home/u"));
+        assert_eq!(expand_tilde_in("~/x", h()), PathBuf::from("/home/u/x"));
+        assert_eq!(expand_tilde_in("~", h()), PathBuf::from("/home/u"));
+        assert_eq!(expand_tilde_in("~x", h()), PathBuf::from("~x"));
+        assert_eq!(expand_tilde_in("/a/~", h()), PathBuf::from("/a/~"));
+        // Without HOME, nothing is expanded.
+        assert_eq!(expand_tilde_in("~/x", None), PathBuf::from("~/x"));
     }
 }
