@@ -29,6 +29,15 @@ TOOLS   := $(BIN_PROGRAMS)
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 TARGET  := target/$(PROFILE)
 
+# Units and man pages name the /usr/local paths; installed, they name this install's.
+SUBST := sed $(foreach p,$(SBIN_PROGRAMS),-e 's|/usr/local/s\{0,1\}bin/$(p)\b|$(SBINDIR)/$(p)|g') \
+  $(foreach p,$(BIN_PROGRAMS),-e 's|/usr/local/s\{0,1\}bin/$(p)\b|$(BINDIR)/$(p)|g') \
+  -e 's|/usr/local/sbin/|$(SBINDIR)/|g' -e 's|/usr/local/bin/|$(BINDIR)/|g' \
+  -e 's|/usr/local/lib/systemd/system|$(UNITDIR)|g' -e 's|/usr/local/lib/systemd/user|$(USERUNITDIR)|g'
+UNITS := $(wildcard units/*.socket units/*.service)
+USERUNITS := $(wildcard units/user/*.socket units/user/*.service)
+MANPAGES := $(wildcard man/*.[1-8])
+
 .PHONY: all build run check deps fmt-check clippy test fuzz fuzz-smoke unit-gate man-gate systemd-test install uninstall deb bench clean
 
 all: build
