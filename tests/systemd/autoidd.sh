@@ -8,7 +8,7 @@
 # one secret behind LoadCredential= in a drop-in, enables autoidd.socket, and then:
 #   1. autoid (v2) and autoid --v1 get the secret on 127.0.0.1:4440, which starts
 #      autoidd.service (Type=notify: StatusText set); the spec-described original client
-#      (tests/autoid/crypto_client.py) too when target/autoid-venv exists;
+#      (tests/autoid/crypto_client.py) too, from target/autoid-venv (made by the cargo tests);
 #   2. a wrong entropy file is refused (exit 1), and the journal has the refusal but no secret;
 #   3. rotation: a new entropy file in /var/lib/autoidd and a service restart; the old file is
 #      refused, the new one served;
@@ -89,13 +89,14 @@ status=$(box systemctl show -p StatusText --value autoidd.service)
 ok "StatusText=$status"
 
 VENV=$ROOT/target/autoid-venv
-if [ -x "$VENV/bin/python" ]; then
-  step original-client
-  got=$(box sh -c 'cd /tmp/c && "$1/bin/python" "$2/tests/autoid/crypto_client.py" "$3/Stage/verify" secretsmanager,test-secret' \
-    sh "$VENV" "$ROOT" "$URL" 2>&1) || fail "crypto_client.py: $got"
-  [ "$got" = "$SECRET" ] || fail "crypto_client.py printed '$got'"
-  ok
-fi
+step original-client
+# The virtual environment is made by `cargo test --test autoid_python`, which make check runs
+# first: without it this step fails rather than passing untested.
+[ -x "$VENV/bin/python" ] || fail "$VENV is missing: run cargo test --test autoid_python first"
+got=$(box sh -c 'cd /tmp/c && "$1/bin/python" "$2/tests/autoid/crypto_client.py" "$3/Stage/verify" secretsmanager,test-secret' \
+  sh "$VENV" "$ROOT" "$URL" 2>&1) || fail "crypto_client.py: $got"
+[ "$got" = "$SECRET" ] || fail "crypto_client.py printed '$got'"
+ok
 
 step wrong-entropy
 box autoidd gen-entropy /tmp/other.bin 2>/dev/null || fail "gen-entropy"
