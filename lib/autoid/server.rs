@@ -160,6 +160,16 @@ const ISSUER_SOURCES: usize = 65536;
 /// A v1 outcome: the answer, whether it counts as a failed attempt, and a log reason.
 type Outcome = (Response<Body>, bool, String);
 
+/// A server-side failure of a v2 request: 500 with `msg` for the client, `why` for the log;
+/// not the client's fault, so not counted against it.
+fn v2_internal(msg: &str, why: impl ToString) -> Outcome {
+    (
+        v2_err(StatusCode::INTERNAL_SERVER_ERROR, msg),
+        false,
+        why.to_string(),
+    )
+}
+
 impl Server {
     /// Loads the key and entropy file once, so a bad configuration fails at start-up.
     pub fn new(cfg: Config) -> Result<Server, String> {
@@ -422,30 +432,14 @@ impl Server {
         }
         let m = match self.material() {
             Ok(m) => m,
-            Err(e) => {
-                return (
-                    v2_err(StatusCode::INTERNAL_SERVER_ERROR, "keys unavailable"),
-                    false,
-                    e,
-                )
-            }
+            Err(e) => return v2_internal("keys unavailable", e),
         };
         let Some((nonce, key)) = self.minter.mint(src) else {
-            return (
-                v2_err(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
-                false,
-                "cannot mint a nonce".into(),
-            );
+            return v2_internal("internal error", "cannot mint a nonce");
         };
         let (ranges, _, server_share) = match self.derive(&key, &nonce, m.entropy.bytes().len()) {
             Ok(x) => x,
-            Err(e) => {
-                return (
-                    v2_err(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
-                    false,
-                    e.to_string(),
-                )
-            }
+            Err(e) => return v2_internal("internal error", e),
         };
         let ch = wire::Challenge {
             version: 2,
@@ -490,23 +484,11 @@ impl Server {
         };
         let m = match self.material() {
             Ok(m) => m,
-            Err(e) => {
-                return (
-                    v2_err(StatusCode::INTERNAL_SERVER_ERROR, "keys unavailable"),
-                    false,
-                    e,
-                )
-            }
+            Err(e) => return v2_internal("keys unavailable", e),
         };
         let (ranges, eph, server_share) = match self.derive(&key, &nonce, m.entropy.bytes().len()) {
             Ok(x) => x,
-            Err(e) => {
-                return (
-                    v2_err(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
-                    false,
-                    e.to_string(),
-                )
-            }
+            Err(e) => return v2_internal("internal error", e),
         };
         let opened = (|| -> Result<(Zeroizing<Vec<u8>>, wire::Proof), WireError> {
             let wrapped = wire::unb64(&a.key, "key")?;
@@ -553,13 +535,7 @@ impl Server {
                     e.to_string(),
                 )
             }
-            Err(e) => {
-                return (
-                    v2_err(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the secret"),
-                    false,
-                    e.to_string(),
-                )
-            }
+            Err(e) => return v2_internal("cannot read the secret", e),
         };
         match wire::gcm_seal(&resp_key, &wire::response_aad(&nonce), secret.as_bytes()) {
             Ok(b) => (
@@ -572,11 +548,7 @@ impl Server {
                 false,
                 format!("served version=2 secret={id}"),
             ),
-            Err(e) => (
-                v2_err(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
-                false,
-                e.to_string(),
-            ),
+            Err(e) => v2_internal("internal error", e),
         }
     }
 
