@@ -153,22 +153,30 @@ fn our_children() -> Vec<i32> {
 
 /// Our children in a session other than `ours` that are no command: what finished commands
 /// left behind.
-fn strays(ours: Option<Pid>) -> Vec<Pid> {
+fn strays(ours: Option<i32>) -> Vec<Pid> {
     let leaders = leaders();
     our_children()
         .into_iter()
         .filter(|p| !leaders.contains(p))
-        .filter_map(Pid::from_raw)
         // getsid fails only for a pid that is gone (reaped by its own waiter).
-        .filter(|p| rustix::process::getsid(Some(*p)).ok() != ours)
+        .filter(|p| session_of(*p) != ours)
+        .filter_map(Pid::from_raw)
         .collect()
+}
+
+/// The session id of `pid` (0: ourselves). Raw, because it is 0 when the session's leader
+/// lives outside our pid namespace (containers, CI), which rustix's `Pid` cannot hold.
+fn session_of(pid: i32) -> Option<i32> {
+    // SAFETY: getsid only reads the process table.
+    let sid = unsafe { libc::getsid(pid) };
+    (sid >= 0).then_some(sid)
 }
 
 /// Kills and reaps what is left of finished commands ([`strays`]). Each round's dead hand
 /// their own children to us (we are their subreaper), so rounds go on until none is left.
 /// Returns how many were killed.
 fn sweep() -> usize {
-    let ours = rustix::process::getsid(None).ok();
+    let ours = session_of(0);
     // The usual case, nothing left behind, without stopping commands from starting. (A command
     // being started may look like a stray here: the locked rounds below tell.)
     if strays(ours).is_empty() {
