@@ -117,6 +117,9 @@ pub fn start_network_process(
 /// accepts on the sockets it was given). Returns what could not be applied, for the log.
 pub fn confine_network_process() -> Vec<&'static str> {
     crate::secret::no_dumps();
+    // Its name in ps and top ("exe" after an execve of /proc/self/exe).
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"remod-net".as_ptr(), 0, 0, 0) };
     let mut missing = Vec::new();
     if let Err(what) = landlock_deny_all() {
         missing.push(what);
