@@ -12,6 +12,7 @@ MANDIR  ?= $(PREFIX)/share/man
 # PAM reads only /etc/pam.d (and the vendor /usr/lib/pam.d), whatever PREFIX is.
 SYSCONFDIR ?= /etc
 PAMDIR  ?= $(SYSCONFDIR)/pam.d
+SYSUSERSDIR ?= $(call systemd_dir,sysusersdir,lib/sysusers.d)
 DESTDIR ?=
 CARGO   ?= cargo
 # release for install/bench; the tests build debug binaries (much faster on 2 cores).
@@ -101,6 +102,9 @@ install:
 	  $(SUBST) $$m > $(DESTDIR)$(MANDIR)/man$$s/$${m##*/} && chmod 0644 $(DESTDIR)$(MANDIR)/man$$s/$${m##*/}; done
 	# skd's PAM service: an admin's edited copy is never replaced.
 	[ -e $(DESTDIR)$(PAMDIR)/skd ] || install -D -m 0644 units/skd.pam $(DESTDIR)$(PAMDIR)/skd
+	# System users (remod's network process); made now when installing onto this system.
+	install -D -m 0644 units/keysock.sysusers $(DESTDIR)$(SYSUSERSDIR)/keysock.conf
+	[ -n "$(DESTDIR)" ] || ! command -v systemd-sysusers >/dev/null || systemd-sysusers $(SYSUSERSDIR)/keysock.conf
 
 uninstall:
 	for p in $(SBIN_PROGRAMS); do rm -f $(DESTDIR)$(SBINDIR)/$$p; done
@@ -110,6 +114,8 @@ uninstall:
 	for m in $(MANPAGES); do s=$${m##*.}; rm -f $(DESTDIR)$(MANDIR)/man$$s/$${m##*/}; done
 	# skd's PAM service only if unedited.
 	if cmp -s units/skd.pam $(DESTDIR)$(PAMDIR)/skd; then rm -f $(DESTDIR)$(PAMDIR)/skd; fi
+	# The users stay (their ids may own files), as Debian leaves system users.
+	rm -f $(DESTDIR)$(SYSUSERSDIR)/keysock.conf
 
 # The Debian package (debian/), built as dpkg-buildpackage does, into target/deb/. Release
 # binaries in target/release, shared with `make build` and `make bench`.
