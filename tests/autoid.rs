@@ -733,3 +733,87 @@ fn half_closed_requests_are_answered() {
         400,
     );
 }
+
+/// tests/autoid/v2_client.py: v2 written from autoidd(8), "The v2 wire format", with
+/// Python's cryptography (Debian: python3-cryptography), independently of keysock's code.
+fn v2_client(args: &[&str]) -> std::process::Output {
+    let o = Command::new("python3")
+        .arg(root().join("tests/autoid/v2_client.py"))
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        !stderr(&o).contains("No module named 'cryptography'"),
+        "the v2 known answers need Python's cryptography (Debian: python3-cryptography)"
+    );
+    o
+}
+
+/// Known answers for v2 from an independent implementation of autoidd(8): Python's client
+/// gets secrets from autoidd (so the server follows the man page), and its values for fixed
+/// inputs are byte for byte those of the functions autoid builds its requests with.
+#[test]
+fn v2_known_answers_from_an_independent_implementation() {
+    use keysock::autoid::wire;
+    let s = Setup::new();
+    s.put_secret("utf", "pässwörd ✓");
+    let big: String = (0..60_000)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    s.put_secret("big", &big);
+    let d = s.start(&["--v1", "off"]);
+    for (id, want) in [
+        ("test-secret", SECRET),
+        ("utf", "pässwörd ✓"),
+        ("big", &big),
+    ] {
+        let o = v2_client(&[
+            "fetch",
+            &d.addr,
+            path_str(&s.entropy()),
+            path_str(&s.public_pem()),
+            id,
+        ]);
+        assert!(o.status.success(), "{id}: {} {}", stdout(&o), stderr(&o));
+        assert_eq!(stdout(&o), want, "{id}");
+    }
+    let o = v2_client(&[
+        "fetch",
+        &d.addr,
+        path_str(&s.entropy()),
+        path_str(&s.public_pem()),
+        "nope",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).starts_with("verify: 404"), "{}", stdout(&o));
+
+    // The fixed inputs of v2_client.py's vectors().
+    let o = v2_client(&["vectors"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let hex = |k: &str| wire::unhex(v[k].as_str().unwrap()).unwrap().to_vec();
+    let file: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 256) as u8).collect();
+    let nonce: Vec<u8> = (0..32u8).collect();
+    let ranges = wire::parse_ranges("0-10|100-2000|4000-4096").unwrap();
+    let proof = wire::v2_proof(&file, &nonce, "aws-deploy", &ranges).unwrap();
+    assert_eq!(proof.to_vec(), hex("proof"), "proof");
+    let keys = wire::v2_keys(&nonce, &[0x11; 32], &[0x22; 32]).unwrap();
+    assert_eq!(keys.request.to_vec(), hex("k_req"), "request key");
+    assert_eq!(keys.response.to_vec(), hex("k_resp"), "answer key");
+    let inner = wire::gcm_open(
+        &keys.request,
+        &wire::request_aad(&nonce, &[0x55; 32], &[0x66; 32]),
+        &hex("request_box"),
+    )
+    .expect("Python's request box opens");
+    let p: serde_json::Value = serde_json::from_slice(&inner).unwrap();
+    assert_eq!(p["secret_id"], "aws-deploy");
+    assert_eq!(p["proof"], keysock::secret::hex(&proof));
+    let answer = hex("answer_box");
+    assert_eq!(
+        &wire::gcm_open(&keys.response, &wire::response_aad(&nonce), &answer).unwrap()[..],
+        "s3crét".as_bytes()
+    );
+    // The associated data counts: under another nonce the answer does not open.
+    assert!(wire::gcm_open(&keys.response, &wire::response_aad(&[0; 32]), &answer).is_err());
+}

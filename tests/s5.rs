@@ -800,3 +800,119 @@ fn half_closed_wrong_identifiers_are_answered_and_counted() {
         "{err}"
     );
 }
+
+/// tests/s5/v2_kat.py: the v2 answer computed from s5d(1) with Python's cryptography
+/// (Debian: python3-cryptography), independently of keysock's code.
+fn v2_kat(args: &[&str], stdin: &[u8]) -> std::process::Output {
+    let mut c = Command::new("python3")
+        .arg(root().join("tests/s5/v2_kat.py"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    c.stdin.take().unwrap().write_all(stdin).unwrap();
+    let o = c.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !err.contains("No module named 'cryptography'"),
+        "the s5 v2 known answers need Python's cryptography (Debian: python3-cryptography)"
+    );
+    o
+}
+
+/// One connection on a free loopback port answered with `body` as a v2 answer; the thread
+/// returns the request head it got.
+fn serve_one_v2(body: String) -> (u16, std::thread::JoinHandle<String>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut req = Vec::new();
+        let mut b = [0u8; 1];
+        while !req.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap() == 1 {
+            req.push(b[0]);
+        }
+        let mut id = [0u8; 48];
+        c.read_exact(&mut id).unwrap();
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/x-s5-v2\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        c.write_all(answer.as_bytes()).unwrap();
+        String::from_utf8(req).unwrap()
+    });
+    (port, h)
+}
+
+/// Known answers for v2 from an independent implementation of s5d(1), THE V2 ANSWER: each
+/// answer s5d serves is byte for byte the man page's for its iv, and s5client opens an
+/// answer made by Python and refuses it with one byte changed.
+#[test]
+fn v2_known_answers_from_an_independent_implementation() {
+    let secrets: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b"short".to_vec(),
+        "ключ🔑".as_bytes().to_vec(),
+        (0..1000).map(|i| b'!' + (i * 7 % 90) as u8).collect(),
+    ];
+    for secret in &secrets {
+        let srv = start_s5d(secret, &["--success-max", "0"]);
+        let token = srv.token();
+        let (status, head, body) = post(
+            &srv.addr(),
+            &b64d(&token)[..48],
+            "Accept: application/x-s5-v2\r\n",
+        );
+        assert_eq!(status, 200, "{head}");
+        let o = v2_kat(&["check", &token, &keysock::secret::hex(secret)], &body);
+        assert!(
+            o.status.success(),
+            "secret of {} bytes: {}{}",
+            secret.len(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // The other way: an answer sealed by Python for a fixed token and iv.
+    let token_raw: Vec<u8> = (0..96u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+    let token = keysock::s5::wire::b64encode(&token_raw);
+    let iv = "000102030405060708090a0b0c0d0e0f";
+    for secret in &secrets {
+        let o = v2_kat(&["seal", &token, iv, &keysock::secret::hex(secret)], b"");
+        assert!(o.status.success(), "{o:?}");
+        let body = String::from_utf8(o.stdout).unwrap();
+        for tamper in [false, true] {
+            let mut sent = body.clone().into_bytes();
+            if tamper {
+                // One base64 character of the ciphertext (or of the tag) changed.
+                let i = 24.min(sent.len() - 4);
+                sent[i] = if sent[i] == b'A' { b'B' } else { b'A' };
+            }
+            let (port, h) = serve_one_v2(String::from_utf8(sent).unwrap());
+            let o = Command::new(s5client())
+                .args(["--no-client-file", "--host", "127.0.0.1"])
+                .args(["--port", &port.to_string(), "--token", &token])
+                .args(["--timeout", "10"])
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let head = h.join().unwrap();
+            assert!(
+                head.to_lowercase().contains("accept: application/x-s5-v2"),
+                "{head}"
+            );
+            if tamper {
+                assert_failed(&o);
+                assert!(
+                    String::from_utf8_lossy(&o.stderr).contains("authentication"),
+                    "{o:?}"
+                );
+            } else {
+                assert_got(&o, secret);
+            }
+        }
+    }
+}
