@@ -468,7 +468,7 @@ fn cli_errors_are_one_line_with_sysexits() {
         "a",
     ]);
     assert_eq!(o.status.code(), Some(66));
-    let port = free_port();
+    let (_held, port) = closed_port();
     let o = run(&[
         "--url",
         &format!("http://127.0.0.1:{port}"),

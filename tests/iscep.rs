@@ -675,8 +675,9 @@ fn iscep_client_exit_codes_and_output() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
+    let (_held, closed) = closed_port();
     let o = Command::new(iscep())
-        .args(["--port", &free_port().to_string(), "echo"])
+        .args(["--port", &closed.to_string(), "echo"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(69));

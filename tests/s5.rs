@@ -166,33 +166,34 @@ fn client_file_is_private_atomic_and_removed_unless_kept() {
     std::fs::write(&victim, "untouched").unwrap();
     let cf = dir.path().join("cf.json");
     std::os::unix::fs::symlink(&victim, &cf).unwrap();
-    let port = free_port().to_string();
-    let mut child = Command::new("setsid")
-        .arg(s5d())
-        .args([
-            "--foreground",
-            "--bind-address",
-            "127.0.0.1",
-            "--port-min",
-            &port,
-        ])
-        .args(["--port-max", &port, "--logfile", "stdout", "--client-file"])
-        .arg(&cf)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"pw\n").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::symlink_metadata(&cf)
-        .unwrap()
-        .file_type()
-        .is_symlink()
-    {
-        assert!(Instant::now() < deadline, "client file not written");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut child, port) = with_free_port(|port| {
+        let p = port.to_string();
+        let mut child = Command::new("setsid")
+            .arg(s5d())
+            .args(["--foreground", "--bind-address", "127.0.0.1"])
+            .args(["--port-min", &p, "--port-max", &p])
+            .args(["--logfile", "stdout", "--client-file"])
+            .arg(&cf)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"pw\n").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::symlink_metadata(&cf)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+        {
+            if child.try_wait().unwrap().is_some() {
+                return None; // the port was taken meanwhile
+            }
+            assert!(Instant::now() < deadline, "client file not written");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some((child, p))
+    });
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
     let m = std::fs::metadata(&cf).unwrap();
     assert_eq!(m.permissions().mode() & 0o777, 0o600);
@@ -425,34 +426,46 @@ fn secret_from_a_systemd_credential() {
 fn secret_from_the_terminal_with_echo_off() {
     let dir = tempfile::tempdir().unwrap();
     let cf = dir.path().join("cf.json");
-    let port = free_port();
-    let cmdline = format!(
-        "{} --foreground --bind-address 127.0.0.1 --port-min {port} --port-max {port} --client-file {} --logfile stdout",
-        s5d(),
-        cf.display()
-    );
-    let mut child = Command::new("script")
-        .args(["-q", "-e", "-c", &cmdline, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("script(1), from util-linux");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
+    let (mut child, shown, stdin) = with_free_port(|port| {
+        let cmdline = format!(
+            "{} --foreground --bind-address 127.0.0.1 --port-min {port} --port-max {port} --client-file {} --logfile stdout",
+            s5d(),
+            cf.display()
+        );
+        let mut child = Command::new("script")
+            .args(["-q", "-e", "-c", &cmdline, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("script(1), from util-linux");
+        let mut stdin = child.stdin.take().unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let shown = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = shown.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 1024];
+            while let Ok(n @ 1..) = out.read(&mut chunk) {
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        let text = || String::from_utf8_lossy(&shown.lock().unwrap()).into_owned();
+        // Type once the prompt is up: s5d turns echo off before it prompts.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !text().contains("Enter secret: ") {
+            assert!(Instant::now() < deadline, "no prompt: {:?}", text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stdin.write_all(b"typed-secret\n").unwrap();
+        while !cf.exists() {
+            if child.try_wait().unwrap().is_some() {
+                return None; // the port was taken meanwhile
+            }
+            assert!(Instant::now() < deadline, "s5d did not start: {:?}", text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some((child, shown, stdin))
     });
-    // Wait for the prompt to be up (echo off) before typing.
-    std::thread::sleep(Duration::from_millis(700));
-    stdin.write_all(b"typed-secret\n").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cf.exists() {
-        assert!(Instant::now() < deadline, "s5d did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let o = Command::new(s5client())
         .arg("--client-file")
         .arg(&cf)
@@ -461,8 +474,8 @@ fn secret_from_the_terminal_with_echo_off() {
         .unwrap();
     assert_got(&o, b"typed-secret");
     drop(stdin);
-    let shown = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
     let _ = child.wait();
+    let shown = String::from_utf8_lossy(&shown.lock().unwrap()).into_owned();
     assert!(shown.contains("Enter secret: "), "{shown:?}");
     assert!(!shown.contains("typed-secret"), "echoed: {shown:?}");
     assert!(shown.contains("Secret's sha256: "), "{shown:?}");
@@ -565,48 +578,56 @@ fn activated_put(tcp_from_systemd: bool) {
     let dir = tempfile::tempdir().unwrap();
     let ctl = dir.path().join("s5d.sock");
     let cf = dir.path().join("cf.json");
-    let port = free_port();
     let stderr = dir.path().join("stderr");
-    let mut act = Command::new("systemd-socket-activate");
-    if tcp_from_systemd {
-        act.arg("-l").arg(format!("127.0.0.1:{port}"));
-    }
-    act.arg("-l").arg(&ctl).arg(s5d());
-    if !tcp_from_systemd {
-        let p = port.to_string();
-        act.args([
-            "--bind-address",
-            "127.0.0.1",
-            "--port-min",
-            &p,
-            "--port-max",
-            &p,
-        ]);
-    }
-    let mut act = act
-        .args(["--success-max", "1", "--client-file"])
-        .arg(&cf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ctl.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "systemd-socket-activate did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // The first connection (the put) starts s5d.
     let mine = dir.path().join("mine.json");
-    let o = put(
-        &ctl,
-        b"activated",
-        &["--client-file", mine.to_str().unwrap()],
-    );
-    assert!(o.status.success(), "{o:?}");
+    let (mut act, port) = with_free_port(|port| {
+        let mut act = Command::new("systemd-socket-activate");
+        if tcp_from_systemd {
+            act.arg("-l").arg(format!("127.0.0.1:{port}"));
+        }
+        act.arg("-l").arg(&ctl).arg(s5d());
+        if !tcp_from_systemd {
+            let p = port.to_string();
+            act.args(["--bind-address", "127.0.0.1"])
+                .args(["--port-min", &p, "--port-max", &p]);
+        }
+        let _ = std::fs::remove_file(&ctl);
+        let mut act = act
+            .args(["--success-max", "1", "--client-file"])
+            .arg(&cf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ctl.exists() {
+            if act.try_wait().unwrap().is_some() {
+                return None; // the port was taken meanwhile
+            }
+            assert!(
+                Instant::now() < deadline,
+                "systemd-socket-activate did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The first connection (the put) starts s5d.
+        let o = put(
+            &ctl,
+            b"activated",
+            &["--client-file", mine.to_str().unwrap()],
+        );
+        if !o.status.success() {
+            let log = std::fs::read_to_string(&stderr).unwrap();
+            if log.contains("could not find a free port") {
+                let _ = act.kill();
+                let _ = act.wait();
+                return None; // s5d found its port taken
+            }
+            panic!("{o:?} {log}");
+        }
+        Some((act, port))
+    });
     assert!(
         !mine.exists(),
         "s5d wrote the client file itself, so put writes none"
@@ -640,17 +661,16 @@ fn background_mode_reports_startup_errors_and_serves() {
     let dir = tempfile::tempdir().unwrap();
     let cf = dir.path().join("cf.json");
     let log = dir.path().join("s5.log");
-    let port = free_port().to_string();
-    let run = |args: &[&str], cf: &Path| {
+    let run = |port: &str, args: &[&str], cf: &Path| {
         let mut c = Command::new("setsid")
             .arg(s5d())
             .args([
                 "--bind-address",
                 "127.0.0.1",
                 "--port-min",
-                &port,
+                port,
                 "--port-max",
-                &port,
+                port,
             ])
             .arg("--client-file")
             .arg(cf)
@@ -671,7 +691,12 @@ fn background_mode_reports_startup_errors_and_serves() {
         );
         o
     };
-    let o = run(&[], &cf);
+    let (port, o) = with_free_port(|port| {
+        let port = port.to_string();
+        let o = run(&port, &[], &cf);
+        // 69: the port was taken meanwhile.
+        (o.status.code() != Some(69)).then_some((port, o))
+    });
     assert!(o.status.success(), "{o:?}");
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -689,7 +714,7 @@ fn background_mode_reports_startup_errors_and_serves() {
         .unwrap();
     assert_ne!(pid as u32, 0);
     // The port is taken by the child now: a second s5d fails, and says so (exit 69).
-    let o = run(&[], &dir.path().join("other.json"));
+    let o = run(&port, &[], &dir.path().join("other.json"));
     assert_eq!(o.status.code(), Some(69), "{o:?}");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -712,7 +737,7 @@ fn background_mode_reports_startup_errors_and_serves() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("\"POST / HTTP/1.1\" 200 76"), "{text}");
     // An unwritable client file is reported by the parent too.
-    let o = run(&[], Path::new("/nonexistent/dir/cf.json"));
+    let o = run(&port, &[], Path::new("/nonexistent/dir/cf.json"));
     assert_eq!(o.status.code(), Some(73), "{o:?}");
 }
 
@@ -769,7 +794,8 @@ fn s5client_errors_are_one_line_with_sysexits() {
         "{err}"
     );
     // A refused connection: FAILED on stdout, exit 1, and the reason on stderr.
-    let port = free_port().to_string();
+    let (_held, port) = closed_port();
+    let port = port.to_string();
     let o = Command::new(s5client())
         .args(["--no-client-file", "--host", "127.0.0.1", "--port", &port])
         .args(["--token", &keysock::s5::wire::b64encode(&[1u8; 96])])

@@ -307,17 +307,12 @@ fn form_logins_keep_passwords_out_of_urls() {
 fn stored_token_only_on_unix_sockets_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("skd.sock");
-    let tcp = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(skd())
-        .args(["--listen", &tcp, "--listen", path_str(&sock)])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(100));
+    let mut d = Daemon::on_free_port(|addr| {
+        let mut c = Command::new(skd());
+        c.args(["--listen", addr, "--listen", path_str(&sock)]);
+        c
+    });
+    let tcp = d.addr.clone();
     let r = get(&tcp, "/stored_token?realm=r&user=bob&token=T1");
     assert_eq!(
         (r.status, r.text().as_str()),
@@ -336,11 +331,7 @@ fn stored_token_only_on_unix_sockets_unless_allowed() {
         get(&tcp, "/valid?realm=r&token=T1").text(),
         "YES\nbob\nstored\n\n"
     );
-    Command::new("kill")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(d.signal_and_wait("TERM").success());
     assert!(!sock.exists(), "socket file removed on exit");
 }
 
@@ -644,12 +635,13 @@ fn socket_activation_notifies_and_idle_exit_stops() {
         .unwrap();
     // WATCHDOG_PID must be skd's own pid: the shell execs systemd-socket-activate, which
     // execs skd, all in one process.
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(r#"exec systemd-socket-activate -l "$1" -E NOTIFY_SOCKET="$2" -E WATCHDOG_USEC=200000 -E WATCHDOG_PID=$$ "$3" --idle-exit 1"#)
-        .args(["sh", &addr, path_str(&nsock), skd()]);
-    let mut d = Daemon::spawn(cmd, addr);
+    let mut d = Daemon::on_free_port(|addr| {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(r#"exec systemd-socket-activate -l "$1" -E NOTIFY_SOCKET="$2" -E WATCHDOG_USEC=200000 -E WATCHDOG_PID=$$ "$3" --idle-exit 1"#)
+            .args(["sh", addr, path_str(&nsock), skd()]);
+        cmd
+    });
     assert_eq!(d.get("/version").text(), "1.5\n");
     // Everything skd tells the service manager, up to STOPPING=1.
     let mut msgs = Vec::new();
@@ -783,18 +775,27 @@ fn command_line_errors_are_clear() {
     assert!(out.contains("cannot listen"), "{out}");
     // IPv6 literals with or without brackets.
     for l in ["::1", "[::1]"] {
-        let p = free_port().to_string();
-        let mut c = Command::new(skd())
-            .args(["-l", l, "-p", &p])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect(format!("[::1]:{p}")).is_err() {
-            assert!(Instant::now() < deadline, "skd -l {l} did not listen");
-            assert!(c.try_wait().unwrap().is_none(), "skd -l {l} exited");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let err = dir.path().join("v6.err");
+        let mut c = with_free_port(|p| {
+            let p = p.to_string();
+            let mut c = Command::new(skd())
+                .args(["-l", l, "-p", &p])
+                .stderr(std::fs::File::create(&err).unwrap())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let want = format!("listening [::1]:{p}");
+            while !std::fs::read_to_string(&err).unwrap().contains(&want) {
+                assert!(Instant::now() < deadline, "skd -l {l} did not listen");
+                if c.try_wait().unwrap().is_some() {
+                    return None; // the port was taken on ::1
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Some((c, p))
+        });
+        assert!(TcpStream::connect(format!("[::1]:{}", c.1)).is_ok());
+        let mut c = c.0;
         c.kill().unwrap();
         c.wait().unwrap();
     }
