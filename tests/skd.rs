@@ -776,7 +776,7 @@ fn command_line_errors_are_clear() {
     // IPv6 literals with or without brackets.
     for l in ["::1", "[::1]"] {
         let err = dir.path().join("v6.err");
-        let mut c = with_free_port(|p| {
+        let c = with_free_port(|p| {
             let p = p.to_string();
             let mut c = Command::new(skd())
                 .args(["-l", l, "-p", &p])
