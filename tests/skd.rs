@@ -1125,3 +1125,174 @@ fn foreign_writes_to_the_store_are_seen_within_a_second() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The group endpoints of skd(8): create (names global, `ERROR: group exists` without a
+/// newline), mod_group by admins only (lists with empty items, self-removal skipped),
+/// group_hash for members and admins of the realm only, with the documented formula.
+#[test]
+fn groups_are_created_modified_and_hashed_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let d = Daemon::direct(skd(), &["-d", path_str(&store), "--allow-stored-token"]);
+    let token = |realm: &str, user: &str| {
+        let t = format!("{user}-{realm}-tok");
+        let r = d.get(&format!(
+            "/stored_token?realm={realm}&user={user}&token={t}"
+        ));
+        assert_eq!(r.status, 200, "{r:?}");
+        t
+    };
+    let (adm, mem, other) = (token("r", "adm"), token("r", "mem"), token("r", "other"));
+    let adm2 = token("r2", "adm");
+    let bare403 = |path: String| {
+        let r = d.get(&path);
+        assert_eq!((r.status, r.text().as_str()), (403, ""), "{path}");
+    };
+    let ok = |path: String, want: &str| {
+        let r = d.get(&path);
+        assert_eq!((r.status, r.text().as_str()), (200, want), "{path}");
+    };
+    ok(format!("/create_group?realm=r&token={adm}&group=g"), "OK\n");
+    // Names are global: taken in every realm, for every user, without a final newline.
+    for (realm, t) in [("r", &adm), ("r", &other), ("r2", &adm2)] {
+        let r = d.get(&format!("/create_group?realm={realm}&token={t}&group=g"));
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (403, "ERROR: group exists"),
+            "{realm} {t}"
+        );
+    }
+    bare403(format!("/create_group?realm=r&token={adm}"));
+    bare403("/create_group?realm=r&token=nosuchtoken&group=h".into());
+    // Only members and admins of the realm get the hash; only admins change the group.
+    let hash = |t: &str, realm: &str, salt: &str| {
+        let r = d.get(&format!(
+            "/group_hash?realm={realm}&token={t}&group=g{salt}"
+        ));
+        (r.status, r.text())
+    };
+    let (st, h_adm) = hash(&adm, "r", "&salt=pepper");
+    assert_eq!(st, 200);
+    assert_eq!(hash(&mem, "r", "&salt=pepper"), (403, String::new()));
+    assert_eq!(hash(&adm2, "r2", "&salt=pepper"), (403, String::new()));
+    bare403(format!(
+        "/mod_group?realm=r&token={mem}&group=g&add_members=mem"
+    ));
+    bare403(format!(
+        "/mod_group?realm=r2&token={adm2}&group=g&add_members=mem"
+    ));
+    ok(
+        format!("/mod_group?realm=r&token={adm}&group=g&add_members=mem,,x"),
+        "OK\n",
+    );
+    assert_eq!(hash(&mem, "r", "&salt=pepper"), (200, h_adm.clone()));
+    assert_eq!(hash(&other, "r", "&salt=pepper"), (403, String::new()));
+    // The formula: SHA-256 of "salt\ngroup-key", the key read from the store; no salt and
+    // an empty salt are the same.
+    let q = format!(
+        "SELECT v FROM kv WHERE k = 'grk:{}'",
+        keysock::secret::sha1_hex(b"g")
+    );
+    let out = Command::new("sqlite3")
+        .arg(store.join("skd.sqlite"))
+        .arg(&q)
+        .output()
+        .unwrap();
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(key.len(), 40, "group key {key:?}");
+    assert!(key.bytes().all(|c| c.is_ascii_hexdigit()));
+    let sha = |s: String| keysock::secret::sha256_hex(s.as_bytes()) + "\n";
+    assert_eq!(h_adm, sha(format!("pepper\n{key}")));
+    let no_salt = sha(format!("\n{key}"));
+    assert_eq!(hash(&mem, "r", ""), (200, no_salt.clone()));
+    assert_eq!(hash(&mem, "r", "&salt="), (200, no_salt));
+    // A member is not an admin; add_admins makes one, who can then remove others.
+    bare403(format!("/mod_group?realm=r&token={mem}&group=g&remove=x"));
+    ok(
+        format!("/mod_group?realm=r&token={adm}&group=g&add_admins=mem"),
+        "OK\n",
+    );
+    ok(
+        format!("/mod_group?realm=r&token={mem}&group=g&add_members=other"),
+        "OK\n",
+    );
+    assert_eq!(hash(&other, "r", "&salt=pepper"), (200, h_adm.clone()));
+    // Removing yourself is skipped (and said); the others in the list are removed.
+    ok(
+        format!("/mod_group?realm=r&token={adm}&group=g&remove=adm,other"),
+        "WARN: self-removal ignored\n",
+    );
+    assert_eq!(hash(&adm, "r", "&salt=pepper"), (200, h_adm.clone()));
+    assert_eq!(hash(&other, "r", "&salt=pepper"), (403, String::new()));
+    ok(
+        format!("/mod_group?realm=r&token={mem}&group=g&remove=adm"),
+        "OK\n",
+    );
+    assert_eq!(hash(&adm, "r", "&salt=pepper"), (403, String::new()));
+    bare403(format!(
+        "/mod_group?realm=r&token={adm}&group=g&add_members=adm"
+    ));
+}
+
+/// Per-source throttling (four times --login-failures from one source, 127.0.0.0/8 as one),
+/// a Unix-socket client counted apart, and the counts gone once --login-window has passed
+/// since the last counted attempt.
+#[test]
+fn failed_logins_are_throttled_per_source_until_the_window_passes() {
+    pam_setup();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("skd.sock");
+    let d = Daemon::on_free_port(|addr| {
+        let mut c = Command::new(skd());
+        c.args(["--listen", addr, "--listen", path_str(&sock)])
+            .args(["-pam-app", PAM_SERVICE])
+            .args(["--login-failures", "1", "--login-window", "1"]);
+        c
+    });
+    let login = |user: &str, pwd: &str| format!("/auth_token?realm=t&user={user}&pwd={pwd}");
+    let from = |last: u8, path: &str| {
+        let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, last));
+        raw_from(
+            ip,
+            &d.addr,
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    };
+    // One failure each for four users, from four addresses of 127/8: one source, at its
+    // limit of 4 x 1 (no user is at its own limit twice).
+    for (i, u) in ["c1", "c2", "c3", "c4"].iter().enumerate() {
+        assert_eq!(from(1 + i as u8, &login(u, "bad")).status, 403);
+    }
+    let refused = from(9, &login("alice", "wonderland"));
+    assert_eq!((refused.status, refused.text().as_str()), (403, ""));
+    let throttled = d.log_text().matches("reason=throttled").count();
+    assert_eq!(throttled, 1, "{}", d.log_text());
+    // The Unix socket is another source.
+    let r = raw_unix(
+        &sock,
+        format!(
+            "GET {} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            login("alice", "wonderland")
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    // Once the window has passed since the last counted attempt, 127/8 is served again, and
+    // c1, locked out by its own failure, too.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(from(1, &login("alice", "wonderland")).status, 200);
+    assert_eq!(from(1, &login("c1", "pw1")).status, 200);
+}
+
+/// --login-failures 0 turns throttling off: any number of failures, then the right password.
+#[test]
+fn login_failures_0_turns_throttling_off() {
+    pam_setup();
+    let d = Daemon::direct(skd(), &["-pam-app", PAM_SERVICE, "--login-failures", "0"]);
+    for _ in 0..30 {
+        assert_eq!(d.get("/auth_token?realm=z&user=c5&pwd=bad").status, 403);
+    }
+    let r = d.get("/auth_token?realm=z&user=c5&pwd=pw5");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(!d.log_text().contains("reason=throttled"));
+}
