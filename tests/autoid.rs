@@ -817,3 +817,27 @@ fn v2_known_answers_from_an_independent_implementation() {
     // The associated data counts: under another nonce the answer does not open.
     assert!(wire::gcm_open(&keys.response, &wire::response_aad(&[0; 32]), &answer).is_err());
 }
+
+/// SIGTERM (keysock(7)): autoidd stops accepting, answers the request in progress, exits 0.
+#[test]
+fn sigterm_lets_the_request_in_progress_finish() {
+    let s = Setup::new();
+    let mut d = s.start(&[]);
+    let r = sigterm_midway(
+        &d.addr,
+        d.child.id(),
+        b"POST /v2/challenge HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{",
+        b"}",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.text().contains("\"nonce\""), "{r:?}");
+    let st = d
+        .wait(std::time::Duration::from_secs(15))
+        .expect("no exit after SIGTERM");
+    assert_eq!(st.code(), Some(0), "{}", d.log_text());
+    assert!(
+        d.log_text().contains("stopped reason=SIGTERM"),
+        "{}",
+        d.log_text()
+    );
+}

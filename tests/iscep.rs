@@ -1069,3 +1069,41 @@ fn iscep_token_sources_and_exits_without_an_answer() {
         assert_eq!(err.lines().count(), 1, "{err}");
     }
 }
+
+/// SIGTERM (iscepd(8)): iscepd stops accepting, lets the command in progress finish and
+/// answer, and exits 0.
+#[test]
+fn sigterm_lets_the_command_in_progress_finish() {
+    let s = setup();
+    let mut cfg = std::fs::read_to_string(&s.cfg).unwrap();
+    cfg.push_str(
+        "\n[commands.slow]\nexec = [\"/bin/sh\", \"-c\", \"sleep 1; echo '{\\\"slept\\\": 1}'\"]\n",
+    );
+    std::fs::write(&s.cfg, cfg).unwrap();
+    let mut d = s.start(&[]);
+    let mut c = client(&d, Some(&s.alice));
+    assert_eq!(c.echo("up").unwrap().ty, Type::Echo);
+    let inflight = std::thread::spawn(move || c.command("slow", None));
+    std::thread::sleep(Duration::from_millis(300));
+    Command::new("kill")
+        .arg(d.child.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(&d.addr).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let p = inflight.join().unwrap().unwrap();
+    assert_eq!(p.ty, Type::CmdResponse, "{p:?}");
+    assert_eq!(p.body.response, Some(json!({"slept": 1})));
+    let st = d
+        .wait(Duration::from_secs(15))
+        .expect("no exit after SIGTERM");
+    assert_eq!(st.code(), Some(0), "{}", d.log_text());
+    assert!(
+        d.log_text().contains("stopped reason=SIGTERM"),
+        "{}",
+        d.log_text()
+    );
+}

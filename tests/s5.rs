@@ -942,3 +942,27 @@ fn v2_known_answers_from_an_independent_implementation() {
         }
     }
 }
+
+/// SIGTERM (keysock(7)): s5d stops accepting, answers the request in progress (a success,
+/// counted), exits 0 and removes its client file.
+#[test]
+fn sigterm_lets_the_request_in_progress_finish() {
+    let mut srv = start_s5d(b"drained", &["--success-max", "5"]);
+    let token = b64d(&srv.token());
+    let mut first =
+        b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 48\r\n\r\n".to_vec();
+    first.extend_from_slice(&token[..20]);
+    let r = common::sigterm_midway(&srv.addr(), srv.child.id(), &first, &token[20..48]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let ct = b64d(std::str::from_utf8(&r.body).unwrap());
+    assert_eq!(
+        *keysock::s5::wire::open_v1(&ct, &token[48..]).unwrap(),
+        b"drained"
+    );
+    let st = srv
+        .wait(Duration::from_secs(15))
+        .expect("no exit after SIGTERM");
+    assert_eq!(st.code(), Some(0), "{}", srv.stderr());
+    assert!(!srv.client_file.exists(), "client file left behind");
+    assert!(srv.stderr().contains("SIGTERM"), "{}", srv.stderr());
+}

@@ -462,3 +462,29 @@ pub fn assert_slow_bodies_block_nobody(
     }
     busy
 }
+
+/// keysock(7): on SIGTERM a daemon stops accepting and lets the requests in progress finish.
+/// `first` (a head and part of its body) is sent to `addr`, then SIGTERM to `pid`; once new
+/// connections are refused, `rest`. Returns the answer (the caller checks it and the exit).
+pub fn sigterm_midway(addr: &str, pid: u32, first: &[u8], rest: &[u8]) -> Resp {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(first).unwrap();
+    // The daemon has the head (and waits for the rest) before the signal comes.
+    std::thread::sleep(Duration::from_millis(300));
+    Command::new("kill").arg(pid.to_string()).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(addr).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        Path::new(&format!("/proc/{pid}/status")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap_or_default()
+                .contains("State:\tZ"),
+        "exited with a request in progress"
+    );
+    s.write_all(rest).unwrap();
+    read_answer(s)
+}
