@@ -1296,3 +1296,149 @@ fn login_failures_0_turns_throttling_off() {
     assert_eq!(r.status, 200, "{r:?}");
     assert!(!d.log_text().contains("reason=throttled"));
 }
+
+/// tokenctl(1) skd: issue --ttl and --source, list --user, revoke of several tokens (and of
+/// those on standard input), check -, import -, and the exits 64 (usage), 74 (the store
+/// refuses a write).
+#[test]
+fn tokenctl_options_stdin_and_exit_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = path_str(dir.path());
+    drop(Daemon::direct(skd(), &["-d", db])); // makes the store
+    let tc = |args: &[&str], stdin: &str| {
+        let mut c = Command::new(tokenctl())
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        (
+            o.status.code().unwrap(),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let skd_ = |sub: &str, extra: &[&str], stdin: &str| {
+        let mut a = vec!["skd", sub, "--db", db, "--realm", "r"];
+        a.extend_from_slice(extra);
+        tc(&a, stdin)
+    };
+    let issue = |extra: &[&str]| {
+        let (code, out, err) = skd_("issue", extra, "");
+        assert_eq!(code, 0, "{err}");
+        out.trim().to_string()
+    };
+    // --ttl: the record says when, and the token is gone after it.
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (code, out, err) = skd_("issue", &["--user", "brief", "--ttl", "1", "--json"], "");
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let expires = v["expires"].as_u64().expect("expires");
+    assert!((t0 + 1..=t0 + 3).contains(&expires), "{v}");
+    let brief = v["token"].as_str().unwrap().to_string();
+    // --source: recorded with the token.
+    let pam = issue(&["--user", "alice", "--source", "auth/pam"]);
+    let (code, out, _) = skd_("check", &["--json", &pam], "");
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (v["user"].as_str(), v["source"].as_str()),
+        (Some("alice"), Some("auth/pam"))
+    );
+    assert_eq!(v["expires"], serde_json::Value::Null, "no --ttl: never");
+    // list --user: that user's live tokens only (current and superseded), in text order.
+    let a2 = issue(&["--user", "alice"]);
+    let b1 = issue(&["--user", "bob"]);
+    let mut want = vec![pam.clone(), a2.clone()];
+    want.sort();
+    let (code, out, _) = skd_("list", &["--user", "alice"], "");
+    assert_eq!((code, out), (0, want.join("\n") + "\n"));
+    // check -: the first line of standard input.
+    assert_eq!(
+        skd_("check", &["-"], &format!("{a2}\nignored\n")).1,
+        "YES\n"
+    );
+    assert_eq!(skd_("check", &["-"], &format!("{pam}\n")).0, 2);
+    // revoke of several: an unknown one is said and the others are still revoked (exit 1).
+    let (code, out, err) = skd_(
+        "revoke",
+        &[&pam, "0000000000000000000000000000000000000000", &a2],
+        "",
+    );
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert_eq!(err, "tokenctl: token not known in realm \"r\"\n");
+    assert_eq!(skd_("list", &["--user", "alice"], "").1, "");
+    // revoke -: the tokens on standard input, blank lines skipped.
+    let b2 = issue(&["--user", "bob"]);
+    let (code, _, err) = skd_("revoke", &["-"], &format!("{b1}\n\n{b2}\n"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(skd_("list", &["--user", "bob"], "").1, "");
+    // The --ttl token, a second later.
+    let left = Duration::from_secs(expires).saturating_sub(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap(),
+    );
+    std::thread::sleep(left + Duration::from_millis(1100));
+    assert_eq!(
+        skd_("check", &[&brief], ""),
+        (1, "NO\n".into(), String::new())
+    );
+    // Usage: 64, one line.
+    for extra in [
+        &["--user", ""][..],
+        &["--user", "a\nb"],
+        &["--user", "u", "--source", ""],
+        &["--user", "u", "--ttl", "soon"],
+    ] {
+        let (code, _, err) = skd_("issue", extra, "");
+        assert_eq!(code, 64, "{extra:?}: {err}");
+        assert!(
+            err.starts_with("tokenctl: ") || err.starts_with("error: "),
+            "{err}"
+        );
+    }
+    assert_eq!(tc(&["skd", "issue", "--db", db, "--user", "u"], "").0, 64);
+    assert_eq!(tc(&["skd", "nope"], "").0, 64);
+    // import -: the dump on standard input.
+    let store2 = dir.path().join("imported");
+    let r1 = keysock::secret::sha1_hex(b"r1");
+    let tok = "0123456789abcdef0123456789abcdef01234567";
+    let dump = format!(
+        "VERSION=3\nformat=print\ntype=btree\ndatabase=sessionKeyStore\nHEADER=END\n \
+         t:{r1}:{tok}\n carol\\0astored\\0a\n ut:{r1}:carol\n {tok}\nDATA=END\n"
+    );
+    let (code, _, err) = tc(&["skd", "import", "--db", path_str(&store2), "-"], &dump);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("imported 2 of 2"), "{err}");
+    let (code, out, _) = tc(
+        &[
+            "skd",
+            "check",
+            "--db",
+            path_str(&store2),
+            "--realm",
+            "r1",
+            tok,
+        ],
+        "",
+    );
+    assert_eq!((code, out.as_str()), (0, "YES\n"));
+    // 74: the store refuses writes (a trigger stands in for a failing disk).
+    let st = Command::new("sqlite3")
+        .arg(dir.path().join("skd.sqlite"))
+        .arg("CREATE TRIGGER refuse BEFORE INSERT ON kv BEGIN SELECT RAISE(ABORT, 'no space left'); END;")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (code, out, err) = skd_("issue", &["--user", "u"], "");
+    assert_eq!((code, out.as_str()), (74, ""), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no space left"), "{err}");
+}
