@@ -841,3 +841,73 @@ fn sigterm_lets_the_request_in_progress_finish() {
         d.log_text()
     );
 }
+
+/// autoidd(8): --max-connections (503 beyond it), --header-timeout (an idle connection is
+/// closed), --idle-exit (exit 0 once nothing is open), and secrets of at most 64 KiB.
+#[test]
+fn connection_cap_header_timeout_idle_exit_and_the_secret_size_limit() {
+    use std::io::Read;
+    let s = Setup::new();
+    let max: String = (0..65536)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    s.put_secret("max", &max);
+    s.put_secret("over", &(max.clone() + "x"));
+    let mut d = s.start(&[
+        "--max-connections",
+        "2",
+        "--max-connections-per-source",
+        "2",
+        "--header-timeout",
+        "1",
+        "--idle-exit",
+        "2",
+    ]);
+    // The start-up probe's connection closes first (see tests/skd.rs, the cap test).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    let mut idle: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(&d.addr).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let r = post_json(&d.addr, "/v2/challenge", b"{}");
+    assert_eq!(r.status, 503, "{r:?}");
+    // The idle connections are closed after the header timeout (1 s), not before.
+    for c in &mut idle {
+        c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut b = [0u8; 16];
+        assert!(matches!(c.read(&mut b), Ok(0) | Err(_)), "still open");
+    }
+    let closed = t.elapsed();
+    assert!(
+        closed >= std::time::Duration::from_millis(900)
+            && closed < std::time::Duration::from_secs(4),
+        "idle connections closed after {closed:?}"
+    );
+    assert_eq!(post_json(&d.addr, "/v2/challenge", b"{}").status, 200);
+    // 64 KiB is served, one byte more is refused, and said so in the log.
+    let o = fetch(&d, "", &s.entropy(), &s.public(), &[], "max");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim_end_matches('\n'), max);
+    let o = fetch(&d, "", &s.entropy(), &s.public(), &[], "over");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty());
+    // --idle-exit 2: nothing open now, so autoidd exits on its own, 0.
+    let idle_from = std::time::Instant::now();
+    let st = d
+        .wait(std::time::Duration::from_secs(10))
+        .expect("no idle exit");
+    assert_eq!(st.code(), Some(0), "{}", d.log_text());
+    assert!(
+        idle_from.elapsed() > std::time::Duration::from_millis(1000),
+        "exited after {:?}",
+        idle_from.elapsed()
+    );
+    let log = d.log_text();
+    assert!(log.contains("stopped reason=idle"), "{log}");
+    assert!(
+        log.contains("status=500 reason=\"secret \"over\": secret longer than 65536 bytes\""),
+        "{log}"
+    );
+}
