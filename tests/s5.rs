@@ -966,3 +966,65 @@ fn sigterm_lets_the_request_in_progress_finish() {
     assert!(!srv.client_file.exists(), "client file left behind");
     assert!(srv.stderr().contains("SIGTERM"), "{}", srv.stderr());
 }
+
+/// s5d(1): with --no-client-file (and no socket activation) the token is printed as
+/// `Token: BASE64` on standard output, as the original, after the lines the original prints;
+/// --max-connections answers 503 beyond the cap.
+#[test]
+fn token_line_without_a_client_file_and_the_connection_cap() {
+    let srv = start_s5d(
+        b"printed",
+        &[
+            "--no-client-file",
+            "--success-max",
+            "0",
+            "--max-connections",
+            "1",
+            "--max-connections-per-source",
+            "1",
+        ],
+    );
+    assert!(!srv.client_file.exists());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !srv.stdout().contains("Token: ") {
+        assert!(
+            Instant::now() < deadline,
+            "no Token: line: {}",
+            srv.stdout()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = srv.stdout();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.len() >= 3, "{out:?}");
+    let sha = keysock::secret::sha256_hex(b"printed");
+    assert_eq!(lines[0], format!("Secret's sha256: {}...", &sha[..6]));
+    assert_eq!(
+        lines[1],
+        format!(
+            "Process {} listening on {} on port {}.",
+            srv.child.id(),
+            keysock::s5::hostname(),
+            srv.port
+        )
+    );
+    let token = lines[2].strip_prefix("Token: ").expect("Token: line third");
+    assert_eq!(token.len(), 128);
+    assert_eq!(b64d(token).len(), 96);
+    assert!(!srv.stderr().contains(token), "token in the log");
+    let o = Command::new(s5client())
+        .args(["--no-client-file", "--host", "127.0.0.1"])
+        .args(["--port", &srv.port.to_string(), "--token", token])
+        .output()
+        .unwrap();
+    assert_got(&o, b"printed");
+    // One connection open (after the start-up probe's has closed): the next gets 503.
+    std::thread::sleep(Duration::from_millis(300));
+    let held = TcpStream::connect(srv.addr()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let (status, head, _) = post(&srv.addr(), &b64d(token)[..48], "");
+    assert_eq!(status, 503, "{head}");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(post(&srv.addr(), &b64d(token)[..48], "").0, 200);
+}
