@@ -1355,7 +1355,7 @@ fn tokenctl_options_stdin_and_exit_statuses() {
     // list --user: that user's live tokens only (current and superseded), in text order.
     let a2 = issue(&["--user", "alice"]);
     let b1 = issue(&["--user", "bob"]);
-    let mut want = vec![pam.clone(), a2.clone()];
+    let mut want = [pam.clone(), a2.clone()];
     want.sort();
     let (code, out, _) = skd_("list", &["--user", "alice"], "");
     assert_eq!((code, out), (0, want.join("\n") + "\n"));
