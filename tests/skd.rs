@@ -1442,3 +1442,31 @@ fn tokenctl_options_stdin_and_exit_statuses() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("no space left"), "{err}");
 }
+
+/// skd(8): a failure of the store is a bare 500, logged at error level; reads still work
+/// and skd keeps serving.
+#[test]
+fn a_store_failure_is_a_bare_500() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::direct(skd(), &["-d", path_str(dir.path()), "--allow-stored-token"]);
+    assert_eq!(d.get("/stored_token?realm=r&user=u&token=T0").status, 200);
+    // Writes refused from now on (a trigger stands in for a full or failing disk).
+    let st = Command::new("sqlite3")
+        .arg(dir.path().join("skd.sqlite"))
+        .arg("CREATE TRIGGER refuse BEFORE INSERT ON kv BEGIN SELECT RAISE(ABORT, 'disk full'); END;")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let r = d.get("/stored_token?realm=r&user=v&token=T1");
+    assert_eq!((r.status, r.text().as_str()), (500, ""), "{r:?}");
+    let log = d.log_text();
+    assert!(
+        log.contains("error: store-error path=/stored_token") && log.contains("disk full"),
+        "{log}"
+    );
+    assert_eq!(
+        d.get("/valid?realm=r&token=T0").text(),
+        "YES\nu\nstored\n\n"
+    );
+    assert_eq!(d.get("/version").text(), "1.5\n");
+}
