@@ -200,6 +200,11 @@ fn run(a: Args) -> Result<(), Fail> {
         .clone()
         .or(t.key_file.as_ref().map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("remo_serv_key.pem"));
+    // The server key and every session's X448 key: in locked memory, out of core dumps.
+    match keysock::secret::secure_key_heap(64 * 1024) {
+        keysock::secret::SecureHeap::Locked => {}
+        other => log::warn!("keys-not-locked secure-heap={other:?}: keys may be swapped out"),
+    }
     let server_key = load_key(&key_file)?;
     // The database must open (and gets our columns) before we serve.
     keysock::remo::users::open(&users_db)

@@ -87,3 +87,32 @@ mod tests {
         assert!(!ct_eq(b"abc", b"abcd"));
     }
 }
+
+extern "C" {
+    // libcrypto's, linked through openssl-sys (which does not declare it).
+    fn CRYPTO_secure_malloc_init(size: libc::size_t, minsize: libc::size_t) -> libc::c_int;
+}
+
+/// How [`secure_key_heap`] went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SecureHeap {
+    /// Locked in memory (`mlock`), fenced by guard pages, left out of core dumps.
+    Locked,
+    /// Made, but the kernel refused the lock or the guard pages (`RLIMIT_MEMLOCK`).
+    Unprotected,
+    Failed,
+}
+
+/// Private keys that OpenSSL makes or loads from now on (server keys, ephemeral X448 keys)
+/// live in its secure heap of `size` bytes: never swapped out, never in a core dump, zeroed
+/// when freed. Call it before loading any key.
+pub fn secure_key_heap(size: usize) -> SecureHeap {
+    openssl::init();
+    // SAFETY: a plain library call with sizes; OpenSSL allows it once, before any secure
+    // allocation, which is where our callers are (at start, before loading keys).
+    match unsafe { CRYPTO_secure_malloc_init(size, 16) } {
+        1 => SecureHeap::Locked,
+        2 => SecureHeap::Unprotected,
+        _ => SecureHeap::Failed,
+    }
+}

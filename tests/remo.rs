@@ -765,7 +765,6 @@ fn interactive_limits_and_expiry_kill_the_process() {
 fn original_toml_configuration_and_socket_activation() {
     let s = setup(&[]);
     // The original launcher's TOML keys; -p on the command line beats the file's port.
-    let port = free_port();
     let conf = s.path("remo.toml");
     std::fs::write(
         &conf,
@@ -776,27 +775,36 @@ fn original_toml_configuration_and_socket_activation() {
         ),
     )
     .unwrap();
-    let mut d = Command::new(remod())
-        .args([
-            "-c",
-            path_str(&conf),
-            "-p",
-            &port.to_string(),
-            "-l",
-            "logging.ini",
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = format!("127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "remod -c did not listen"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    // A port found free may be taken before remod binds it: then it exits, and another is tried.
+    let (mut d, addr) = with_free_port(|port| {
+        let mut d = Command::new(remod())
+            .args([
+                "-c",
+                path_str(&conf),
+                "-p",
+                &port.to_string(),
+                "-l",
+                "logging.ini",
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                return Some((d, addr));
+            }
+            if let Ok(Some(_)) = d.try_wait() {
+                return None;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "remod -c did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    });
     let info = get(&addr, "/info");
     let _ = d.kill();
     let _ = d.wait();
@@ -1267,6 +1275,17 @@ fn the_network_process_is_unprivileged_and_started_again() {
     let o = s.remo("alice", &["exec", "true"], b"");
     assert!(o.status.success(), "{o:?}");
     let monitor = s.d.child.id();
+    // The server key is in OpenSSL's secure heap: 64 KiB locked in the monitor's memory.
+    let mst = std::fs::read_to_string(format!("/proc/{monitor}/status")).unwrap();
+    let locked = mst
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .unwrap_or("");
+    assert_eq!(
+        locked.split_whitespace().next(),
+        Some("64"),
+        "VmLck: {locked}"
+    );
     let net = network_pid(monitor).expect("a network process");
     let status = std::fs::read_to_string(format!("/proc/{net}/status")).unwrap();
     let field = |k: &str| {
@@ -1308,7 +1327,10 @@ fn the_network_process_is_unprivileged_and_started_again() {
         if let Some(p) = network_pid(monitor).filter(|p| *p != net) {
             break p;
         }
-        assert!(std::time::Instant::now() < deadline, "no new network process");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new network process"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     assert!(Path::new(&format!("/proc/{monitor}")).exists());
@@ -1316,4 +1338,50 @@ fn the_network_process_is_unprivileged_and_started_again() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), "again\n", "{o:?}");
     assert_eq!(network_pid(monitor), Some(again));
     assert!(s.d.log_text().contains("network-process-died status=-9"));
+}
+
+/// remod(8): commands get a clean environment; --cmd-timeout kills a command that runs too
+/// long; past --login-failures failed logins from one source, even a good login is refused
+/// for the --login-window.
+#[test]
+fn clean_environment_command_timeout_and_login_throttling() {
+    let s = setup(&["--login-failures", "2", "--cmd-timeout", "1"]);
+    let o = s.remo("alice", &["exec", "env"], b"");
+    assert!(o.status.success(), "{o:?}");
+    let mut names: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_string()))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "HOME",
+            "LANG",
+            "LOGNAME",
+            "PATH",
+            "REMO_USER",
+            "SHELL",
+            "USER"
+        ],
+        "{o:?}"
+    );
+    let t = std::time::Instant::now();
+    let o = s.remo("alice", &["exec", "sleep", "30"], b"");
+    assert!(t.elapsed() < std::time::Duration::from_secs(10), "{o:?}");
+    assert!(!o.status.success(), "{o:?}");
+    let log = s.d.log_text();
+    assert!(
+        log.contains("cmd-killed user=alice reason=timeout"),
+        "{log}"
+    );
+    // "unmapped" signs correctly but maps to no Unix account: a failed login.
+    for _ in 0..2 {
+        let o = s.remo("unmapped", &["exec", "true"], b"");
+        assert!(!o.status.success(), "{o:?}");
+    }
+    let o = s.remo("alice", &["exec", "true"], b"");
+    assert!(!o.status.success(), "{o:?}");
+    let log = s.d.log_text();
+    assert!(log.contains("reason=throttled"), "{log}");
 }
