@@ -207,6 +207,8 @@ struct Shared {
     up: AtomicBool,
     /// …and was last seen working at this many milliseconds after `start`.
     seen_ms: AtomicU64,
+    /// The last attempt to reach the database (a connect, a statement) worked.
+    reachable: AtomicBool,
     /// Bumped when the channel is lost: pool connections from before are not reused.
     epoch: AtomicU64,
     /// No pool connection is tried before this (milliseconds after `start`): one just failed.
@@ -227,6 +229,15 @@ impl Shared {
 
     /// A new connection, the schema checked (once per process) and its limits set.
     fn connect(&self) -> Result<Client, StoreError> {
+        let c = self.connect_once();
+        self.reachable.store(
+            !matches!(c, Err(StoreError::Unavailable(_))),
+            Ordering::SeqCst,
+        );
+        c
+    }
+
+    fn connect_once(&self) -> Result<Client, StoreError> {
         let mut c = match &self.tls {
             Tls::Off => self.config.connect(NoTls),
             Tls::On(t) => self.config.connect(t.clone()),
@@ -371,6 +382,7 @@ impl Pg {
             daemon,
             schema_ok: AtomicBool::new(false),
             up: AtomicBool::new(false),
+            reachable: AtomicBool::new(true),
             seen_ms: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
             retry_ms: AtomicU64::new(0),
@@ -420,9 +432,10 @@ impl Pg {
             && s.ms().saturating_sub(s.seen_ms.load(Ordering::SeqCst)) < LEASE.as_millis() as u64
     }
 
-    /// skd takes logins only while its channel to the database is up.
+    /// False when the last attempt to reach the database failed: skd then refuses logins
+    /// before PAM.
     pub fn available(&self) -> bool {
-        !self.shared.daemon || self.shared.up.load(Ordering::SeqCst)
+        self.shared.reachable.load(Ordering::SeqCst)
     }
 
     fn with_conn<T>(
@@ -464,9 +477,16 @@ impl Pg {
             return Err(StoreError::Poisoned);
         };
         let r = f(c);
-        if let Err(e) = &r {
-            if matches!(e, StoreError::Unavailable(_)) || c.client.is_closed() {
-                slot.conn = None;
+        match &r {
+            Ok(_) => s.reachable.store(true, Ordering::SeqCst),
+            Err(e) => {
+                let closed = c.client.is_closed();
+                if closed {
+                    s.reachable.store(false, Ordering::SeqCst);
+                }
+                if closed || matches!(e, StoreError::Unavailable(_)) {
+                    slot.conn = None;
+                }
             }
         }
         r
@@ -572,6 +592,7 @@ fn listen(s: Arc<Shared>) {
             }
         };
         s.up.store(false, Ordering::SeqCst);
+        s.reachable.store(false, Ordering::SeqCst);
         s.epoch.fetch_add(1, Ordering::SeqCst);
         s.answers.forget();
         log::error!(
