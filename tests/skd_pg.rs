@@ -142,6 +142,42 @@ fn two_skd_on_one_database_agree_and_ride_out_an_outage() {
     until(&a, &t2, 200, "NO", Duration::from_secs(1));
 }
 
+/// A database that hangs (its processes stopped, connections open): no cached YES more than
+/// 1 s later, and everything back once it runs again.
+#[test]
+fn a_hung_database_stops_cached_answers_within_a_second() {
+    pam_setup();
+    let pg = PgCluster::start();
+    pg.createdb("skd");
+    let d = skd_on(&pg.url("skd"));
+    let t = login(&d, "r", "alice", "wonderland");
+    for _ in 0..3 {
+        assert_eq!(valid(&d, &t).first_line(), "YES");
+    }
+    pg.signal_all("STOP");
+    std::thread::sleep(Duration::from_secs(1));
+    // Asked 1 s after: 503, or no answer while the database hangs, never YES.
+    let mut s = std::net::TcpStream::connect(&d.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let req =
+        format!("GET /valid?realm=r&token={t} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let r = exchange(&mut s, req.as_bytes());
+    pg.signal_all("CONT");
+    assert_ne!(
+        r.status,
+        200,
+        "answered {:?} with the database hung",
+        r.text()
+    );
+    until(&d, &t, 200, "YES", Duration::from_secs(10));
+    assert!(
+        d.log_text().contains("store-channel-lost"),
+        "{}",
+        d.log_text()
+    );
+}
+
 /// Every answer a store gives for the tokens, keys and groups of the migration test.
 fn answers(d: &Daemon, tokens: &[String]) -> Vec<String> {
     let mut out = Vec::new();

@@ -577,6 +577,23 @@ impl PgCluster {
         );
     }
 
+    /// Freezes (`STOP`) or thaws (`CONT`) the server and every backend: a hung database,
+    /// whose connections stay open but never answer.
+    pub fn signal_all(&self, sig: &str) {
+        let pid = std::fs::read_to_string(self.data().join("postmaster.pid")).unwrap();
+        let pid = pid.lines().next().unwrap().trim().to_string();
+        let st = Command::new("pkill")
+            .args([&format!("-{sig}"), "-P", &pid])
+            .status()
+            .unwrap();
+        assert!(st.success(), "pkill -{sig} -P {pid}");
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -{sig} {pid}");
+    }
+
     /// Starts the server, waiting until it takes connections.
     pub fn start_again(&self) {
         let opts = format!(
