@@ -67,7 +67,7 @@ pub enum StoreError {
 pub enum Location {
     Memory,
     Sqlite(PathBuf),
-    Postgres(super::pg::Target),
+    Postgres(Box<super::pg::Target>),
 }
 
 impl Location {
@@ -83,7 +83,7 @@ impl Location {
             return Ok(Location::Sqlite(PathBuf::from(dir)));
         }
         if s.starts_with("postgresql://") || s.starts_with("postgres://") {
-            return super::pg::Target::parse(s).map(Location::Postgres);
+            return super::pg::Target::parse(s).map(|t| Location::Postgres(Box::new(t)));
         }
         Err("a store is memory:, sqlite:DIR or postgresql://[USER@]HOST[:PORT]/DB[?PARAMS]".into())
     }

@@ -582,16 +582,23 @@ impl PgCluster {
     pub fn signal_all(&self, sig: &str) {
         let pid = std::fs::read_to_string(self.data().join("postmaster.pid")).unwrap();
         let pid = pid.lines().next().unwrap().trim().to_string();
-        let st = Command::new("pkill")
-            .args([&format!("-{sig}"), "-P", &pid])
-            .status()
-            .unwrap();
-        assert!(st.success(), "pkill -{sig} -P {pid}");
+        // The postmaster's children: the processes whose /proc/PID/stat names it as parent.
+        let mut pids = vec![pid.clone()];
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().nth(1));
+            if ppid == Some(pid.as_str()) {
+                pids.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
         let st = Command::new("kill")
-            .args([&format!("-{sig}"), &pid])
+            .arg(format!("-{sig}"))
+            .args(&pids)
             .status()
             .unwrap();
-        assert!(st.success(), "kill -{sig} {pid}");
+        assert!(st.success(), "kill -{sig} {pids:?}");
     }
 
     /// Starts the server, waiting until it takes connections.
