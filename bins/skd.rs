@@ -35,9 +35,15 @@ const PROGRAM: &str = "skd";
     after_help = "The original's spellings -PF, -PP, -tls, -default, -pam-app, -jaas and -krb5conf are accepted too.\nSee skd(8)."
 )]
 struct Args {
-    /// Keep the store in DIR/skd.sqlite (created 0700 if missing); default: in memory
+    /// Keep the store in DIR/skd.sqlite (created 0700 if missing; --store sqlite:DIR); default: in memory
     #[arg(short = 'd', long = "dir", value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// The store: memory:, sqlite:DIR or postgresql://[USER@]HOST[:PORT]/DB[?PARAMS] (several skd on one database)
+    #[arg(long = "store", value_name = "URL", conflicts_with = "dir")]
+    store: Option<String>,
+    /// Read the PostgreSQL password from the first line of FILE (default: the systemd credential store-password, if any)
+    #[arg(long = "store-password-file", value_name = "FILE")]
+    store_password_file: Option<PathBuf>,
     /// Address to bind without socket activation or --listen; '*' = all interfaces
     #[arg(
         short = 'l',
@@ -152,6 +158,31 @@ fn tls_acceptor(a: &Args) -> Result<Option<openssl::ssl::SslAcceptor>, Fail> {
         .map_err(bad)
 }
 
+/// The store skd serves. PostgreSQL: started even while the database is unreachable (503
+/// until it is back); a refused login, missing rights or a newer schema stop skd at once.
+fn open_store(
+    at: &sks::store::Location,
+    password_file: Option<&std::path::Path>,
+) -> Result<sks::Store, Fail> {
+    use sks::store::{Location, StoreError};
+    let opened = match at {
+        Location::Memory => sks::Store::open(None),
+        Location::Sqlite(d) => sks::Store::open(Some(d)),
+        Location::Postgres(t) => {
+            let pw = sks::pg::password(password_file)
+                .map_err(|(p, e)| Fail::new(exit::NOINPUT, format!("{}: {e}", p.display())))?;
+            sks::Store::open_postgres(t, pw, true)
+        }
+    };
+    opened.map_err(|e| {
+        let code = match e {
+            StoreError::Setup(_) => exit::CONFIG,
+            _ => exit::CANTCREAT,
+        };
+        Fail::new(code, format!("cannot open store {}: {e}", at.describe()))
+    })
+}
+
 fn run(mut a: Args) -> Result<(), Fail> {
     keysock::daemon::log::init(PROGRAM, a.syslog, a.verbose)
         .map_err(|e| Fail::new(exit::OSERR, e))?;
@@ -168,8 +199,13 @@ fn run(mut a: Args) -> Result<(), Fail> {
     if a.jaas.is_some() || a.krb5conf.is_some() {
         log::warn!("ignoring -jaas/-krb5conf: skd has no JAAS; logins use PAM");
     }
-    let store = sks::Store::open(a.dir.as_deref())
-        .map_err(|e| Fail::new(exit::CANTCREAT, format!("cannot open store: {e}")))?;
+    let location = match (&a.store, &a.dir) {
+        (Some(url), _) => sks::store::Location::parse(url)
+            .map_err(|e| Fail::new(exit::USAGE, format!("--store: {e}")))?,
+        (None, Some(d)) => sks::store::Location::Sqlite(d.clone()),
+        (None, None) => sks::store::Location::Memory,
+    };
+    let store = open_store(&location, a.store_password_file.as_deref())?;
     let acceptor = tls_acceptor(&a)?.map(Arc::new);
     if let Some(s) = a
         .pam_app
@@ -228,11 +264,7 @@ fn run(mut a: Args) -> Result<(), Fail> {
     rt.block_on(async move {
         let bound = daemon::listen::open(&a.listen, &fallback)
             .map_err(|e| Fail::new(exit::UNAVAILABLE, e))?;
-        let store_desc = a
-            .dir
-            .as_ref()
-            .map(|d| d.display().to_string())
-            .unwrap_or_else(|| "memory".into());
+        let store_desc = location.describe();
         log::info!(
             "starting version={} protocol={} store={store_desc} tls={}",
             env!("CARGO_PKG_VERSION"),

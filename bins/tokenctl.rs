@@ -67,11 +67,24 @@ enum Cmd {
     Iscep(IscepCmd),
 }
 
+/// Which store: `--db DIR` (skd -d DIR) or `--store URL` (skd --store URL).
 #[derive(clap::Args, Debug)]
-struct Where {
+struct At {
     /// skd's store directory (skd -d DIR)
     #[arg(long = "db", value_name = "DIR", default_value = SKD_DB)]
     db: PathBuf,
+    /// skd's store as skd --store names it: sqlite:DIR or postgresql://... (instead of --db)
+    #[arg(long = "store", value_name = "URL", conflicts_with = "db")]
+    store: Option<String>,
+    /// Read the PostgreSQL password from the first line of FILE (default: the systemd credential store-password, if any)
+    #[arg(long = "store-password-file", value_name = "FILE")]
+    store_password_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct Where {
+    #[command(flatten)]
+    at: At,
     /// Realm the tokens belong to
     #[arg(long = "realm", value_name = "REALM")]
     realm: String,
@@ -124,9 +137,9 @@ enum SkdCmd {
     },
     /// Import the original SessionKeyServer's store from a JE DbDump file (or - for stdin)
     Import {
-        /// skd's store directory (created if missing, as skd -d does)
-        #[arg(long = "db", value_name = "DIR", default_value = SKD_DB)]
-        db: PathBuf,
+        /// The store (an SQLite directory is created if missing, as skd -d does)
+        #[command(flatten)]
+        at: At,
         /// Replace records that exist already (default: keep them)
         #[arg(long = "overwrite")]
         overwrite: bool,
@@ -135,16 +148,14 @@ enum SkdCmd {
     },
     /// List who owns a user key: one info record per line (user, source...), never the key
     Keys {
-        /// skd's store directory
-        #[arg(long = "db", value_name = "DIR", default_value = SKD_DB)]
-        db: PathBuf,
+        #[command(flatten)]
+        at: At,
     },
     /// Copy user keys from records with source FROM to the same records with source TO (the
     /// original's CopyKeys), so a login through another module keeps reaching its key
     CopyKeys {
-        /// skd's store directory
-        #[arg(long = "db", value_name = "DIR", default_value = SKD_DB)]
-        db: PathBuf,
+        #[command(flatten)]
+        at: At,
         /// Replace keys that exist at the target already (default: keep them)
         #[arg(long = "overwrite")]
         overwrite: bool,
@@ -153,12 +164,72 @@ enum SkdCmd {
         #[arg(value_name = "TO")]
         to: String,
     },
+    /// Copy a whole store (tokens, keys, groups) into an empty one, in one transaction: e.g.
+    /// from sqlite:/var/lib/skd to postgresql://...
+    Migrate {
+        /// The store to read: sqlite:DIR or postgresql://...
+        #[arg(long = "from", value_name = "URL")]
+        from: String,
+        /// The store to fill, which must be empty (an SQLite directory is created if missing)
+        #[arg(long = "to", value_name = "URL")]
+        to: String,
+        /// PostgreSQL password of --from, first line of FILE
+        #[arg(long = "from-password-file", value_name = "FILE")]
+        from_password_file: Option<PathBuf>,
+        /// PostgreSQL password of --to, first line of FILE
+        #[arg(long = "to-password-file", value_name = "FILE")]
+        to_password_file: Option<PathBuf>,
+    },
 }
 
-fn open(at: &Where) -> Result<(sks::Store, String), Fail> {
-    let store = sks::Store::open_existing(&at.db)
-        .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot open store: {e}")))?;
-    Ok((store, keysock::secret::sha1_hex(at.realm.as_bytes())))
+fn open(w: &Where) -> Result<(sks::Store, String), Fail> {
+    let store = open_at(&w.at, false)?;
+    Ok((store, keysock::secret::sha1_hex(w.realm.as_bytes())))
+}
+
+/// The store of `--db`/`--store`; an SQLite one must exist unless `create`.
+fn open_at(at: &At, create: bool) -> Result<sks::Store, Fail> {
+    let loc = match &at.store {
+        Some(url) => parse_store("--store", url)?,
+        None => sks::store::Location::Sqlite(at.db.clone()),
+    };
+    open_store(&loc, at.store_password_file.as_deref(), create)
+}
+
+fn parse_store(option: &str, url: &str) -> Result<sks::store::Location, Fail> {
+    sks::store::Location::parse(url).map_err(|e| Fail::new(exit::USAGE, format!("{option}: {e}")))
+}
+
+fn open_store(
+    loc: &sks::store::Location,
+    password_file: Option<&std::path::Path>,
+    create: bool,
+) -> Result<sks::Store, Fail> {
+    let pw = match loc {
+        sks::store::Location::Postgres(_) => sks::pg::password(password_file)
+            .map_err(|(p, e)| Fail::new(exit::NOINPUT, format!("{}: {e}", p.display())))?,
+        _ => None,
+    };
+    sks::Store::open_location(loc, pw, create).map_err(|e| {
+        let code = match e {
+            sks::store::StoreError::Dir(..) if !create => exit::NOINPUT,
+            _ => store_exit(&e),
+        };
+        Fail::new(code, format!("cannot open store {}: {e}", loc.describe()))
+    })
+}
+
+/// The exit status for a store error: the database unreachable (69), not usable by us (78),
+/// a migration target not empty (65), anything else (74).
+fn store_exit(e: &sks::store::StoreError) -> i32 {
+    use sks::store::StoreError;
+    match e {
+        StoreError::Unavailable(_) => exit::UNAVAILABLE,
+        StoreError::Setup(_) => exit::CONFIG,
+        StoreError::NotEmpty(_) => exit::DATAERR,
+        StoreError::Dir(..) => exit::CANTCREAT,
+        _ => exit::IOERR,
+    }
 }
 
 /// Most bytes of tokens read from standard input (`-`).
@@ -183,7 +254,7 @@ fn token_lines(text: &Locked) -> Result<Vec<&str>, Fail> {
 }
 
 fn db_err(e: sks::store::StoreError) -> Fail {
-    Fail::new(exit::IOERR, format!("store: {e}"))
+    Fail::new(store_exit(&e), format!("store: {e}"))
 }
 
 fn run(cmd: SkdCmd, json: bool) -> Result<i32, Fail> {
@@ -260,7 +331,7 @@ fn run(cmd: SkdCmd, json: bool) -> Result<i32, Fail> {
             Ok(if unknown == 0 { 0 } else { 1 })
         }
         SkdCmd::Import {
-            db,
+            at,
             overwrite,
             dump,
         } => {
@@ -272,8 +343,7 @@ fn run(cmd: SkdCmd, json: bool) -> Result<i32, Fail> {
             .map_err(|e| Fail::new(exit::NOINPUT, format!("{}: {e}", dump.display())))?;
             let pairs = sks::jedump::parse(&text)
                 .map_err(|e| Fail::new(exit::DATAERR, format!("{}: {e}", dump.display())))?;
-            let store = sks::Store::open_by_tool(&db)
-                .map_err(|e| Fail::new(exit::CANTCREAT, format!("cannot open store: {e}")))?;
+            let store = open_at(&at, true)?;
             let n = store.import(&pairs, overwrite).map_err(db_err)?;
             if json {
                 record(
@@ -284,13 +354,14 @@ fn run(cmd: SkdCmd, json: bool) -> Result<i32, Fail> {
             eprintln!(
                 "{PROGRAM}: imported {n} of {} records into {}",
                 pairs.len(),
-                db.display()
+                at.store
+                    .clone()
+                    .unwrap_or_else(|| at.db.display().to_string())
             );
             Ok(0)
         }
-        SkdCmd::Keys { db } => {
-            let store = sks::Store::open_existing(&db)
-                .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot open store: {e}")))?;
+        SkdCmd::Keys { at } => {
+            let store = open_at(&at, false)?;
             for info in store.key_owners().map_err(db_err)? {
                 if json {
                     let lines: Vec<&str> = info.lines().collect();
@@ -302,7 +373,7 @@ fn run(cmd: SkdCmd, json: bool) -> Result<i32, Fail> {
             Ok(0)
         }
         SkdCmd::CopyKeys {
-            db,
+            at,
             overwrite,
             from,
             to,
@@ -316,8 +387,7 @@ fn run(cmd: SkdCmd, json: bool) -> Result<i32, Fail> {
                     "FROM and TO must be non-empty single lines",
                 ));
             }
-            let store = sks::Store::open_existing(&db)
-                .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot open store: {e}")))?;
+            let store = open_at(&at, false)?;
             let (copied, found) = store.copy_keys(&from, &to, overwrite).map_err(db_err)?;
             if json {
                 record(
@@ -326,6 +396,29 @@ fn run(cmd: SkdCmd, json: bool) -> Result<i32, Fail> {
                 );
             }
             eprintln!("{PROGRAM}: copied {copied} of {found} keys from source {from:?} to {to:?}");
+            Ok(0)
+        }
+        SkdCmd::Migrate {
+            from,
+            to,
+            from_password_file,
+            to_password_file,
+        } => {
+            let (src, dst) = (parse_store("--from", &from)?, parse_store("--to", &to)?);
+            let source = open_store(&src, from_password_file.as_deref(), false)?;
+            let target = open_store(&dst, to_password_file.as_deref(), true)?;
+            let n = source.copy_into(&target).map_err(db_err)?;
+            if json {
+                record(
+                    "migrate",
+                    serde_json::json!({"from": src.describe(), "to": dst.describe(), "records": n}),
+                );
+            }
+            eprintln!(
+                "{PROGRAM}: copied {n} records from {} to {}",
+                src.describe(),
+                dst.describe()
+            );
             Ok(0)
         }
         SkdCmd::Check { at, token } => {

@@ -1,7 +1,9 @@
 #!/bin/bash
 # make bench (skd): wrk against /valid with a current token, 2 threads, 64 connections, 10 s,
 # as a ratio to nginx answering a fixed "YES" body in the same run; p99 latency; idle RSS;
-# cold start (connect to first byte when skd has to be started by socket activation).
+# cold start (connect to first byte when skd has to be started by socket activation). Stores:
+# memory, SQLite, PostgreSQL (a throw-away cluster); login throughput per store; the time from
+# a revocation on one skd to NO on another sharing the PostgreSQL database.
 set -euo pipefail
 BIN=${1:-target/release}
 cd "$(dirname "$0")/.."
@@ -16,6 +18,25 @@ wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/
 rss_kib() { awk '/^VmRSS/ {print $2}' /proc/"$1"/status; }
 # Private memory: RSS less the shared library pages other processes map too.
 anon_kib() { awk '/^Anonymous/ {print $2}' /proc/"$1"/smaps_rollup; }
+# A throw-away PostgreSQL cluster (as the tests make one): initdb as nobody in a directory of
+# its own, Unix socket only, default durability (fsync on), stopped on exit.
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
+PGD=$(mktemp -d)
+RUNAS=()
+if [ "$(id -u)" = 0 ]; then chown nobody: "$PGD"; RUNAS=(runuser -u nobody --); fi
+# The login benchmark's PAM service accepts every password: removed on exit.
+PAMB=keysock-bench-$$
+cleanup_pg() {
+  "${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$PGD/data" -m immediate -w stop >/dev/null 2>&1 || true
+  rm -rf "$PGD"; rm -f "/etc/pam.d/$PAMB"
+}
+trap 'cleanup_pg; cleanup' EXIT
+"${RUNAS[@]}" "$PGBIN/initdb" -D "$PGD/data" -U postgres -E UTF8 --locale=C.UTF-8 --auth=trust >/dev/null
+"${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$PGD/data" -l "$PGD/log" -o "-k $PGD -c listen_addresses=''" -w start >/dev/null
+pgdb() { "${RUNAS[@]}" "$PGBIN/psql" -XAtq -h "$PGD" -U postgres -d postgres -c "$1" >/dev/null; }
+pgdb "CREATE DATABASE valid"; pgdb "CREATE DATABASE login"; pgdb "CREATE DATABASE revoke"
+pgurl() { echo "postgresql:///$1?host=$PGD&user=postgres&sslmode=disable"; }
+
 # wrk URL -> "rps p99_ms"
 load() {
   wrk -t2 -c64 -d"${DUR}s" --latency "$1" > "$W/wrk.out"
@@ -61,6 +82,56 @@ echo "skd benchmark: wrk -t2 -c64 -d${DUR}s, $(nproc) cores"
 printf '%-22s %9s req/s  ratio 1.00  p99 %6s ms\n' "nginx fixed YES" "$N_RPS" "$N_P99"
 bench_skd "skd /valid (memory)"
 bench_skd "skd /valid (sqlite)" -d "$W/store"
+bench_skd "skd /valid (postgresql)" --store "$(pgurl valid)"
+
+# Logins: PAM that accepts at once (pam_permit), so the cost is skd's and its store's (one
+# transaction per login); wrk -t2 -c16 (16 PAM conversations at most, the default).
+printf 'auth required pam_permit.so\naccount required pam_permit.so\n' > "/etc/pam.d/$PAMB"
+bench_login() {   # $1 = label, rest = store args
+  local label=$1; shift
+  local P; P=$(port)
+  "$BIN/skd" --listen 127.0.0.1:$P -pam-app "$PAMB" --login-failures 100000000 "$@" 2>"$W/skd.log" & local pid=$!; PIDS+=($pid)
+  wait_port "$P"
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P/auth_token?realm=bench&user=u0&pwd=p")" = 200 ] || { echo "bench: login failed: $(cat "$W/skd.log")" >&2; exit 1; }
+  wrk -t2 -c16 -d"${DUR}s" --latency "http://127.0.0.1:$P/auth_token?realm=bench&user=u1&pwd=p" > "$W/wrk.out"
+  kill $pid; wait $pid 2>/dev/null || true
+  awk -v l="$label" '/Requests\/sec/ {rps=$2} /Non-2xx/ {bad=$NF} /^ +99%/ {p99=$2} END {printf "%-22s %9.0f logins/s  p99 %8s  non-200 %s\n", l, rps, p99, bad+0}' "$W/wrk.out"
+}
+bench_login "login (memory)"
+bench_login "login (sqlite)" -d "$W/lstore"
+bench_login "login (postgresql)" --store "$(pgurl login)"
+
+# Several hosts: a revocation through one skd, then /valid on another (its cache warm) until
+# NO; 100 times, from the revocation's answer to the first NO.
+PA=$(port); PB=$(port)
+"$BIN/skd" --listen 127.0.0.1:$PA --allow-stored-token --store "$(pgurl revoke)" 2>/dev/null & PIDS+=($!)
+"$BIN/skd" --listen 127.0.0.1:$PB --allow-stored-token --store "$(pgurl revoke)" 2>/dev/null & PIDS+=($!)
+wait_port "$PA"; wait_port "$PB"
+python3 - "$PA" "$PB" <<'PY'
+import socket, statistics, sys, time
+a, b = int(sys.argv[1]), int(sys.argv[2])
+def get(port, path):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n".encode())
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    s.close()
+    return data.split(b"\r\n\r\n", 1)[1]
+lat = []
+for i in range(100):
+    tok = "revbench%032d" % i
+    get(a, f"/stored_token?realm=bench&user=u{i}&token={tok}")
+    for _ in range(3):
+        assert get(b, f"/valid?realm=bench&token={tok}").startswith(b"YES")
+    assert get(a, f"/revoke?realm=bench&token={tok}") == b"OK\n"
+    t0 = time.monotonic()
+    while not get(b, f"/valid?realm=bench&token={tok}").startswith(b"NO"):
+        assert time.monotonic() - t0 < 5, "revocation not seen within 5 s"
+    lat.append((time.monotonic() - t0) * 1000)
+print("revocation on one skd -> NO on another (postgresql): median %.1f ms, worst %.1f ms of %d"
+      % (statistics.median(lat), max(lat), len(lat)))
+PY
 
 # Cost that does not grow with the store: the same request against stores of 1,000 and of
 # 1,000,000 other tokens (made in one transaction by sqlite3 in skd's own schema).

@@ -2,7 +2,7 @@
 # Installs the Debian packages that building and testing need, when running as root and one
 # is missing. As another user it only reports what is missing.
 set -eu
-PKGS="build-essential debhelper lintian pkg-config libssl-dev libsqlite3-dev libpam0g-dev pamtester mandoc curl python3 python3-venv python3-cryptography openssl sqlite3 openssh-client systemd util-linux iproute2"
+PKGS="build-essential debhelper lintian pkg-config libssl-dev libsqlite3-dev libpam0g-dev pamtester mandoc curl python3 python3-venv python3-cryptography openssl sqlite3 openssh-client systemd util-linux iproute2 postgresql"
 [ "${1:-}" = bench ] && PKGS="$PKGS wrk nginx-light socat openssh-server"
 missing=""
 for p in $PKGS; do

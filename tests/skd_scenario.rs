@@ -20,12 +20,30 @@ fn steps(s: &str) -> BTreeMap<String, String> {
 
 #[test]
 fn scenario_matches_the_original_after_normalisation() {
-    pam_setup();
-    let d = Daemon::activated(
-        skd(),
-        &["-pam-app", PAM_SERVICE, "--allow-stored-token"],
-        &[],
+    scenario(&[]);
+}
+
+/// The same 42 steps, byte for byte, against skd keeping its store in PostgreSQL.
+#[test]
+fn scenario_on_postgresql() {
+    let pg = PgCluster::start();
+    pg.createdb("skd");
+    let url = pg.url("skd");
+    scenario(&["--store", &url]);
+    // Every answer came from PostgreSQL: the scenario's tokens are there.
+    let n = pg.psql("skd", "SELECT count(*) FROM skd_kv WHERE k LIKE 't:%'");
+    assert!(
+        n.trim().parse::<u32>().unwrap() > 0,
+        "no tokens in PostgreSQL: {n}"
     );
+}
+
+/// Runs the spec's scenario against skd started with `store` and compares with the original.
+fn scenario(store: &[&str]) {
+    pam_setup();
+    let mut args = vec!["-pam-app", PAM_SERVICE, "--allow-stored-token"];
+    args.extend_from_slice(store);
+    let d = Daemon::activated(skd(), &args, &[]);
     let base = format!("http://{}", d.addr);
     let out = Command::new("bash")
         .arg("-c")

@@ -61,6 +61,10 @@ pub fn init(program: &'static str, use_syslog: bool, verbose: bool) -> Result<()
     Ok(())
 }
 
+/// Libraries whose info and debug lines are never logged: rust-postgres logs every
+/// statement with its parameters (tokens, user keys).
+const QUIET: &[&str] = &["tokio_postgres", "postgres"];
+
 fn priority(l: Level) -> u8 {
     match l {
         Level::Error => 3,
@@ -73,6 +77,7 @@ fn priority(l: Level) -> u8 {
 impl Log for Logger {
     fn enabled(&self, m: &Metadata) -> bool {
         m.level() <= self.level
+            && (m.level() <= Level::Warn || !QUIET.iter().any(|q| m.target().starts_with(q)))
     }
 
     fn log(&self, r: &Record) {

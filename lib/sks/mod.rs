@@ -3,6 +3,7 @@
 
 mod changes;
 pub mod jedump;
+pub mod pg;
 pub mod server;
 pub mod store;
 pub mod wire;

@@ -111,6 +111,20 @@ fn err400(msg: &str) -> Response<Body> {
     )
 }
 
+/// The 503 body while the store (PostgreSQL) cannot be reached.
+const STORE_DOWN: &str = "token store unavailable, try later";
+
+/// The answer to a failed store call: 503 while the store cannot be reached (logged at
+/// debug: the listener logs the outage once), else 500.
+fn store_failed(path: &str, e: StoreError) -> Response<Body> {
+    if let StoreError::Unavailable(why) = &e {
+        log::debug!("store-unavailable path={path} error=\"{why}\"");
+        return busy(STORE_DOWN);
+    }
+    log::error!("store-error path={path} error=\"{e}\"");
+    http::bare(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
 fn forbidden() -> Response<Body> {
     http::bare(StatusCode::FORBIDDEN)
 }
@@ -265,23 +279,33 @@ impl Service {
             return http::text(StatusCode::NOT_FOUND, "text/plain", "Unknown path");
         }
         let res = match path.as_str() {
-            "/valid" => self.valid(&r, &params),
+            "/valid" => self.valid(&r, &params).await,
             "/revoke" => self.revoke(&r, &realm, &params).await,
             "/replace" => self.replace(&r, &realm, &params).await,
             "/auth_token" => return self.login(&r, &realm, params, &conn.peer, false).await,
             "/pam_token" => return self.login(&r, &realm, params, &conn.peer, true).await,
             "/stored_token" => self.stored_token(&r, &realm, &params, &conn).await,
-            "/get_key" => self.get_key(&r, &params),
+            "/get_key" => self.get_key(&r, &params).await,
             "/gen_key" => self.gen_key(&r, &realm, &params).await,
             "/create_group" => self.create_group(&r, &params).await,
             "/mod_group" => self.mod_group(&r, &params).await,
-            "/group_hash" => self.group_hash(&r, &params),
+            "/group_hash" => self.group_hash(&r, &params).await,
             _ => Ok(http::bare(StatusCode::NOT_FOUND)),
         };
-        res.unwrap_or_else(|e| {
-            log::error!("store-error path={path} error=\"{e}\"");
-            http::bare(StatusCode::INTERNAL_SERVER_ERROR)
-        })
+        res.unwrap_or_else(|e| store_failed(&path, e))
+    }
+
+    /// Runs a store read: at once on SQLite, on the blocking pool when the store is across
+    /// the network (PostgreSQL).
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        if self.store.is_remote() {
+            self.write(f).await
+        } else {
+            f(&self.store)
+        }
     }
 
     /// Runs a store change on the blocking pool (SQLite commits wait for fsync).
@@ -295,7 +319,7 @@ impl Service {
             .unwrap_or(Err(StoreError::Poisoned))
     }
 
-    fn valid(&self, r: &str, p: &Params) -> Result<Response<Body>, StoreError> {
+    async fn valid(&self, r: &str, p: &Params) -> Result<Response<Body>, StoreError> {
         let Some(t) = p.get("token") else {
             return Ok(ok_text("NO\n"));
         };
@@ -303,7 +327,16 @@ impl Service {
         if !wire::plausible_token(t) {
             return Ok(ok_text("NO\n"));
         }
-        Ok(match self.store.check(r, t)? {
+        // PostgreSQL: a cached answer without leaving this thread, else the blocking pool.
+        let v = if !self.store.is_remote() {
+            self.store.check(r, t)?
+        } else if let Some(v) = self.store.check_cached(r, t) {
+            v
+        } else {
+            let (r2, t2) = (r.to_string(), t.clone());
+            self.read(move |s| s.check(&r2, &t2)).await?
+        };
+        Ok(match v {
             Validity::Current(info) => ok_text(format!("YES\n{info}\n")),
             Validity::Superseded(info) => ok_text(format!("SUPERCEDED\n{info}\n")),
             Validity::No => ok_text("NO\n"),
@@ -385,6 +418,11 @@ impl Service {
             log::warn!("{event} realm={rl} user={user:?} peer={peer} result=refused reason=realm-not-served");
             return forbidden_because(&format!("realm {realm:?} is not served here"));
         };
+        // No token could be kept: refuse before PAM sees the password or the throttle counts.
+        if !self.store.available() {
+            log::warn!("{event} realm={rl} user={user:?} peer={peer} result=refused reason=store-unavailable");
+            return busy(STORE_DOWN);
+        }
         // Count the attempt before PAM: concurrent guesses cannot all slip under the limit.
         let source = peer.source();
         let ukey = (user.clone(), service.clone());
@@ -458,10 +496,7 @@ impl Service {
                 );
                 ok_text(format!("{n}\n{info}"))
             }
-            Err(e) => {
-                log::error!("store-error path=login error=\"{e}\"");
-                http::bare(StatusCode::INTERNAL_SERVER_ERROR)
-            }
+            Err(e) => store_failed("/auth_token", e),
         }
     }
 
@@ -517,11 +552,12 @@ impl Service {
         Ok(ok_text(format!("{token}\n{info}")))
     }
 
-    fn get_key(&self, r: &str, p: &Params) -> Result<Response<Body>, StoreError> {
-        let Some(t) = p.get("token") else {
+    async fn get_key(&self, r: &str, p: &Params) -> Result<Response<Body>, StoreError> {
+        let Some(t) = p.get("token").cloned() else {
             return Ok(forbidden());
         };
-        Ok(match self.store.get_key(r, t)? {
+        let r2 = r.to_string();
+        Ok(match self.read(move |s| s.get_key(&r2, &t)).await? {
             None => forbidden(),
             Some(k) => ok_text(k.unwrap_or_default()),
         })
@@ -585,14 +621,17 @@ impl Service {
         )
     }
 
-    fn group_hash(&self, r: &str, p: &Params) -> Result<Response<Body>, StoreError> {
-        let (Some(t), Some(g)) = (p.get("token"), p.get("group")) else {
+    async fn group_hash(&self, r: &str, p: &Params) -> Result<Response<Body>, StoreError> {
+        let (Some(t), Some(g)) = (p.get("token").cloned(), p.get("group").cloned()) else {
             return Ok(forbidden());
         };
-        let salt = p.get("salt").map(String::as_str).unwrap_or("");
-        Ok(match self.store.group_hash(r, t, g, salt)? {
-            None => forbidden(),
-            Some(h) => ok_text(format!("{h}\n")),
-        })
+        let salt = p.get("salt").cloned().unwrap_or_default();
+        let r2 = r.to_string();
+        Ok(
+            match self.read(move |s| s.group_hash(&r2, &t, &g, &salt)).await? {
+                None => forbidden(),
+                Some(h) => ok_text(format!("{h}\n")),
+            },
+        )
     }
 }

@@ -488,3 +488,208 @@ pub fn sigterm_midway(addr: &str, pid: u32, first: &[u8], rest: &[u8]) -> Resp {
     s.write_all(rest).unwrap();
     read_answer(s)
 }
+
+/// A throw-away PostgreSQL cluster for the skd tests: `initdb` in a temporary directory as an
+/// unprivileged user (nobody, when the tests run as root: PostgreSQL refuses root), listening
+/// on a Unix socket in that directory only, stopped when dropped. Role `postgres` is the
+/// superuser and logs in without a password; every other role needs its password (SCRAM).
+pub struct PgCluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    /// `runuser -u nobody --` when root, nothing otherwise.
+    as_user: Vec<String>,
+}
+
+impl PgCluster {
+    pub fn start() -> PgCluster {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|b| b.join("initdb").exists())
+            .max_by_key(|b| {
+                let v = b.parent().unwrap().file_name().unwrap().to_string_lossy().to_string();
+                v.parse::<u32>().unwrap_or(0)
+            })
+            .expect("no /usr/lib/postgresql/*/bin/initdb: run scripts/install-deps.sh (Debian's postgresql)");
+        let dir = tempfile::tempdir().unwrap();
+        let as_user = if rustix::process::geteuid().is_root() {
+            let ids = keysock::pam::lookup_ids("nobody");
+            let (uid, gid) = (ids.uid.unwrap(), ids.gid.unwrap());
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+            vec!["runuser".into(), "-u".into(), "nobody".into(), "--".into()]
+        } else {
+            Vec::new()
+        };
+        let c = PgCluster { dir, bin, as_user };
+        let data = c.data();
+        c.run(
+            "initdb",
+            &[
+                "-D",
+                path_str(&data),
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+                "--auth-local=trust",
+            ],
+        );
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all postgres trust\nlocal all all scram-sha-256\n",
+        )
+        .unwrap();
+        c.start_again();
+        c
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The directory of the server's socket (the URL's host).
+    pub fn socket_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    /// `--store` for database `db` as role `user`.
+    pub fn url_as(&self, db: &str, user: &str) -> String {
+        format!(
+            "postgresql:///{db}?host={}&user={user}&sslmode=disable",
+            self.socket_dir().display()
+        )
+    }
+
+    /// `--store` for database `db` as the superuser.
+    pub fn url(&self, db: &str) -> String {
+        self.url_as(db, "postgres")
+    }
+
+    /// Runs PostgreSQL's program `prog` as the cluster's owner; panics if it fails.
+    fn run(&self, prog: &str, args: &[&str]) -> String {
+        let mut argv: Vec<String> = self.as_user.clone();
+        argv.push(path_str(&self.bin.join(prog)).to_string());
+        argv.extend(args.iter().map(|s| s.to_string()));
+        let out = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{argv:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `sql` in database `db` as the superuser; returns the rows, `|`-separated.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let host = self.socket_dir().display().to_string();
+        self.run(
+            "psql",
+            &[
+                "-XAtq",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                &host,
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ],
+        )
+    }
+
+    /// A new empty database.
+    pub fn createdb(&self, name: &str) {
+        self.psql("postgres", &format!("CREATE DATABASE \"{name}\""));
+    }
+
+    /// Stops the server (fast shutdown: clients are disconnected at once), waiting for it.
+    pub fn stop(&self) {
+        self.run(
+            "pg_ctl",
+            &["-D", path_str(&self.data()), "-m", "fast", "-w", "stop"],
+        );
+    }
+
+    /// Freezes (`STOP`) or thaws (`CONT`) the server and every backend: a hung database,
+    /// whose connections stay open but never answer.
+    pub fn signal_all(&self, sig: &str) {
+        let pid = std::fs::read_to_string(self.data().join("postmaster.pid")).unwrap();
+        let pid = pid.lines().next().unwrap().trim().to_string();
+        // The postmaster's children: the processes whose /proc/PID/stat names it as parent.
+        let mut pids = vec![pid.clone()];
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().nth(1));
+            if ppid == Some(pid.as_str()) {
+                pids.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .args(&pids)
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -{sig} {pids:?}");
+    }
+
+    /// Starts the server, waiting until it takes connections.
+    pub fn start_again(&self) {
+        let opts = format!(
+            "-k {} -c listen_addresses='' -c fsync=off",
+            self.socket_dir().display()
+        );
+        let log = self.dir.path().join("log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                path_str(&self.data()),
+                "-l",
+                path_str(&log),
+                "-o",
+                &opts,
+                "-w",
+                "start",
+            ],
+        );
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let mut argv: Vec<String> = self.as_user.clone();
+        argv.push(path_str(&self.bin.join("pg_ctl")).to_string());
+        let _ = Command::new(&argv[0])
+            .args(&argv[1..])
+            .args([
+                "-D",
+                path_str(&self.data()),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
