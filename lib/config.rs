@@ -44,6 +44,15 @@ impl Spec<'static> {
     }
 }
 
+/// A user's file, for a daemon users run themselves (s5d): `$XDG_CONFIG_HOME/keysock/NAME.toml`,
+/// `$XDG_CONFIG_HOME` being `~/.config` when unset (XDG Base Directory); `None` without either.
+pub fn user_path(name: &str) -> Option<PathBuf> {
+    let abs = |v: Option<OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    let base = abs(std::env::var_os("XDG_CONFIG_HOME"))
+        .or_else(|| abs(std::env::var_os("HOME")).map(|h| h.join(".config")))?;
+    Some(base.join("keysock").join(format!("{name}.toml")))
+}
+
 /// The file the options came from, for `--check` and the start-up log line.
 #[derive(Clone, Debug, Default)]
 pub struct Source {
