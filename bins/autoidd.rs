@@ -43,8 +43,11 @@ enum Cmd {
         #[arg(value_name = "FILE")]
         file: PathBuf,
         /// Replace an existing FILE (default: refuse, exit 73)
-        #[arg(long)]
+        #[arg(long, conflicts_with = "if_missing")]
         force: bool,
+        /// Only if FILE does not exist, else do nothing and exit 0 (a first start)
+        #[arg(long)]
+        if_missing: bool,
     },
 }
 
@@ -135,7 +138,10 @@ fn state_dir() -> PathBuf {
     }
 }
 
-fn gen_entropy(file: &Path, force: bool) -> Result<(), Fail> {
+fn gen_entropy(file: &Path, force: bool, if_missing: bool) -> Result<(), Fail> {
+    if if_missing && std::fs::symlink_metadata(file).is_ok() {
+        return Ok(());
+    }
     autoid::write_entropy(file, force)
         .map_err(|e| Fail::new(exit::CANTCREAT, format!("{}: {e}", file.display())))?;
     eprintln!(
@@ -228,7 +234,11 @@ fn main() {
         &config::Spec::system(PROGRAM),
     );
     let r = match args.cmd {
-        Some(Cmd::GenEntropy { file, force }) => gen_entropy(&file, force),
+        Some(Cmd::GenEntropy {
+            file,
+            force,
+            if_missing,
+        }) => gen_entropy(&file, force, if_missing),
         None => run(args.serve, conf),
     };
     if let Err(f) = r {

@@ -89,8 +89,11 @@ pub fn completions<T: clap::CommandFactory>(args: &[OsString]) {
     };
     let mut cmd = T::command();
     let name = cmd.get_name().to_string();
-    clap_complete::generate(shell, &mut cmd, name, &mut std::io::stdout());
-    std::process::exit(0)
+    // Into memory first: clap_complete panics on a failed write (a closed pipe).
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut cmd, name, &mut buf);
+    let out = std::io::Write::write_all(&mut std::io::stdout(), &buf);
+    std::process::exit(if out.is_ok() { 0 } else { exit::IOERR })
 }
 
 /// Rewrites the original program's single-dash long flags (`-pam-app`, `-PF`, ...) to our
