@@ -44,7 +44,11 @@ TARGET  := target/$(PROFILE)
 SUBST := sed $(foreach p,$(SBIN_PROGRAMS),-e 's|/usr/local/s\{0,1\}bin/$(p)\b|$(SBINDIR)/$(p)|g') \
   $(foreach p,$(BIN_PROGRAMS),-e 's|/usr/local/s\{0,1\}bin/$(p)\b|$(BINDIR)/$(p)|g') \
   -e 's|/usr/local/sbin/|$(SBINDIR)/|g' -e 's|/usr/local/bin/|$(BINDIR)/|g' \
-  -e 's|/usr/local/lib/systemd/system|$(UNITDIR)|g' -e 's|/usr/local/lib/systemd/user|$(USERUNITDIR)|g'
+  -e 's|/usr/local/lib/systemd/system|$(UNITDIR)|g' -e 's|/usr/local/lib/systemd/user|$(USERUNITDIR)|g' \
+  -e 's|/usr/local/share/bash\\\{0,1\}-completion/completions|$(BASHCOMPDIR)|g' \
+  -e 's|/usr/local/share/zsh/site\\\{0,1\}-functions|$(ZSHCOMPDIR)|g' \
+  -e 's|/usr/local/share/fish/vendor_completions.d|$(FISHCOMPDIR)|g' \
+  -e 's|/usr/local/share/man|$(MANDIR)|g'
 UNITS := $(wildcard units/*.socket units/*.service)
 USERUNITS := $(wildcard units/user/*.socket units/user/*.service)
 MANPAGES := $(wildcard man/*.[1-8])
