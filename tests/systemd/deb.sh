@@ -166,15 +166,19 @@ step autoidd-first-use
 box test ! -e /etc/credstore/autoidd.key || fail "/etc/credstore/autoidd.key exists before the first start"
 out=$(box systemctl enable --now autoidd.socket 2>&1) || fail "systemctl enable --now autoidd.socket: $out"
 wait_state autoidd.socket active
-# The first connection: a v2 request for a secret autoidd does not have, with the public key
-# and the entropy file made at the first start. "404" comes after the proof was checked (with
-# the key and the entropy); anything else is a failure.
+# The first connection starts autoidd, which makes its key and entropy file and answers: a
+# v2 challenge (200), signed with the new key.
+out=$(box curl -sS -m 10 -X POST --data '' -w '\n%{http_code}' http://127.0.0.1:4440/v2/challenge 2>&1) ||
+  fail "curl /v2/challenge: $out"
+[ "${out##*$'\n'}" = 200 ] || fail "autoidd's first answer: $out"
+# Then a client with the public key and the entropy file made at the first start: a secret
+# autoidd does not have is "404" after the proof was checked; anything else is a failure.
 fetch() {
   box autoid --url http://127.0.0.1:4440 --entropy /var/lib/autoidd/info2048.bin \
     --server-key /etc/credstore/autoidd.pub "$@"
 }
 rc=0; out=$(fetch no-such-secret 2>&1) || rc=$?
-[ $rc = 1 ] && [[ $out == *404* ]] || fail "autoidd's first answer: exit $rc: $out"
+[ $rc = 1 ] && [[ $out == *404* ]] || fail "autoid with the files of the first start: exit $rc: $out"
 m=$(box stat -c '%a %U' /etc/credstore/autoidd.key 2>&1) || fail "no /etc/credstore/autoidd.key after the first start"
 [ "$m" = "600 root" ] || fail "/etc/credstore/autoidd.key is $m"
 m=$(box stat -L -c '%a' /var/lib/autoidd/info2048.bin 2>&1) || fail "no entropy file after the first start"
@@ -191,7 +195,7 @@ out=$(fetch fu-secret 2>&1) || fail "autoid fu-secret: $out"
 [ "$out" = first-use-secret ] || fail "autoid printed '$out'"
 box systemctl disable --now autoidd.socket autoidd.service >/dev/null 2>&1 || fail "disabling autoidd"
 box sh -c 'rm -r /etc/systemd/system/autoidd.service.d && systemctl daemon-reload' || fail "removing the drop-in"
-ok "key (600 root) and entropy made at first start, kept at restart; 404, then a secret served"
+ok "first connection answered; key (600 root) and entropy made then, kept at restart; 404, then a secret served"
 
 step check
 # Each daemon's shipped configuration passes its --check (skd, s5d need nothing else).
