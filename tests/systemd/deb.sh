@@ -204,8 +204,8 @@ grep -q 'file /etc/keysock/skd.toml' <<<"$out" || fail "skd --check read no file
 out=$(box s5d --config /etc/keysock/s5d.toml --secret-from put --check 2>&1) || fail "s5d --check: $out"
 out=$(box iscepd --check 2>&1) || fail "iscepd --check: $out"
 out=$(box remod -k /etc/remod/remo_serv_key.pem --check 2>&1) || fail "remod --check: $out"
-rc=0; out=$(box skd --config /etc/keysock/remod.toml --check 2>&1) || rc=$?
-[ $rc = 78 ] || fail "skd --check with remod's file: exit $rc: $out"
+rc=0; out=$(box skd --config /etc/keysock/s5d.toml --check 2>&1) || rc=$?
+[ $rc = 78 ] || fail "skd --check with s5d's file: exit $rc: $out"
 ok "skd, s5d, iscepd, remod pass; a wrong file exits 78"
 
 step remove
