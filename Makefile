@@ -23,6 +23,7 @@ FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 SYSCONFDIR ?= /etc
 PAMDIR  ?= $(SYSCONFDIR)/pam.d
 CONFDIR ?= $(SYSCONFDIR)/keysock
+SYSUSERSDIR ?= $(call systemd_dir,sysusersdir,lib/sysusers.d)
 DESTDIR ?=
 CARGO   ?= cargo
 # release for install/bench; the tests build debug binaries (much faster on 2 cores).
@@ -127,6 +128,10 @@ install:
 	  $(SUBST) $$m > $(DESTDIR)$(MANDIR)/man$$s/$${m##*/} && chmod 0644 $(DESTDIR)$(MANDIR)/man$$s/$${m##*/}; done
 	# skd's PAM service: an admin's edited copy is never replaced.
 	[ -e $(DESTDIR)$(PAMDIR)/skd ] || { install -d -m 0755 $(DESTDIR)$(PAMDIR) && install -m 0644 units/skd.pam $(DESTDIR)$(PAMDIR)/skd; }
+	# System users (remod's network process); made now when installing onto this system.
+	install -d -m 0755 $(DESTDIR)$(SYSUSERSDIR)
+	install -m 0644 units/keysock.sysusers $(DESTDIR)$(SYSUSERSDIR)/keysock.conf
+	[ -n "$(DESTDIR)" ] || ! command -v systemd-sysusers >/dev/null || systemd-sysusers $(SYSUSERSDIR)/keysock.conf
 
 uninstall:
 	for p in $(SBIN_PROGRAMS); do rm -f $(DESTDIR)$(SBINDIR)/$$p; done
@@ -139,6 +144,8 @@ uninstall:
 	if cmp -s units/skd.pam $(DESTDIR)$(PAMDIR)/skd; then rm -f $(DESTDIR)$(PAMDIR)/skd; fi
 	for c in $(CONFIGS); do if cmp -s $$c $(DESTDIR)$(CONFDIR)/$${c##*/}; then rm -f $(DESTDIR)$(CONFDIR)/$${c##*/}; fi; done
 	-rmdir $(DESTDIR)$(CONFDIR) 2>/dev/null
+	# The users stay (their ids may own files), as Debian leaves system users.
+	rm -f $(DESTDIR)$(SYSUSERSDIR)/keysock.conf
 
 # The Debian package (debian/), built as dpkg-buildpackage does, into target/deb/. Release
 # binaries in target/release, shared with `make build` and `make bench`.

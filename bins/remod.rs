@@ -3,12 +3,12 @@
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use keysock::cli::{self, exit, Fail};
-use keysock::remo::server::{self, Config, Service};
-use keysock::{config, daemon, http, keyfile};
+use keysock::remo::monitor::{self, confine, proto::NetConfig, Monitor};
+use keysock::remo::server;
+use keysock::{config, daemon, keyfile};
 
 const PROGRAM: &str = "remod";
 
@@ -107,6 +107,35 @@ struct Args {
     /// Log to syslog instead of stderr
     #[arg(long = "syslog")]
     syslog: bool,
+    /// Identity of the unprivileged network process: a user name or UID[:GID] [default:
+    /// _remod, else an unused id of systemd's dynamic range]
+    #[arg(long = "privsep-user", value_name = "USER")]
+    privsep_user: Option<String>,
+}
+
+/// The network process's identity when we are root (None: ours).
+fn network_user(spec: Option<&str>) -> Result<Option<(u32, u32)>, Fail> {
+    if !rustix::process::geteuid().is_root() {
+        log::warn!("not root: the network process runs as this user too");
+        return Ok(None);
+    }
+    match spec {
+        Some(s) => confine::network_user(s)
+            .map(Some)
+            .map_err(|e| Fail::new(exit::CONFIG, e)),
+        None => match confine::network_user("_remod") {
+            Ok(ids) => Ok(Some(ids)),
+            Err(_) => {
+                let id = confine::unused_dynamic_id().ok_or_else(|| {
+                    Fail::new(exit::CONFIG, "no user _remod and no unused dynamic id")
+                })?;
+                log::warn!(
+                    "no user _remod (systemd-sysusers creates it): the network process runs as the unused uid {id}"
+                );
+                Ok(Some((id, id)))
+            }
+        },
+    }
 }
 
 fn user_db(spec: &str) -> Result<PathBuf, Fail> {
@@ -166,7 +195,9 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
         .map_err(|e| Fail::new(exit::CONFIG, format!("{}: {e}", users_db.display())))?;
     let exe = std::env::current_exe()
         .map_err(|e| Fail::new(exit::OSERR, format!("cannot find own executable: {e}")))?;
-    let cfg = Config {
+    let network_user = network_user(a.privsep_user.as_deref())?;
+    let cmd_timeout = Duration::from_secs(a.cmd_timeout.max(1));
+    let cfg = monitor::Config {
         server_key,
         users_db: users_db.clone(),
         session_timeout: Duration::from_secs_f64(timeout),
@@ -176,66 +207,57 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
         max_cmds_per_session: a.max_session_commands.max(1),
         max_cmds_per_user: a.max_user_commands.max(1),
         max_interactive: a.max_interactive,
-        cmd_timeout: Duration::from_secs(a.cmd_timeout.max(1)),
+        cmd_timeout,
+        put_helper: vec![exe.to_string_lossy().into_owned(), "--put-helper".into()],
+        network_user,
+    };
+    let monitor =
+        Monitor::new(cfg).map_err(|e| Fail::new(exit::SOFTWARE, format!("cannot start: {e}")))?;
+    let mut net = NetConfig {
+        session_timeout: Duration::from_secs_f64(timeout),
+        cmd_timeout,
         login_failures: a.login_failures,
         login_window: Duration::from_secs(a.login_window),
-        put_helper: vec![exe.to_string_lossy().into_owned(), "--put-helper".into()],
-    };
-    let service = Arc::new(
-        Service::new(cfg).map_err(|e| Fail::new(exit::SOFTWARE, format!("cannot start: {e}")))?,
-    );
-    let limits = Arc::new(http::Limits {
+        max_connections: a.max_connections.max(1),
+        max_per_source: daemon::per_source(a.max_connections, a.max_connections_per_source),
         header_timeout: Duration::from_secs(a.header_timeout.max(1)),
         body_timeout: Duration::from_secs(a.body_timeout.max(1)),
         // An upload is read within --cmd-timeout before it is answered.
-        request_timeout: Duration::from_secs(a.cmd_timeout.max(1) + 60),
-        ..Default::default()
-    });
-    let opts = daemon::Options {
-        // Sessions live in memory: never exit idle while one is open (checked below).
-        idle_exit: None,
-        max_connections: a.max_connections.max(1),
-        max_per_source: daemon::per_source(a.max_connections, a.max_connections_per_source),
-        ..Default::default()
+        request_timeout: cmd_timeout + Duration::from_secs(60),
+        idle_exit: a.idle_exit.map(Duration::from_secs),
+        syslog: a.syslog,
+        debug: a.debug,
+        status: format!(
+            "serving remo_serv 0.6.0 protocol, users {}",
+            users_db.display()
+        ),
+        listeners: Vec::new(),
     };
     let fallback = [daemon::listen::host_port(&host, port)];
     let rt = cli::runtime()?;
     rt.block_on(async move {
         let bound = daemon::listen::open(&a.listen, &fallback)
             .map_err(|e| Fail::new(exit::UNAVAILABLE, e))?;
+        let mut fds = Vec::new();
+        for b in &bound {
+            fds.push(
+                b.listener
+                    .duplicate()
+                    .map_err(|e| Fail::new(exit::OSERR, format!("{}: {e}", b.name)))?,
+            );
+            net.listeners.push(b.name.clone());
+        }
         log::info!(
             "starting version={} protocol=remo_serv-0.6.0 users={} key={}",
             env!("CARGO_PKG_VERSION"),
             users_db.display(),
             key_file.display()
         );
-        service.spawn_purger();
-        let ctl = daemon::Control::new();
-        if let Some(idle) = a.idle_exit.map(Duration::from_secs) {
-            let (svc, ctl) = (service.clone(), ctl.clone());
-            tokio::spawn(async move {
-                let mut quiet = std::time::Instant::now();
-                loop {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    if ctl.active() > 0 || svc.sessions() > 0 {
-                        quiet = std::time::Instant::now();
-                    } else if quiet.elapsed() >= idle {
-                        ctl.stop("idle");
-                        break;
-                    }
-                }
-            });
+        let r = monitor.run(fds, net).await;
+        for p in bound.iter().filter_map(|b| b.own_path.as_ref()) {
+            let _ = std::fs::remove_file(p);
         }
-        let status = format!(
-            "serving remo_serv 0.6.0 protocol, users {}",
-            users_db.display()
-        );
-        let reason = http::serve(bound, opts, ctl, &status, None, limits, move |req, info| {
-            service.clone().handle(req, info)
-        })
-        .await;
-        log::info!("stopped reason={reason}");
-        Ok(())
+        r.map_err(|e| Fail::new(exit::SOFTWARE, e))
     })
 }
 
@@ -244,6 +266,10 @@ fn main() {
     // Internal: the upload helper, run as the mapped user by remod itself.
     if argv.len() == 3 && argv[1] == "--put-helper" {
         std::process::exit(server::put_helper(Path::new(&argv[2])));
+    }
+    // Internal: the unprivileged network process, started by remod itself.
+    if argv.len() == 2 && argv[1] == "--network-process" {
+        std::process::exit(server::network_process());
     }
     let (args, conf): (Args, _) = config::parse(argv, &config::Spec::system(PROGRAM));
     if let Err(f) = run(args, conf) {

@@ -421,16 +421,14 @@ pub struct SpawnOpts {
     pub merge_stderr: bool,
 }
 
-/// A running command: standard input and output on one socketpair (`io`), standard error on
-/// `err` unless merged. Dropping it kills the command's process group and reaps it.
-pub struct Proc {
-    pub io: UnixStream,
-    pub err: Option<UnixStream>,
+/// A started command's process group: kill it, wait for it. Dropping it kills the group and
+/// reaps the command.
+pub struct Running {
     pgid: i32,
     child: Option<std::process::Child>,
 }
 
-impl Proc {
+impl Running {
     /// Process group id (= the command's pid).
     pub fn pgid(&self) -> i32 {
         self.pgid
@@ -461,7 +459,7 @@ impl Proc {
     }
 }
 
-impl Drop for Proc {
+impl Drop for Running {
     fn drop(&mut self) {
         if let Some(child) = self.child.take() {
             killpg(self.pgid);
@@ -473,10 +471,38 @@ impl Drop for Proc {
     }
 }
 
+/// A running command: standard input and output on one socketpair (`io`), standard error on
+/// `err` unless merged. Dropping it kills the command's process group and reaps it.
+pub struct Proc {
+    pub io: UnixStream,
+    pub err: Option<UnixStream>,
+    pub run: Running,
+}
+
+impl Proc {
+    /// Kills the process group now.
+    pub fn kill(&self) {
+        self.run.kill();
+    }
+
+    /// [`Running::wait`].
+    pub async fn wait(&mut self, limit: Duration) -> io::Result<i32> {
+        self.run.wait(limit).await
+    }
+}
+
+/// Our ends of a started command's socketpairs (standard input and output; standard error
+/// unless merged), and its process group.
+pub struct Started {
+    pub io: OwnedFd,
+    pub err: Option<OwnedFd>,
+    pub run: Running,
+}
+
 /// Starts `spec` (its `timeout` and `max_output` are the caller's to enforce) in its own
-/// process group with a clean environment, on AF_UNIX socketpairs. Must be called inside a
-/// tokio runtime.
-pub fn spawn(spec: &Spec, opts: &SpawnOpts) -> Result<Proc, RunError> {
+/// process group with a clean environment, on AF_UNIX socketpairs; the caller gets the
+/// descriptors as they are (blocking), to use here or to pass to another process.
+pub fn start_command(spec: &Spec, opts: &SpawnOpts) -> Result<Started, RunError> {
     let Some(prog) = spec.argv.first() else {
         return Err(RunError::Spawn(
             String::new(),
@@ -490,7 +516,7 @@ pub fn spawn(spec: &Spec, opts: &SpawnOpts) -> Result<Proc, RunError> {
         (None, io_theirs.try_clone()?)
     } else {
         let (a, b) = StdUnixStream::pair()?;
-        (Some(a), OwnedFd::from(b))
+        (Some(OwnedFd::from(a)), OwnedFd::from(b))
     };
     let mut cmd = Command::new(prog);
     cmd.args(&spec.argv[1..])
@@ -502,28 +528,33 @@ pub fn spawn(spec: &Spec, opts: &SpawnOpts) -> Result<Proc, RunError> {
         .stderr(Stdio::from(err_theirs));
     let child = start(&mut cmd, prog, spec.user.as_ref())?;
     drop(cmd);
-    let pgid = child.id() as i32;
-    let mut proc_ = Proc {
-        io: {
-            io_ours.set_nonblocking(true)?;
-            match UnixStream::from_std(io_ours) {
-                Ok(s) => s,
-                Err(e) => {
-                    killpg(pgid);
-                    let _ = wait_and_clean(child);
-                    return Err(e.into());
-                }
-            }
+    Ok(Started {
+        io: OwnedFd::from(io_ours),
+        err: err_ours,
+        run: Running {
+            pgid: child.id() as i32,
+            child: Some(child),
         },
-        err: None,
-        pgid,
-        child: Some(child),
-    };
-    if let Some(e) = err_ours {
-        e.set_nonblocking(true)?;
-        proc_.err = Some(UnixStream::from_std(e)?);
-    }
-    Ok(proc_)
+    })
+}
+
+/// Wraps a blocking socketpair end for tokio.
+pub fn async_stream(fd: OwnedFd) -> io::Result<UnixStream> {
+    let s = StdUnixStream::from(fd);
+    s.set_nonblocking(true)?;
+    UnixStream::from_std(s)
+}
+
+/// [`start_command`], with the descriptors ready for tokio. Must be called inside a tokio
+/// runtime.
+pub fn spawn(spec: &Spec, opts: &SpawnOpts) -> Result<Proc, RunError> {
+    let Started { io, err, run } = start_command(spec, opts)?;
+    // On an error here `run` is dropped: the command is killed and reaped.
+    Ok(Proc {
+        io: async_stream(io)?,
+        err: err.map(async_stream).transpose()?,
+        run,
+    })
 }
 
 #[cfg(test)]
@@ -731,7 +762,7 @@ mod tests {
                 got.extend_from_slice(&b[..n]);
             }
             assert_eq!(got, b"started\ngot hi\nerr\n");
-            let pgid = p.pgid();
+            let pgid = p.run.pgid();
             drop(p);
             std::thread::sleep(Duration::from_millis(200));
             // Nothing of the group runs any more (orphaned zombies wait for init).

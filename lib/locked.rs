@@ -215,8 +215,9 @@ pub fn prompt(text: &str, max: usize) -> io::Result<Option<Locked>> {
     let mut quiet = old.clone();
     quiet.local_modes.remove(LocalModes::ECHO);
     quiet.local_modes.insert(LocalModes::ECHONL);
-    (&tty).write_all(text.as_bytes())?;
+    // Echo off before the prompt shows: what is typed once it is up is never echoed.
     tcsetattr(&tty, OptionalActions::Flush, &quiet)?;
+    (&tty).write_all(text.as_bytes())?;
     let r = read_line(&tty, max);
     tcsetattr(&tty, OptionalActions::Flush, &old)?;
     r.map(Some)

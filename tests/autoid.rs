@@ -468,7 +468,7 @@ fn cli_errors_are_one_line_with_sysexits() {
         "a",
     ]);
     assert_eq!(o.status.code(), Some(66));
-    let port = free_port();
+    let (_held, port) = closed_port();
     let o = run(&[
         "--url",
         &format!("http://127.0.0.1:{port}"),
@@ -731,5 +731,183 @@ fn half_closed_requests_are_answered() {
         &d.addr,
         b"POST /v2/verify HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
         400,
+    );
+}
+
+/// tests/autoid/v2_client.py: v2 written from autoidd(8), "The v2 wire format", with
+/// Python's cryptography (Debian: python3-cryptography), independently of keysock's code.
+fn v2_client(args: &[&str]) -> std::process::Output {
+    let o = Command::new("python3")
+        .arg(root().join("tests/autoid/v2_client.py"))
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        !stderr(&o).contains("No module named 'cryptography'"),
+        "the v2 known answers need Python's cryptography (Debian: python3-cryptography)"
+    );
+    o
+}
+
+/// Known answers for v2 from an independent implementation of autoidd(8): Python's client
+/// gets secrets from autoidd (so the server follows the man page), and its values for fixed
+/// inputs are byte for byte those of the functions autoid builds its requests with.
+#[test]
+fn v2_known_answers_from_an_independent_implementation() {
+    use keysock::autoid::wire;
+    let s = Setup::new();
+    s.put_secret("utf", "pässwörd ✓");
+    let big: String = (0..60_000)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    s.put_secret("big", &big);
+    let d = s.start(&["--v1", "off"]);
+    for (id, want) in [
+        ("test-secret", SECRET),
+        ("utf", "pässwörd ✓"),
+        ("big", &big),
+    ] {
+        let o = v2_client(&[
+            "fetch",
+            &d.addr,
+            path_str(&s.entropy()),
+            path_str(&s.public_pem()),
+            id,
+        ]);
+        assert!(o.status.success(), "{id}: {} {}", stdout(&o), stderr(&o));
+        assert_eq!(stdout(&o), want, "{id}");
+    }
+    let o = v2_client(&[
+        "fetch",
+        &d.addr,
+        path_str(&s.entropy()),
+        path_str(&s.public_pem()),
+        "nope",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).starts_with("verify: 404"), "{}", stdout(&o));
+
+    // The fixed inputs of v2_client.py's vectors().
+    let o = v2_client(&["vectors"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let hex = |k: &str| wire::unhex(v[k].as_str().unwrap()).unwrap().to_vec();
+    let file: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 256) as u8).collect();
+    let nonce: Vec<u8> = (0..32u8).collect();
+    let ranges = wire::parse_ranges("0-10|100-2000|4000-4096").unwrap();
+    let proof = wire::v2_proof(&file, &nonce, "aws-deploy", &ranges).unwrap();
+    assert_eq!(proof.to_vec(), hex("proof"), "proof");
+    let keys = wire::v2_keys(&nonce, &[0x11; 32], &[0x22; 32]).unwrap();
+    assert_eq!(keys.request.to_vec(), hex("k_req"), "request key");
+    assert_eq!(keys.response.to_vec(), hex("k_resp"), "answer key");
+    let inner = wire::gcm_open(
+        &keys.request,
+        &wire::request_aad(&nonce, &[0x55; 32], &[0x66; 32]),
+        &hex("request_box"),
+    )
+    .expect("Python's request box opens");
+    let p: serde_json::Value = serde_json::from_slice(&inner).unwrap();
+    assert_eq!(p["secret_id"], "aws-deploy");
+    assert_eq!(p["proof"], keysock::secret::hex(&proof));
+    let answer = hex("answer_box");
+    assert_eq!(
+        &wire::gcm_open(&keys.response, &wire::response_aad(&nonce), &answer).unwrap()[..],
+        "s3crét".as_bytes()
+    );
+    // The associated data counts: under another nonce the answer does not open.
+    assert!(wire::gcm_open(&keys.response, &wire::response_aad(&[0; 32]), &answer).is_err());
+}
+
+/// SIGTERM (keysock(7)): autoidd stops accepting, answers the request in progress, exits 0.
+#[test]
+fn sigterm_lets_the_request_in_progress_finish() {
+    let s = Setup::new();
+    let mut d = s.start(&[]);
+    let r = sigterm_midway(
+        &d.addr,
+        d.child.id(),
+        b"POST /v2/challenge HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{",
+        b"}",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.text().contains("\"nonce\""), "{r:?}");
+    let st = d
+        .wait(std::time::Duration::from_secs(15))
+        .expect("no exit after SIGTERM");
+    assert_eq!(st.code(), Some(0), "{}", d.log_text());
+    assert!(
+        d.log_text().contains("stopped reason=SIGTERM"),
+        "{}",
+        d.log_text()
+    );
+}
+
+/// autoidd(8): --max-connections (503 beyond it), --header-timeout (an idle connection is
+/// closed), --idle-exit (exit 0 once nothing is open), and secrets of at most 64 KiB.
+#[test]
+fn connection_cap_header_timeout_idle_exit_and_the_secret_size_limit() {
+    use std::io::Read;
+    let s = Setup::new();
+    let max: String = (0..65536)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    s.put_secret("max", &max);
+    s.put_secret("over", &(max.clone() + "x"));
+    let mut d = s.start(&[
+        "--max-connections",
+        "2",
+        "--max-connections-per-source",
+        "2",
+        "--header-timeout",
+        "1",
+        "--idle-exit",
+        "2",
+    ]);
+    // The start-up probe's connection closes first (see tests/skd.rs, the cap test).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    let mut idle: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(&d.addr).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let r = post_json(&d.addr, "/v2/challenge", b"{}");
+    assert_eq!(r.status, 503, "{r:?}");
+    // The idle connections are closed after the header timeout (1 s), not before.
+    for c in &mut idle {
+        c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut b = [0u8; 16];
+        assert!(matches!(c.read(&mut b), Ok(0) | Err(_)), "still open");
+    }
+    let closed = t.elapsed();
+    assert!(
+        closed >= std::time::Duration::from_millis(900)
+            && closed < std::time::Duration::from_secs(4),
+        "idle connections closed after {closed:?}"
+    );
+    assert_eq!(post_json(&d.addr, "/v2/challenge", b"{}").status, 200);
+    // 64 KiB is served, one byte more is refused, and said so in the log.
+    let o = fetch(&d, "", &s.entropy(), &s.public(), &[], "max");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim_end_matches('\n'), max);
+    let o = fetch(&d, "", &s.entropy(), &s.public(), &[], "over");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty());
+    // --idle-exit 2: nothing open now, so autoidd exits on its own, 0.
+    let idle_from = std::time::Instant::now();
+    let st = d
+        .wait(std::time::Duration::from_secs(10))
+        .expect("no idle exit");
+    assert_eq!(st.code(), Some(0), "{}", d.log_text());
+    assert!(
+        idle_from.elapsed() > std::time::Duration::from_millis(1000),
+        "exited after {:?}",
+        idle_from.elapsed()
+    );
+    let log = d.log_text();
+    assert!(log.contains("stopped reason=idle"), "{log}");
+    assert!(
+        log.contains("status=500 reason=\"secret \"over\": secret longer than 65536 bytes\""),
+        "{log}"
     );
 }

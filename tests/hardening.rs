@@ -199,15 +199,22 @@ fn listen_on_a_path_makes_a_0660_socket_and_leaves_a_live_one_alone() {
     assert!(get_unix(&sock).starts_with("HTTP/1.1 200"));
 
     // A second skd on the same path must not take the socket away from the first.
+    let err = dir.path().join("second.err");
     let second = Command::new(skd())
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--listen", &sock_s])
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(&err).unwrap())
         .spawn()
         .unwrap();
     let st = exit_of(second).expect("a second skd started on a live socket");
-    assert!(!st.success());
+    assert_eq!(st.code(), Some(69));
+    let err = std::fs::read_to_string(&err).unwrap();
+    assert!(
+        err.contains(&format!(
+            "cannot listen on {sock_s}: another process is listening on it"
+        )),
+        "{err}"
+    );
     let m2 = std::fs::symlink_metadata(&sock).unwrap();
     assert_eq!((m2.dev(), m2.ino()), (m.dev(), m.ino()), "socket replaced");
     assert!(get_unix(&sock).starts_with("HTTP/1.1 200"));
@@ -225,6 +232,10 @@ fn listen_on_a_path_makes_a_0660_socket_and_leaves_a_live_one_alone() {
         .args(["--listen", path_str(&file)])
         .output()
         .unwrap();
-    assert!(!o.status.success());
+    assert_eq!(o.status.code(), Some(69));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("exists and is not a socket"),
+        "{o:?}"
+    );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
 }

@@ -675,8 +675,9 @@ fn iscep_client_exit_codes_and_output() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
+    let (_held, closed) = closed_port();
     let o = Command::new(iscep())
-        .args(["--port", &free_port().to_string(), "echo"])
+        .args(["--port", &closed.to_string(), "echo"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(69));
@@ -989,4 +990,120 @@ fn tokenctl_iscep_file_handling() {
     assert_eq!((rc, list.as_str()), (0, "user"));
     std::fs::write(&f, "not json").unwrap();
     assert_eq!(tokenctl_out(&["iscep", "list", "--tokens", t]).0, 65);
+}
+
+/// Where iscep(1) takes its token from (--token, then --token-file, then ISCEP_TOKEN), and
+/// its exits when no answer comes: 65/66 for the token file, 74 for a connection that breaks
+/// or an answer that does not decode, 78 for TLS that cannot be set up.
+#[test]
+fn iscep_token_sources_and_exits_without_an_answer() {
+    let s = setup();
+    let d = s.start(&[]);
+    let p = port(&d).to_string();
+    let run = |port: &str, args: &[&str], env: Option<&str>| {
+        let mut c = Command::new(iscep());
+        c.args(["--port", port, "--timeout", "5"]).args(args);
+        match env {
+            Some(t) => c.env("ISCEP_TOKEN", t),
+            None => c.env_remove("ISCEP_TOKEN"),
+        };
+        let o = c.output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let echoed = (Some(0), r#"{"echo":"hi"}"#.to_string());
+    let answer = |port: &str, args: &[&str], env: Option<&str>| {
+        let (code, out, _) = run(port, &[args, &["echo", "hi"]].concat(), env);
+        (code, out)
+    };
+    assert_eq!(answer(&p, &["--token", &s.alice], None), echoed);
+    assert_eq!(answer(&p, &[], Some(&s.alice)), echoed);
+    assert_eq!(answer(&p, &[], Some("not-a-token")).0, Some(2));
+    assert_eq!(answer(&p, &[], Some("")).0, Some(2));
+    // --token and --token-file come before the environment.
+    assert_eq!(
+        answer(&p, &["--token", &s.alice], Some("not-a-token")),
+        echoed
+    );
+    let tf = s.dir.path().join("alice.token");
+    std::fs::write(&tf, format!("{}\nsecond line\n", s.alice)).unwrap();
+    assert_eq!(
+        answer(&p, &["--token-file", path_str(&tf)], Some("not-a-token")),
+        echoed
+    );
+    // The token file: empty (65), unreadable (66).
+    let empty = s.dir.path().join("empty.token");
+    std::fs::write(&empty, "\n").unwrap();
+    let (code, _, err) = run(&p, &["--token-file", path_str(&empty), "echo"], None);
+    assert_eq!(code, Some(65), "{err}");
+    assert!(err.contains("no token in the file"), "{err}");
+    let (code, _, err) = run(&p, &["--token-file", "/nonexistent/t", "echo"], None);
+    assert_eq!(code, Some(66), "{err}");
+    // 78: TLS asked of a plain server, or a CA file that is not there (no fall-back to TCP).
+    let (cert, _) = make_cert(s.dir.path());
+    let (code, _, err) = run(&p, &["--tls-ca", path_str(&cert), "echo"], Some(&s.alice));
+    assert_eq!(code, Some(78), "{err}");
+    let (code, out, err) = run(
+        &p,
+        &["--tls-ca", "/nonexistent/ca.pem", "echo"],
+        Some(&s.alice),
+    );
+    assert_eq!((code, out.as_str()), (Some(78), ""), "{err}");
+    // 74: a server that closes without answering, and one whose answer is not a frame.
+    for reply in [&b""[..], b"HTTP/1.1 400 Bad Request\r\n\r\n"] {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fake = l.local_addr().unwrap().port().to_string();
+        let h = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut b = [0u8; 64];
+            let _ = c.read(&mut b);
+            c.write_all(reply).unwrap();
+        });
+        let (code, out, err) = run(&fake, &["echo"], Some(&s.alice));
+        h.join().unwrap();
+        assert_eq!((code, out.as_str()), (Some(74), ""), "{reply:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+/// SIGTERM (iscepd(8)): iscepd stops accepting, lets the command in progress finish and
+/// answer, and exits 0.
+#[test]
+fn sigterm_lets_the_command_in_progress_finish() {
+    let s = setup();
+    let mut cfg = std::fs::read_to_string(&s.cfg).unwrap();
+    cfg.push_str(
+        "\n[commands.slow]\nexec = [\"/bin/sh\", \"-c\", \"sleep 1; echo '{\\\"slept\\\": 1}'\"]\n",
+    );
+    std::fs::write(&s.cfg, cfg).unwrap();
+    let mut d = s.start(&[]);
+    let mut c = client(&d, Some(&s.alice));
+    assert_eq!(c.echo("up").unwrap().ty, Type::Echo);
+    let inflight = std::thread::spawn(move || c.command("slow", None));
+    std::thread::sleep(Duration::from_millis(300));
+    Command::new("kill")
+        .arg(d.child.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(&d.addr).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let p = inflight.join().unwrap().unwrap();
+    assert_eq!(p.ty, Type::CmdResponse, "{p:?}");
+    assert_eq!(p.body.response, Some(json!({"slept": 1})));
+    let st = d
+        .wait(Duration::from_secs(15))
+        .expect("no exit after SIGTERM");
+    assert_eq!(st.code(), Some(0), "{}", d.log_text());
+    assert!(
+        d.log_text().contains("stopped reason=SIGTERM"),
+        "{}",
+        d.log_text()
+    );
 }

@@ -1234,3 +1234,86 @@ fn commands_get_the_users_supplementary_groups() {
         "id -Gn printed {groups:?}: {o:?}"
     );
 }
+
+/// The pid of remod `monitor`'s network process (`remod --network-process`).
+fn network_pid(monitor: u32) -> Option<u32> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, a)| a.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if ppid == Some(monitor) && cmd.ends_with(b"--network-process\0") {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// Privilege separation: the network process runs as a user of its own, without
+/// capabilities, with no_new_privs and non-dumpable; its user cannot read the server key or
+/// /etc/shadow; killed, it is started again by the monitor, which serves on.
+#[test]
+fn the_network_process_is_unprivileged_and_started_again() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (the monitor switches the network process's user)"
+    );
+    let s = setup(&["--privsep-user", "64123:64123"]);
+    let o = s.remo("alice", &["exec", "true"], b"");
+    assert!(o.status.success(), "{o:?}");
+    let monitor = s.d.child.id();
+    let net = network_pid(monitor).expect("a network process");
+    let status = std::fs::read_to_string(format!("/proc/{net}/status")).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("Uid:"), ["64123"; 4], "{status}");
+    assert_eq!(field("Gid:"), ["64123"; 4], "{status}");
+    assert_eq!(field("Groups:"), Vec::<&str>::new(), "{status}");
+    for cap in ["CapEff:", "CapPrm:", "CapInh:", "CapAmb:"] {
+        assert_eq!(field(cap), ["0000000000000000"], "{cap} {status}");
+    }
+    assert_eq!(field("NoNewPrivs:"), ["1"], "{status}");
+    // Non-dumpable: its /proc files belong to root, not to its own user.
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(format!("/proc/{net}/environ")).unwrap();
+    assert_eq!(m.uid(), 0, "/proc/{net}/environ belongs to uid {}", m.uid());
+    let key = s.path("remo_serv_key.pem");
+    for f in [key.to_str().unwrap(), "/etc/shadow", "/etc/hostname"] {
+        let o = Command::new("setpriv")
+            .args(["--reuid=64123", "--regid=64123", "--clear-groups", "--"])
+            .args(["head", "-c1", f])
+            .output()
+            .unwrap();
+        let readable = o.status.success();
+        assert_eq!(readable, f == "/etc/hostname", "{f}: {o:?}");
+    }
+    // Killed: the monitor starts another and the next client is served.
+    assert!(Command::new("kill")
+        .args(["-KILL", &net.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let again = loop {
+        if let Some(p) = network_pid(monitor).filter(|p| *p != net) {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "no new network process");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(Path::new(&format!("/proc/{monitor}")).exists());
+    let o = s.remo("alice", &["exec", "echo", "again"], b"");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "again\n", "{o:?}");
+    assert_eq!(network_pid(monitor), Some(again));
+    assert!(s.d.log_text().contains("network-process-died status=-9"));
+}

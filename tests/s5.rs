@@ -166,33 +166,34 @@ fn client_file_is_private_atomic_and_removed_unless_kept() {
     std::fs::write(&victim, "untouched").unwrap();
     let cf = dir.path().join("cf.json");
     std::os::unix::fs::symlink(&victim, &cf).unwrap();
-    let port = free_port().to_string();
-    let mut child = Command::new("setsid")
-        .arg(s5d())
-        .args([
-            "--foreground",
-            "--bind-address",
-            "127.0.0.1",
-            "--port-min",
-            &port,
-        ])
-        .args(["--port-max", &port, "--logfile", "stdout", "--client-file"])
-        .arg(&cf)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"pw\n").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::symlink_metadata(&cf)
-        .unwrap()
-        .file_type()
-        .is_symlink()
-    {
-        assert!(Instant::now() < deadline, "client file not written");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut child, port) = with_free_port(|port| {
+        let p = port.to_string();
+        let mut child = Command::new("setsid")
+            .arg(s5d())
+            .args(["--foreground", "--bind-address", "127.0.0.1"])
+            .args(["--port-min", &p, "--port-max", &p])
+            .args(["--logfile", "stdout", "--client-file"])
+            .arg(&cf)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"pw\n").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::symlink_metadata(&cf)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+        {
+            if child.try_wait().unwrap().is_some() {
+                return None; // the port was taken meanwhile
+            }
+            assert!(Instant::now() < deadline, "client file not written");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some((child, p))
+    });
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
     let m = std::fs::metadata(&cf).unwrap();
     assert_eq!(m.permissions().mode() & 0o777, 0o600);
@@ -425,34 +426,46 @@ fn secret_from_a_systemd_credential() {
 fn secret_from_the_terminal_with_echo_off() {
     let dir = tempfile::tempdir().unwrap();
     let cf = dir.path().join("cf.json");
-    let port = free_port();
-    let cmdline = format!(
-        "{} --foreground --bind-address 127.0.0.1 --port-min {port} --port-max {port} --client-file {} --logfile stdout",
-        s5d(),
-        cf.display()
-    );
-    let mut child = Command::new("script")
-        .args(["-q", "-e", "-c", &cmdline, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("script(1), from util-linux");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
+    let (mut child, shown, stdin) = with_free_port(|port| {
+        let cmdline = format!(
+            "{} --foreground --bind-address 127.0.0.1 --port-min {port} --port-max {port} --client-file {} --logfile stdout",
+            s5d(),
+            cf.display()
+        );
+        let mut child = Command::new("script")
+            .args(["-q", "-e", "-c", &cmdline, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("script(1), from util-linux");
+        let mut stdin = child.stdin.take().unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let shown = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = shown.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 1024];
+            while let Ok(n @ 1..) = out.read(&mut chunk) {
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        let text = || String::from_utf8_lossy(&shown.lock().unwrap()).into_owned();
+        // Type once the prompt is up: s5d turns echo off before it prompts.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !text().contains("Enter secret: ") {
+            assert!(Instant::now() < deadline, "no prompt: {:?}", text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stdin.write_all(b"typed-secret\n").unwrap();
+        while !cf.exists() {
+            if child.try_wait().unwrap().is_some() {
+                return None; // the port was taken meanwhile
+            }
+            assert!(Instant::now() < deadline, "s5d did not start: {:?}", text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some((child, shown, stdin))
     });
-    // Wait for the prompt to be up (echo off) before typing.
-    std::thread::sleep(Duration::from_millis(700));
-    stdin.write_all(b"typed-secret\n").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cf.exists() {
-        assert!(Instant::now() < deadline, "s5d did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let o = Command::new(s5client())
         .arg("--client-file")
         .arg(&cf)
@@ -461,8 +474,8 @@ fn secret_from_the_terminal_with_echo_off() {
         .unwrap();
     assert_got(&o, b"typed-secret");
     drop(stdin);
-    let shown = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
     let _ = child.wait();
+    let shown = String::from_utf8_lossy(&shown.lock().unwrap()).into_owned();
     assert!(shown.contains("Enter secret: "), "{shown:?}");
     assert!(!shown.contains("typed-secret"), "echoed: {shown:?}");
     assert!(shown.contains("Secret's sha256: "), "{shown:?}");
@@ -565,48 +578,56 @@ fn activated_put(tcp_from_systemd: bool) {
     let dir = tempfile::tempdir().unwrap();
     let ctl = dir.path().join("s5d.sock");
     let cf = dir.path().join("cf.json");
-    let port = free_port();
     let stderr = dir.path().join("stderr");
-    let mut act = Command::new("systemd-socket-activate");
-    if tcp_from_systemd {
-        act.arg("-l").arg(format!("127.0.0.1:{port}"));
-    }
-    act.arg("-l").arg(&ctl).arg(s5d());
-    if !tcp_from_systemd {
-        let p = port.to_string();
-        act.args([
-            "--bind-address",
-            "127.0.0.1",
-            "--port-min",
-            &p,
-            "--port-max",
-            &p,
-        ]);
-    }
-    let mut act = act
-        .args(["--success-max", "1", "--client-file"])
-        .arg(&cf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ctl.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "systemd-socket-activate did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // The first connection (the put) starts s5d.
     let mine = dir.path().join("mine.json");
-    let o = put(
-        &ctl,
-        b"activated",
-        &["--client-file", mine.to_str().unwrap()],
-    );
-    assert!(o.status.success(), "{o:?}");
+    let (mut act, port) = with_free_port(|port| {
+        let mut act = Command::new("systemd-socket-activate");
+        if tcp_from_systemd {
+            act.arg("-l").arg(format!("127.0.0.1:{port}"));
+        }
+        act.arg("-l").arg(&ctl).arg(s5d());
+        if !tcp_from_systemd {
+            let p = port.to_string();
+            act.args(["--bind-address", "127.0.0.1"])
+                .args(["--port-min", &p, "--port-max", &p]);
+        }
+        let _ = std::fs::remove_file(&ctl);
+        let mut act = act
+            .args(["--success-max", "1", "--client-file"])
+            .arg(&cf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ctl.exists() {
+            if act.try_wait().unwrap().is_some() {
+                return None; // the port was taken meanwhile
+            }
+            assert!(
+                Instant::now() < deadline,
+                "systemd-socket-activate did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The first connection (the put) starts s5d.
+        let o = put(
+            &ctl,
+            b"activated",
+            &["--client-file", mine.to_str().unwrap()],
+        );
+        if !o.status.success() {
+            let log = std::fs::read_to_string(&stderr).unwrap();
+            if log.contains("could not find a free port") {
+                let _ = act.kill();
+                let _ = act.wait();
+                return None; // s5d found its port taken
+            }
+            panic!("{o:?} {log}");
+        }
+        Some((act, port))
+    });
     assert!(
         !mine.exists(),
         "s5d wrote the client file itself, so put writes none"
@@ -640,17 +661,16 @@ fn background_mode_reports_startup_errors_and_serves() {
     let dir = tempfile::tempdir().unwrap();
     let cf = dir.path().join("cf.json");
     let log = dir.path().join("s5.log");
-    let port = free_port().to_string();
-    let run = |args: &[&str], cf: &Path| {
+    let run = |port: &str, args: &[&str], cf: &Path| {
         let mut c = Command::new("setsid")
             .arg(s5d())
             .args([
                 "--bind-address",
                 "127.0.0.1",
                 "--port-min",
-                &port,
+                port,
                 "--port-max",
-                &port,
+                port,
             ])
             .arg("--client-file")
             .arg(cf)
@@ -671,7 +691,12 @@ fn background_mode_reports_startup_errors_and_serves() {
         );
         o
     };
-    let o = run(&[], &cf);
+    let (port, o) = with_free_port(|port| {
+        let port = port.to_string();
+        let o = run(&port, &[], &cf);
+        // 69: the port was taken meanwhile.
+        (o.status.code() != Some(69)).then_some((port, o))
+    });
     assert!(o.status.success(), "{o:?}");
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -689,7 +714,7 @@ fn background_mode_reports_startup_errors_and_serves() {
         .unwrap();
     assert_ne!(pid as u32, 0);
     // The port is taken by the child now: a second s5d fails, and says so (exit 69).
-    let o = run(&[], &dir.path().join("other.json"));
+    let o = run(&port, &[], &dir.path().join("other.json"));
     assert_eq!(o.status.code(), Some(69), "{o:?}");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -712,7 +737,7 @@ fn background_mode_reports_startup_errors_and_serves() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("\"POST / HTTP/1.1\" 200 76"), "{text}");
     // An unwritable client file is reported by the parent too.
-    let o = run(&[], Path::new("/nonexistent/dir/cf.json"));
+    let o = run(&port, &[], Path::new("/nonexistent/dir/cf.json"));
     assert_eq!(o.status.code(), Some(73), "{o:?}");
 }
 
@@ -769,7 +794,8 @@ fn s5client_errors_are_one_line_with_sysexits() {
         "{err}"
     );
     // A refused connection: FAILED on stdout, exit 1, and the reason on stderr.
-    let port = free_port().to_string();
+    let (_held, port) = closed_port();
+    let port = port.to_string();
     let o = Command::new(s5client())
         .args(["--no-client-file", "--host", "127.0.0.1", "--port", &port])
         .args(["--token", &keysock::s5::wire::b64encode(&[1u8; 96])])
@@ -799,4 +825,206 @@ fn half_closed_wrong_identifiers_are_answered_and_counted() {
         err.contains("failure-max reached (100 failed requests)"),
         "{err}"
     );
+}
+
+/// tests/s5/v2_kat.py: the v2 answer computed from s5d(1) with Python's cryptography
+/// (Debian: python3-cryptography), independently of keysock's code.
+fn v2_kat(args: &[&str], stdin: &[u8]) -> std::process::Output {
+    let mut c = Command::new("python3")
+        .arg(root().join("tests/s5/v2_kat.py"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    c.stdin.take().unwrap().write_all(stdin).unwrap();
+    let o = c.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !err.contains("No module named 'cryptography'"),
+        "the s5 v2 known answers need Python's cryptography (Debian: python3-cryptography)"
+    );
+    o
+}
+
+/// One connection on a free loopback port answered with `body` as a v2 answer; the thread
+/// returns the request head it got.
+fn serve_one_v2(body: String) -> (u16, std::thread::JoinHandle<String>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut req = Vec::new();
+        let mut b = [0u8; 1];
+        while !req.ends_with(b"\r\n\r\n") && c.read(&mut b).unwrap() == 1 {
+            req.push(b[0]);
+        }
+        let mut id = [0u8; 48];
+        c.read_exact(&mut id).unwrap();
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/x-s5-v2\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        c.write_all(answer.as_bytes()).unwrap();
+        String::from_utf8(req).unwrap()
+    });
+    (port, h)
+}
+
+/// Known answers for v2 from an independent implementation of s5d(1), THE V2 ANSWER: each
+/// answer s5d serves is byte for byte the man page's for its iv, and s5client opens an
+/// answer made by Python and refuses it with one byte changed.
+#[test]
+fn v2_known_answers_from_an_independent_implementation() {
+    let secrets: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b"short".to_vec(),
+        "ключ🔑".as_bytes().to_vec(),
+        (0..1000).map(|i| b'!' + (i * 7 % 90) as u8).collect(),
+    ];
+    for secret in &secrets {
+        let srv = start_s5d(secret, &["--success-max", "0"]);
+        let token = srv.token();
+        let (status, head, body) = post(
+            &srv.addr(),
+            &b64d(&token)[..48],
+            "Accept: application/x-s5-v2\r\n",
+        );
+        assert_eq!(status, 200, "{head}");
+        let o = v2_kat(&["check", &token, &keysock::secret::hex(secret)], &body);
+        assert!(
+            o.status.success(),
+            "secret of {} bytes: {}{}",
+            secret.len(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // The other way: an answer sealed by Python for a fixed token and iv.
+    let token_raw: Vec<u8> = (0..96u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+    let token = keysock::s5::wire::b64encode(&token_raw);
+    let iv = "000102030405060708090a0b0c0d0e0f";
+    for secret in &secrets {
+        let o = v2_kat(&["seal", &token, iv, &keysock::secret::hex(secret)], b"");
+        assert!(o.status.success(), "{o:?}");
+        let body = String::from_utf8(o.stdout).unwrap();
+        for tamper in [false, true] {
+            let mut sent = body.clone().into_bytes();
+            if tamper {
+                // One base64 character of the ciphertext (or of the tag) changed.
+                let i = 24.min(sent.len() - 4);
+                sent[i] = if sent[i] == b'A' { b'B' } else { b'A' };
+            }
+            let (port, h) = serve_one_v2(String::from_utf8(sent).unwrap());
+            let o = Command::new(s5client())
+                .args(["--no-client-file", "--host", "127.0.0.1"])
+                .args(["--port", &port.to_string(), "--token", &token])
+                .args(["--timeout", "10"])
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let head = h.join().unwrap();
+            assert!(
+                head.to_lowercase().contains("accept: application/x-s5-v2"),
+                "{head}"
+            );
+            if tamper {
+                assert_failed(&o);
+                assert!(
+                    String::from_utf8_lossy(&o.stderr).contains("authentication"),
+                    "{o:?}"
+                );
+            } else {
+                assert_got(&o, secret);
+            }
+        }
+    }
+}
+
+/// SIGTERM (keysock(7)): s5d stops accepting, answers the request in progress (a success,
+/// counted), exits 0 and removes its client file.
+#[test]
+fn sigterm_lets_the_request_in_progress_finish() {
+    let mut srv = start_s5d(b"drained", &["--success-max", "5"]);
+    let token = b64d(&srv.token());
+    let mut first =
+        b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 48\r\n\r\n".to_vec();
+    first.extend_from_slice(&token[..20]);
+    let r = common::sigterm_midway(&srv.addr(), srv.child.id(), &first, &token[20..48]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let ct = b64d(std::str::from_utf8(&r.body).unwrap());
+    assert_eq!(
+        *keysock::s5::wire::open_v1(&ct, &token[48..]).unwrap(),
+        b"drained"
+    );
+    let st = srv
+        .wait(Duration::from_secs(15))
+        .expect("no exit after SIGTERM");
+    assert_eq!(st.code(), Some(0), "{}", srv.stderr());
+    assert!(!srv.client_file.exists(), "client file left behind");
+    assert!(srv.stderr().contains("SIGTERM"), "{}", srv.stderr());
+}
+
+/// s5d(1): with --no-client-file (and no socket activation) the token is printed as
+/// `Token: BASE64` on standard output, as the original, after the lines the original prints;
+/// --max-connections answers 503 beyond the cap.
+#[test]
+fn token_line_without_a_client_file_and_the_connection_cap() {
+    let srv = start_s5d(
+        b"printed",
+        &[
+            "--no-client-file",
+            "--success-max",
+            "0",
+            "--max-connections",
+            "1",
+            "--max-connections-per-source",
+            "1",
+        ],
+    );
+    assert!(!srv.client_file.exists());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !srv.stdout().contains("Token: ") {
+        assert!(
+            Instant::now() < deadline,
+            "no Token: line: {}",
+            srv.stdout()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = srv.stdout();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.len() >= 3, "{out:?}");
+    let sha = keysock::secret::sha256_hex(b"printed");
+    assert_eq!(lines[0], format!("Secret's sha256: {}...", &sha[..6]));
+    assert_eq!(
+        lines[1],
+        format!(
+            "Process {} listening on {} on port {}.",
+            srv.child.id(),
+            keysock::s5::hostname(),
+            srv.port
+        )
+    );
+    let token = lines[2].strip_prefix("Token: ").expect("Token: line third");
+    assert_eq!(token.len(), 128);
+    assert_eq!(b64d(token).len(), 96);
+    assert!(!srv.stderr().contains(token), "token in the log");
+    let o = Command::new(s5client())
+        .args(["--no-client-file", "--host", "127.0.0.1"])
+        .args(["--port", &srv.port.to_string(), "--token", token])
+        .output()
+        .unwrap();
+    assert_got(&o, b"printed");
+    // One connection open (after the start-up probe's has closed): the next gets 503.
+    std::thread::sleep(Duration::from_millis(300));
+    let held = TcpStream::connect(srv.addr()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let (status, head, _) = post(&srv.addr(), &b64d(token)[..48], "");
+    assert_eq!(status, 503, "{head}");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(post(&srv.addr(), &b64d(token)[..48], "").0, 200);
 }

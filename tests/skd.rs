@@ -307,17 +307,12 @@ fn form_logins_keep_passwords_out_of_urls() {
 fn stored_token_only_on_unix_sockets_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("skd.sock");
-    let tcp = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(skd())
-        .args(["--listen", &tcp, "--listen", path_str(&sock)])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(100));
+    let mut d = Daemon::on_free_port(|addr| {
+        let mut c = Command::new(skd());
+        c.args(["--listen", addr, "--listen", path_str(&sock)]);
+        c
+    });
+    let tcp = d.addr.clone();
     let r = get(&tcp, "/stored_token?realm=r&user=bob&token=T1");
     assert_eq!(
         (r.status, r.text().as_str()),
@@ -336,11 +331,7 @@ fn stored_token_only_on_unix_sockets_unless_allowed() {
         get(&tcp, "/valid?realm=r&token=T1").text(),
         "YES\nbob\nstored\n\n"
     );
-    Command::new("kill")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(d.signal_and_wait("TERM").success());
     assert!(!sock.exists(), "socket file removed on exit");
 }
 
@@ -644,12 +635,13 @@ fn socket_activation_notifies_and_idle_exit_stops() {
         .unwrap();
     // WATCHDOG_PID must be skd's own pid: the shell execs systemd-socket-activate, which
     // execs skd, all in one process.
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(r#"exec systemd-socket-activate -l "$1" -E NOTIFY_SOCKET="$2" -E WATCHDOG_USEC=200000 -E WATCHDOG_PID=$$ "$3" --idle-exit 1"#)
-        .args(["sh", &addr, path_str(&nsock), skd()]);
-    let mut d = Daemon::spawn(cmd, addr);
+    let mut d = Daemon::on_free_port(|addr| {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(r#"exec systemd-socket-activate -l "$1" -E NOTIFY_SOCKET="$2" -E WATCHDOG_USEC=200000 -E WATCHDOG_PID=$$ "$3" --idle-exit 1"#)
+            .args(["sh", addr, path_str(&nsock), skd()]);
+        cmd
+    });
     assert_eq!(d.get("/version").text(), "1.5\n");
     // Everything skd tells the service manager, up to STOPPING=1.
     let mut msgs = Vec::new();
@@ -783,18 +775,27 @@ fn command_line_errors_are_clear() {
     assert!(out.contains("cannot listen"), "{out}");
     // IPv6 literals with or without brackets.
     for l in ["::1", "[::1]"] {
-        let p = free_port().to_string();
-        let mut c = Command::new(skd())
-            .args(["-l", l, "-p", &p])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect(format!("[::1]:{p}")).is_err() {
-            assert!(Instant::now() < deadline, "skd -l {l} did not listen");
-            assert!(c.try_wait().unwrap().is_none(), "skd -l {l} exited");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let err = dir.path().join("v6.err");
+        let c = with_free_port(|p| {
+            let p = p.to_string();
+            let mut c = Command::new(skd())
+                .args(["-l", l, "-p", &p])
+                .stderr(std::fs::File::create(&err).unwrap())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let want = format!("listening [::1]:{p}");
+            while !std::fs::read_to_string(&err).unwrap().contains(&want) {
+                assert!(Instant::now() < deadline, "skd -l {l} did not listen");
+                if c.try_wait().unwrap().is_some() {
+                    return None; // the port was taken on ::1
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Some((c, p))
+        });
+        assert!(TcpStream::connect(format!("[::1]:{}", c.1)).is_ok());
+        let mut c = c.0;
         c.kill().unwrap();
         c.wait().unwrap();
     }
@@ -1123,4 +1124,349 @@ fn foreign_writes_to_the_store_are_seen_within_a_second() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The group endpoints of skd(8): create (names global, `ERROR: group exists` without a
+/// newline), mod_group by admins only (lists with empty items, self-removal skipped),
+/// group_hash for members and admins of the realm only, with the documented formula.
+#[test]
+fn groups_are_created_modified_and_hashed_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let d = Daemon::direct(skd(), &["-d", path_str(&store), "--allow-stored-token"]);
+    let token = |realm: &str, user: &str| {
+        let t = format!("{user}-{realm}-tok");
+        let r = d.get(&format!(
+            "/stored_token?realm={realm}&user={user}&token={t}"
+        ));
+        assert_eq!(r.status, 200, "{r:?}");
+        t
+    };
+    let (adm, mem, other) = (token("r", "adm"), token("r", "mem"), token("r", "other"));
+    let adm2 = token("r2", "adm");
+    let bare403 = |path: String| {
+        let r = d.get(&path);
+        assert_eq!((r.status, r.text().as_str()), (403, ""), "{path}");
+    };
+    let ok = |path: String, want: &str| {
+        let r = d.get(&path);
+        assert_eq!((r.status, r.text().as_str()), (200, want), "{path}");
+    };
+    ok(format!("/create_group?realm=r&token={adm}&group=g"), "OK\n");
+    // Names are global: taken in every realm, for every user, without a final newline.
+    for (realm, t) in [("r", &adm), ("r", &other), ("r2", &adm2)] {
+        let r = d.get(&format!("/create_group?realm={realm}&token={t}&group=g"));
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (403, "ERROR: group exists"),
+            "{realm} {t}"
+        );
+    }
+    bare403(format!("/create_group?realm=r&token={adm}"));
+    bare403("/create_group?realm=r&token=nosuchtoken&group=h".into());
+    // Only members and admins of the realm get the hash; only admins change the group.
+    let hash = |t: &str, realm: &str, salt: &str| {
+        let r = d.get(&format!(
+            "/group_hash?realm={realm}&token={t}&group=g{salt}"
+        ));
+        (r.status, r.text())
+    };
+    let (st, h_adm) = hash(&adm, "r", "&salt=pepper");
+    assert_eq!(st, 200);
+    assert_eq!(hash(&mem, "r", "&salt=pepper"), (403, String::new()));
+    assert_eq!(hash(&adm2, "r2", "&salt=pepper"), (403, String::new()));
+    bare403(format!(
+        "/mod_group?realm=r&token={mem}&group=g&add_members=mem"
+    ));
+    bare403(format!(
+        "/mod_group?realm=r2&token={adm2}&group=g&add_members=mem"
+    ));
+    ok(
+        format!("/mod_group?realm=r&token={adm}&group=g&add_members=mem,,x"),
+        "OK\n",
+    );
+    assert_eq!(hash(&mem, "r", "&salt=pepper"), (200, h_adm.clone()));
+    assert_eq!(hash(&other, "r", "&salt=pepper"), (403, String::new()));
+    // The formula: SHA-256 of "salt\ngroup-key", the key read from the store; no salt and
+    // an empty salt are the same.
+    let q = format!(
+        "SELECT v FROM kv WHERE k = 'grk:{}'",
+        keysock::secret::sha1_hex(b"g")
+    );
+    let out = Command::new("sqlite3")
+        .arg(store.join("skd.sqlite"))
+        .arg(&q)
+        .output()
+        .unwrap();
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(key.len(), 40, "group key {key:?}");
+    assert!(key.bytes().all(|c| c.is_ascii_hexdigit()));
+    let sha = |s: String| keysock::secret::sha256_hex(s.as_bytes()) + "\n";
+    assert_eq!(h_adm, sha(format!("pepper\n{key}")));
+    let no_salt = sha(format!("\n{key}"));
+    assert_eq!(hash(&mem, "r", ""), (200, no_salt.clone()));
+    assert_eq!(hash(&mem, "r", "&salt="), (200, no_salt));
+    // A member is not an admin; add_admins makes one, who can then remove others.
+    bare403(format!("/mod_group?realm=r&token={mem}&group=g&remove=x"));
+    ok(
+        format!("/mod_group?realm=r&token={adm}&group=g&add_admins=mem"),
+        "OK\n",
+    );
+    ok(
+        format!("/mod_group?realm=r&token={mem}&group=g&add_members=other"),
+        "OK\n",
+    );
+    assert_eq!(hash(&other, "r", "&salt=pepper"), (200, h_adm.clone()));
+    // Removing yourself is skipped (and said); the others in the list are removed.
+    ok(
+        format!("/mod_group?realm=r&token={adm}&group=g&remove=adm,other"),
+        "WARN: self-removal ignored\n",
+    );
+    assert_eq!(hash(&adm, "r", "&salt=pepper"), (200, h_adm.clone()));
+    assert_eq!(hash(&other, "r", "&salt=pepper"), (403, String::new()));
+    ok(
+        format!("/mod_group?realm=r&token={mem}&group=g&remove=adm"),
+        "OK\n",
+    );
+    assert_eq!(hash(&adm, "r", "&salt=pepper"), (403, String::new()));
+    bare403(format!(
+        "/mod_group?realm=r&token={adm}&group=g&add_members=adm"
+    ));
+}
+
+/// Per-source throttling (four times --login-failures from one source, 127.0.0.0/8 as one),
+/// a Unix-socket client counted apart, and the counts gone once --login-window has passed
+/// since the last counted attempt.
+#[test]
+fn failed_logins_are_throttled_per_source_until_the_window_passes() {
+    pam_setup();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("skd.sock");
+    let d = Daemon::on_free_port(|addr| {
+        let mut c = Command::new(skd());
+        c.args(["--listen", addr, "--listen", path_str(&sock)])
+            .args(["-pam-app", PAM_SERVICE])
+            .args(["--login-failures", "1", "--login-window", "1"]);
+        c
+    });
+    let login = |user: &str, pwd: &str| format!("/auth_token?realm=t&user={user}&pwd={pwd}");
+    let from = |last: u8, path: &str| {
+        let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, last));
+        raw_from(
+            ip,
+            &d.addr,
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    };
+    // One failure each for four users, from four addresses of 127/8: one source, at its
+    // limit of 4 x 1 (no user is at its own limit twice).
+    for (i, u) in ["c1", "c2", "c3", "c4"].iter().enumerate() {
+        assert_eq!(from(1 + i as u8, &login(u, "bad")).status, 403);
+    }
+    let refused = from(9, &login("alice", "wonderland"));
+    assert_eq!((refused.status, refused.text().as_str()), (403, ""));
+    let throttled = d.log_text().matches("reason=throttled").count();
+    assert_eq!(throttled, 1, "{}", d.log_text());
+    // The Unix socket is another source.
+    let r = raw_unix(
+        &sock,
+        format!(
+            "GET {} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            login("alice", "wonderland")
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    // Once the window has passed since the last counted attempt, 127/8 is served again, and
+    // c1, locked out by its own failure, too.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(from(1, &login("alice", "wonderland")).status, 200);
+    assert_eq!(from(1, &login("c1", "pw1")).status, 200);
+}
+
+/// --login-failures 0 turns throttling off: any number of failures, then the right password.
+#[test]
+fn login_failures_0_turns_throttling_off() {
+    pam_setup();
+    let d = Daemon::direct(skd(), &["-pam-app", PAM_SERVICE, "--login-failures", "0"]);
+    for _ in 0..30 {
+        assert_eq!(d.get("/auth_token?realm=z&user=c5&pwd=bad").status, 403);
+    }
+    let r = d.get("/auth_token?realm=z&user=c5&pwd=pw5");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(!d.log_text().contains("reason=throttled"));
+}
+
+/// tokenctl(1) skd: issue --ttl and --source, list --user, revoke of several tokens (and of
+/// those on standard input), check -, import -, and the exits 64 (usage), 74 (the store
+/// refuses a write).
+#[test]
+fn tokenctl_options_stdin_and_exit_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = path_str(dir.path());
+    drop(Daemon::direct(skd(), &["-d", db])); // makes the store
+    let tc = |args: &[&str], stdin: &str| {
+        let mut c = Command::new(tokenctl())
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        (
+            o.status.code().unwrap(),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let skd_ = |sub: &str, extra: &[&str], stdin: &str| {
+        let mut a = vec!["skd", sub, "--db", db, "--realm", "r"];
+        a.extend_from_slice(extra);
+        tc(&a, stdin)
+    };
+    let issue = |extra: &[&str]| {
+        let (code, out, err) = skd_("issue", extra, "");
+        assert_eq!(code, 0, "{err}");
+        out.trim().to_string()
+    };
+    // --ttl: the record says when, and the token is gone after it.
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (code, out, err) = skd_("issue", &["--user", "brief", "--ttl", "1", "--json"], "");
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let expires = v["expires"].as_u64().expect("expires");
+    assert!((t0 + 1..=t0 + 3).contains(&expires), "{v}");
+    let brief = v["token"].as_str().unwrap().to_string();
+    // --source: recorded with the token.
+    let pam = issue(&["--user", "alice", "--source", "auth/pam"]);
+    let (code, out, _) = skd_("check", &["--json", &pam], "");
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (v["user"].as_str(), v["source"].as_str()),
+        (Some("alice"), Some("auth/pam"))
+    );
+    assert_eq!(v["expires"], serde_json::Value::Null, "no --ttl: never");
+    // list --user: that user's live tokens only (current and superseded), in text order.
+    let a2 = issue(&["--user", "alice"]);
+    let b1 = issue(&["--user", "bob"]);
+    let mut want = [pam.clone(), a2.clone()];
+    want.sort();
+    let (code, out, _) = skd_("list", &["--user", "alice"], "");
+    assert_eq!((code, out), (0, want.join("\n") + "\n"));
+    // check -: the first line of standard input.
+    assert_eq!(
+        skd_("check", &["-"], &format!("{a2}\nignored\n")).1,
+        "YES\n"
+    );
+    assert_eq!(skd_("check", &["-"], &format!("{pam}\n")).0, 2);
+    // revoke of several: an unknown one is said and the others are still revoked (exit 1).
+    let (code, out, err) = skd_(
+        "revoke",
+        &[&pam, "0000000000000000000000000000000000000000", &a2],
+        "",
+    );
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert_eq!(err, "tokenctl: token not known in realm \"r\"\n");
+    assert_eq!(skd_("list", &["--user", "alice"], "").1, "");
+    // revoke -: the tokens on standard input, blank lines skipped.
+    let b2 = issue(&["--user", "bob"]);
+    let (code, _, err) = skd_("revoke", &["-"], &format!("{b1}\n\n{b2}\n"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(skd_("list", &["--user", "bob"], "").1, "");
+    // The --ttl token, a second later.
+    let left = Duration::from_secs(expires).saturating_sub(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap(),
+    );
+    std::thread::sleep(left + Duration::from_millis(1100));
+    assert_eq!(
+        skd_("check", &[&brief], ""),
+        (1, "NO\n".into(), String::new())
+    );
+    // Usage: 64, one line.
+    for extra in [
+        &["--user", ""][..],
+        &["--user", "a\nb"],
+        &["--user", "u", "--source", ""],
+        &["--user", "u", "--ttl", "soon"],
+    ] {
+        let (code, _, err) = skd_("issue", extra, "");
+        assert_eq!(code, 64, "{extra:?}: {err}");
+        assert!(
+            err.starts_with("tokenctl: ") || err.starts_with("error: "),
+            "{err}"
+        );
+    }
+    assert_eq!(tc(&["skd", "issue", "--db", db, "--user", "u"], "").0, 64);
+    assert_eq!(tc(&["skd", "nope"], "").0, 64);
+    // import -: the dump on standard input.
+    let store2 = dir.path().join("imported");
+    let r1 = keysock::secret::sha1_hex(b"r1");
+    let tok = "0123456789abcdef0123456789abcdef01234567";
+    let dump = format!(
+        "VERSION=3\nformat=print\ntype=btree\ndatabase=sessionKeyStore\nHEADER=END\n \
+         t:{r1}:{tok}\n carol\\0astored\\0a\n ut:{r1}:carol\n {tok}\nDATA=END\n"
+    );
+    let (code, _, err) = tc(&["skd", "import", "--db", path_str(&store2), "-"], &dump);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("imported 2 of 2"), "{err}");
+    let (code, out, _) = tc(
+        &[
+            "skd",
+            "check",
+            "--db",
+            path_str(&store2),
+            "--realm",
+            "r1",
+            tok,
+        ],
+        "",
+    );
+    assert_eq!((code, out.as_str()), (0, "YES\n"));
+    // 74: the store refuses writes (a trigger stands in for a failing disk).
+    let st = Command::new("sqlite3")
+        .arg(dir.path().join("skd.sqlite"))
+        .arg("CREATE TRIGGER refuse BEFORE INSERT ON kv BEGIN SELECT RAISE(ABORT, 'no space left'); END;")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (code, out, err) = skd_("issue", &["--user", "u"], "");
+    assert_eq!((code, out.as_str()), (74, ""), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no space left"), "{err}");
+}
+
+/// skd(8): a failure of the store is a bare 500, logged at error level; reads still work
+/// and skd keeps serving.
+#[test]
+fn a_store_failure_is_a_bare_500() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::direct(skd(), &["-d", path_str(dir.path()), "--allow-stored-token"]);
+    assert_eq!(d.get("/stored_token?realm=r&user=u&token=T0").status, 200);
+    // Writes refused from now on (a trigger stands in for a full or failing disk).
+    let st = Command::new("sqlite3")
+        .arg(dir.path().join("skd.sqlite"))
+        .arg("CREATE TRIGGER refuse BEFORE INSERT ON kv BEGIN SELECT RAISE(ABORT, 'disk full'); END;")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let r = d.get("/stored_token?realm=r&user=v&token=T1");
+    assert_eq!((r.status, r.text().as_str()), (500, ""), "{r:?}");
+    let log = d.log_text();
+    assert!(
+        log.contains("error: store-error path=/stored_token") && log.contains("disk full"),
+        "{log}"
+    );
+    assert_eq!(
+        d.get("/valid?realm=r&token=T0").text(),
+        "YES\nu\nstored\n\n"
+    );
+    assert_eq!(d.get("/version").text(), "1.5\n");
 }

@@ -4,6 +4,7 @@
 //! `server` remod's side and `client` remo's side.
 
 pub mod client;
+pub mod monitor;
 pub mod server;
 pub mod users;
 pub mod wire;

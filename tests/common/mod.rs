@@ -23,12 +23,36 @@ pub fn pam_setup() {
     });
 }
 
+/// A loopback port free now. Another test (or an outgoing connection) may take it before it
+/// is bound: bind it through [`with_free_port`] or [`Daemon::on_free_port`], which try again.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// `try_on(port)` with a free loopback port, again with another (5 tries) while it returns
+/// `None`: it must return `None` when what it started could not bind the port.
+pub fn with_free_port<T>(mut try_on: impl FnMut(u16) -> Option<T>) -> T {
+    for _ in 0..5 {
+        if let Some(t) = try_on(free_port()) {
+            return t;
+        }
+    }
+    panic!("nothing could bind a free port in 5 tries");
+}
+
+/// A loopback port where nothing listens, held so that nobody can listen there (bound, not
+/// listening: a connection is refused) until the socket is dropped.
+pub fn closed_port() -> (rustix::fd::OwnedFd, u16) {
+    use rustix::net::{AddressFamily, SocketType};
+    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    rustix::net::bind(&fd, &"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap()).unwrap();
+    let s = TcpStream::from(fd);
+    let port = s.local_addr().unwrap().port();
+    (s.into(), port)
 }
 
 /// A running daemon, killed when dropped. Its stderr goes to a file for inspection.
@@ -437,4 +461,30 @@ pub fn assert_slow_bodies_block_nobody(
         }
     }
     busy
+}
+
+/// keysock(7): on SIGTERM a daemon stops accepting and lets the requests in progress finish.
+/// `first` (a head and part of its body) is sent to `addr`, then SIGTERM to `pid`; once new
+/// connections are refused, `rest`. Returns the answer (the caller checks it and the exit).
+pub fn sigterm_midway(addr: &str, pid: u32, first: &[u8], rest: &[u8]) -> Resp {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(first).unwrap();
+    // The daemon has the head (and waits for the rest) before the signal comes.
+    std::thread::sleep(Duration::from_millis(300));
+    Command::new("kill").arg(pid.to_string()).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(addr).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        Path::new(&format!("/proc/{pid}/status")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap_or_default()
+                .contains("State:\tZ"),
+        "exited with a request in progress"
+    );
+    s.write_all(rest).unwrap();
+    read_answer(s)
 }

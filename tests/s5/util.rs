@@ -2,7 +2,8 @@
 //! cached under target/) on a loopback port, run s5 or the original s5client.
 #![allow(dead_code)]
 
-pub use crate::common::{free_port, root};
+#[allow(unused_imports)]
+pub use crate::common::{closed_port, free_port, root, with_free_port};
 
 use std::io::Write;
 use std::net::TcpStream;

@@ -79,6 +79,31 @@ remo get /etc/remod/remo_serv_key.pem /root/stolen
 grep -q 'HTTP Error 403' <<<"$ERR" || fail "reading the server key: not refused by remod (403): $ERR"
 ok "put as remoalice, get intact, the server key unreadable ($ERR)"
 
+step privilege-separation
+# The shipped sysusers.d entry made _remod (make install runs systemd-sysusers).
+uid=$(box id -u _remod) || fail "no user _remod after make install"
+mon=$(box systemctl show -p MainPID --value remod.service)
+net=$(box pgrep -P "$mon" -x remod-net) || fail "no network process (remod-net) under the monitor $mon"
+st=$(box cat /proc/$net/status)
+grep -qP "^Uid:\t$uid\t$uid\t$uid\t$uid$" <<<"$st" || fail "network process not running as _remod ($uid): $(grep Uid <<<"$st")"
+grep -qx 'CapEff:	0000000000000000' <<<"$st" || fail "network process has capabilities: $(grep Cap <<<"$st")"
+grep -qx 'NoNewPrivs:	1' <<<"$st" || fail "network process without no_new_privs"
+# Landlock where the kernel has it (landlock_create_ruleset's ABI version query, 444 on
+# every architecture).
+abi=$(python3 -c 'import ctypes; print(ctypes.CDLL(None).syscall(444, None, 0, 1))')
+n=$(journal_count remod.service 'network-process-unconfined')
+if [ "$abi" -ge 1 ]; then
+  [ "$n" = 0 ] || fail "network process not confined (Landlock ABI $abi): $(box journalctl -u remod.service -g unconfined --no-pager)"
+  ll="Landlock ABI $abi"
+else
+  ll="no Landlock in this kernel"
+fi
+box kill -KILL "$net"
+remo exec echo again
+[ "$RC" = 0 ] && [ "$OUT" = again ] || fail "after the network process was killed: exit $RC: $OUT $ERR"
+[ "$(box systemctl show -p MainPID --value remod.service)" = "$mon" ] || fail "the monitor did not survive"
+ok "remod-net pid $net as _remod ($uid), CapEff 0, NoNewPrivs 1, $ll; killed, started again"
+
 step ready-status
 props=$(box systemctl show -p Type -p SubState -p StatusText remod.service)
 grep -qx 'Type=notify' <<<"$props" || fail "not Type=notify: $props"

@@ -1,10 +1,6 @@
-//! `/auth`: signed logins that open a session.
+//! `/auth`: signed logins, verified by the monitor, that open a session.
 
 use super::*;
-
-/// Client keys remembered at most (about 100 bytes each); past it, logins wait for old ones
-/// to pass the session timeout rather than forget one (which would let its replay in).
-const SEEN_KEYS_MAX: usize = 100_000;
 
 impl Service {
     pub(super) async fn auth(
@@ -21,7 +17,9 @@ impl Service {
             if let Some(id) = cookie {
                 let old = self.sessions.lock().ok().and_then(|mut m| m.remove(&id));
                 if let Some(s) = old {
-                    log::info!("logout user={}", s.user);
+                    // The monitor logs the logout and ends the session's processes.
+                    let _ = self.link.call(&proto::Request::Logout { sid: id }).await;
+                    drop(s);
                 }
             }
             return plain(StatusCode::OK, "Disconnected");
@@ -43,149 +41,71 @@ impl Service {
                 return bare(StatusCode::FORBIDDEN);
             }
         };
-        match self.login(&a).await {
-            Ok((unix, allow, fernet, answer)) => {
-                attempt.succeeded();
-                let sid = wire::b64url(&crate::secret::random_bytes(8))
-                    .trim_end_matches('=')
-                    .to_string();
-                let s = Session {
-                    fernet,
-                    user: a.user.clone(),
-                    unix: unix.clone(),
-                    allow,
-                    req_no: 0,
-                    last: Instant::now(),
-                    iproc: Default::default(),
-                    cmds: Default::default(),
-                    ended: tokio::sync::watch::channel(()).0,
-                };
-                let old = {
-                    let Ok(mut m) = self.sessions.lock() else {
-                        return bare(StatusCode::INTERNAL_SERVER_ERROR);
-                    };
-                    // A new id at every login; the old session (and its process) ends.
-                    let old = cookie.and_then(|c| m.remove(&c));
-                    // One user's sessions are capped: the least recently used one goes.
-                    let mine: Vec<(&String, Instant)> = m
-                        .iter()
-                        .filter(|(_, s)| s.user == a.user)
-                        .map(|(k, s)| (k, s.last))
-                        .collect();
-                    let evict = (mine.len() >= self.cfg.max_sessions_per_user)
-                        .then(|| {
-                            mine.iter()
-                                .min_by_key(|(_, t)| *t)
-                                .map(|(k, _)| (*k).clone())
-                        })
-                        .flatten();
-                    if let Some(k) = evict {
-                        if let Some(s) = m.remove(&k) {
-                            log::info!("session-evicted user={} reason=per-user-cap", s.user);
-                        }
-                    }
-                    if m.len() >= self.cfg.max_sessions {
-                        let t = self.cfg.session_timeout;
-                        m.retain(|_, s| s.last.elapsed() <= t);
-                    }
-                    if m.len() >= self.cfg.max_sessions {
-                        log::warn!("login-refused user={} reason=too-many-sessions", a.user);
-                        return bare(StatusCode::SERVICE_UNAVAILABLE);
-                    }
-                    m.insert(sid.clone(), s);
-                    old
-                };
-                drop(old);
-                log::info!(
-                    "login user={} unix_user={} peer={} session={}…",
-                    a.user,
-                    unix.name,
-                    info.peer,
-                    &sid[..4]
-                );
-                let mut r = Response::new(RBody::Full(Full::new(Bytes::from(answer))));
-                r.headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("text_plain"));
-                with_cookie(r, &sid)
-            }
-            Err(why) => {
-                drop(attempt);
+        let login = proto::Request::Login {
+            user: a.user.clone(),
+            key: a.key.clone(),
+            sign: a.sign.clone(),
+            replaces: cookie.clone(),
+        };
+        let reply = match self.link.call(&login).await {
+            Ok((r, _)) => r,
+            Err(_) => return bare(StatusCode::SERVICE_UNAVAILABLE),
+        };
+        let (sid, key, answer, unix_user) = match reply {
+            proto::Reply::LoggedIn {
+                sid,
+                fernet,
+                answer,
+                unix_user,
+            } => (sid, fernet, answer, unix_user),
+            proto::Reply::Refused { status, why } => {
+                if status == 403 {
+                    drop(attempt);
+                } else {
+                    attempt.succeeded(); // a full table is no failed password
+                }
                 log::warn!(
                     "login-refused user={:?} peer={} reason={why}",
                     a.user,
                     info.peer
                 );
-                bare(StatusCode::FORBIDDEN)
+                return bare(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN));
             }
-        }
-    }
-
-    /// Checks a login; the reason for a refusal is for the log only (the client always
-    /// gets the same 403).
-    pub(super) async fn login(
-        &self,
-        a: &wire::AuthRequest,
-    ) -> Result<(Arc<UnixUser>, Option<Arc<Vec<String>>>, Fernet, String), &'static str> {
-        let db = self.cfg.users_db.clone();
-        let name = a.user.clone();
-        let row = tokio::task::spawn_blocking(move || {
-            users::open(&db).and_then(|c| users::lookup(&c, &name))
-        })
-        .await
-        .map_err(|_| "lookup failed")?
-        .map_err(|e| {
-            log::error!("user-database error=\"{e}\"");
-            "database error"
-        })?;
-        let mut msg = a.user.as_bytes().to_vec();
-        msg.extend_from_slice(&a.key);
-        let Some(row) = row else {
-            let _ = wire::verify(&self.dummy, &msg, &a.sign);
-            return Err("unknown-user");
+            _ => return bare(StatusCode::INTERNAL_SERVER_ERROR),
         };
-        let key = crate::keyfile::parse_public(&row.public).map_err(|_| "unusable-public-key")?;
-        if !wire::verify(&key, &msg, &a.sign) {
-            return Err("bad-signature");
-        }
-        // Checked after the signature, so only a valid login's key is ever recorded.
-        {
-            let mut seen = self.seen_keys.lock().map_err(|_| "internal error")?;
-            let t = self.cfg.session_timeout;
-            if seen.get(&a.key).is_some_and(|at| at.elapsed() <= t) {
-                return Err("replayed-login");
-            }
-            if seen.len() >= SEEN_KEYS_MAX {
-                seen.retain(|_, at| at.elapsed() <= t);
-                if seen.len() >= SEEN_KEYS_MAX {
-                    return Err("too-many-recent-logins");
-                }
-            }
-            seen.insert(a.key.clone(), Instant::now());
-        }
-        let uname = row
-            .unix_user
-            .clone()
-            .or_else(|| self.cfg.default_unix_user.clone())
-            .ok_or("no-unix-user-mapping")?;
-        let pw = nix::unistd::User::from_name(&uname)
-            .ok()
-            .flatten()
-            .ok_or("unix-user-not-found")?;
-        let me = rustix::process::geteuid().as_raw();
-        if !self.root && pw.uid.as_raw() != me {
-            return Err("cannot-switch-to-unix-user");
-        }
-        let unix = Arc::new(UnixUser {
-            run_as: child::RunAs::of(&uname, pw.uid.as_raw(), pw.gid.as_raw()),
-            name: uname,
-            home: pw.dir,
-            shell: pw.shell.to_string_lossy().into_owned(),
-        });
-        let (eph, eph_pub) = wire::x448_generate().map_err(|_| "key generation failed")?;
-        let z = wire::x448_shared(&eph, &a.key).ok_or("bad-client-key")?;
-        let fernet = wire::session_fernet(&z);
-        let answer =
-            wire::auth_answer(&self.cfg.server_key, &eph_pub).map_err(|_| "signing failed")?;
-        Ok((unix, row.allow.map(Arc::new), fernet, answer))
+        attempt.succeeded();
+        let Ok(key) = <[u8; 32]>::try_from(key.as_slice()) else {
+            return bare(StatusCode::INTERNAL_SERVER_ERROR);
+        };
+        let s = Session {
+            fernet: Fernet::new(key),
+            user: a.user.clone(),
+            unix_user: unix_user.as_str().into(),
+            req_no: 0,
+            last: Instant::now(),
+            iproc: Default::default(),
+            ended: tokio::sync::watch::channel(()).0,
+        };
+        let old = {
+            let Ok(mut m) = self.sessions.lock() else {
+                return bare(StatusCode::INTERNAL_SERVER_ERROR);
+            };
+            m.insert(sid.clone(), s);
+            // The monitor ended it too (the same user's only: see remod(8)).
+            cookie
+                .filter(|c| m.get(c).is_some_and(|o| o.user == a.user))
+                .and_then(|c| m.remove(&c))
+        };
+        drop(old);
+        log::info!(
+            "login user={} unix_user={unix_user} peer={} session={}…",
+            a.user,
+            info.peer,
+            &sid[..4]
+        );
+        let mut r = Response::new(RBody::Full(Full::new(Bytes::from(answer))));
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text_plain"));
+        with_cookie(r, &sid)
     }
 }

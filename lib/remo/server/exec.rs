@@ -2,9 +2,6 @@
 
 use super::*;
 
-/// The working directory and `PATH` of commands.
-pub(super) const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 /// The read side of a stream: waits `first` for data, then takes what keeps coming within
 /// 20 ms, up to `cap` bytes. Returns the data and whether the stream ended.
 pub(super) async fn read_available(
@@ -40,96 +37,32 @@ pub(super) async fn fill(io: &mut UnixStream, buf: &mut [u8]) -> std::io::Result
     Ok(n)
 }
 
+/// A refusal of the monitor as the client's framed answer.
+pub(super) fn refusal(ctx: &Ctx, (status, why): (u16, String)) -> Response<RBody> {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    framed(ctx, status, why.as_bytes())
+}
+
 impl Service {
-    pub(super) fn spec(&self, ctx: &Ctx, argv: Vec<String>) -> child::Spec {
-        let u = &ctx.unix;
-        child::Spec {
-            argv,
-            user: self.root.then(|| u.run_as.clone()),
-            timeout: self.cfg.cmd_timeout,
-            max_output: usize::MAX,
-            env: vec![
-                ("PATH".into(), PATH.into()),
-                ("HOME".into(), u.home.to_string_lossy().into_owned()),
-                ("USER".into(), u.name.clone()),
-                ("LOGNAME".into(), u.name.clone()),
-                ("SHELL".into(), u.shell.clone()),
-                ("LANG".into(), "C.UTF-8".into()),
-                ("REMO_USER".into(), ctx.user.clone()),
-            ],
-        }
-    }
-
-    pub(super) fn opts(&self, ctx: &Ctx, merge: bool) -> SpawnOpts {
-        let home = &ctx.unix.home;
-        SpawnOpts {
-            cwd: home.is_dir().then(|| home.clone()),
-            merge_stderr: merge,
-        }
-    }
-
-    pub(super) fn allowed(ctx: &Ctx, what: &str) -> bool {
-        ctx.allow
-            .as_ref()
-            .map_or(true, |l| l.iter().any(|x| x == what))
-    }
-
-    pub(super) fn command(
-        &self,
-        ctx: &Ctx,
-        line: &str,
-    ) -> Result<Vec<String>, Box<Response<RBody>>> {
-        let argv = match wire::shlex_split(line) {
-            Ok(v) if !v.is_empty() => v,
-            Ok(_) => {
-                return Err(Box::new(framed(
-                    ctx,
-                    StatusCode::BAD_REQUEST,
-                    b"empty command",
-                )))
-            }
-            Err(e) => return Err(Box::new(framed(ctx, StatusCode::BAD_REQUEST, e.as_bytes()))),
-        };
-        if !Self::allowed(ctx, &argv[0]) {
-            log::warn!(
-                "cmd-refused user={} program={:?} reason=not-allowed",
-                ctx.user,
-                argv[0]
-            );
-            return Err(Box::new(framed(
+    /// Splits a command line as the original's `shlex.split`.
+    pub(super) fn command(ctx: &Ctx, line: &str) -> Result<Vec<String>, Box<Response<RBody>>> {
+        match wire::shlex_split(line) {
+            Ok(v) if !v.is_empty() => Ok(v),
+            Ok(_) => Err(Box::new(framed(
                 ctx,
-                StatusCode::FORBIDDEN,
-                b"command not allowed",
-            )));
+                StatusCode::BAD_REQUEST,
+                b"empty command",
+            ))),
+            Err(e) => Err(Box::new(framed(ctx, StatusCode::BAD_REQUEST, e.as_bytes()))),
         }
-        Ok(argv)
     }
 
-    pub(super) fn start(
-        &self,
-        ctx: &Ctx,
-        argv: Vec<String>,
-        merge: bool,
-    ) -> Result<Proc, Box<Response<RBody>>> {
-        let prog = argv[0].clone();
-        child::spawn(&self.spec(ctx, argv), &self.opts(ctx, merge)).map_err(|e| {
-            log::info!(
-                "cmd-failed user={} program={prog:?} error=\"{e}\"",
-                ctx.user
-            );
-            let status = match &e {
-                child::RunError::Spawn(_, io) if io.kind() == std::io::ErrorKind::NotFound => {
-                    StatusCode::NOT_FOUND
-                }
-                child::RunError::Spawn(_, io)
-                    if io.kind() == std::io::ErrorKind::PermissionDenied =>
-                {
-                    StatusCode::FORBIDDEN
-                }
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            Box::new(framed(ctx, status, e.to_string().as_bytes()))
-        })
+    /// Has the monitor start `what` for the request's session.
+    pub(super) async fn start(&self, ctx: &Ctx, what: Run) -> Result<Proc, Box<Response<RBody>>> {
+        self.link
+            .spawn(&ctx.sid, what)
+            .await
+            .map_err(|r| Box::new(refusal(ctx, r)))
     }
 
     pub(super) async fn cmd(
@@ -139,30 +72,19 @@ impl Service {
         first: Vec<u8>,
         mut rd: TokenReader,
     ) -> Response<RBody> {
-        let argv = match self.command(&ctx, &line) {
+        let argv = match Self::command(&ctx, &line) {
             Ok(a) => a,
             Err(r) => return *r,
         };
         let prog = argv[0].clone();
-        let Some(slot) = CmdSlot::take(self, &ctx) else {
-            log::warn!(
-                "cmd-refused user={} program={prog:?} reason=too-many-commands",
-                ctx.user
-            );
-            return framed(
-                &ctx,
-                StatusCode::SERVICE_UNAVAILABLE,
-                b"too many commands running",
-            );
-        };
-        let p = match self.start(&ctx, argv, true) {
+        let p = match self.start(&ctx, Run::Command(argv)).await {
             Ok(p) => p,
             Err(r) => return *r,
         };
         log::info!(
             "cmd user={} unix_user={} program={prog:?}",
             ctx.user,
-            ctx.unix.name
+            ctx.unix_user
         );
         let (resp, mut enc, tx) = streamed(&ctx);
         let (limit, want, user) = (self.cfg.cmd_timeout, ctx.want_status, ctx.user.clone());
@@ -170,7 +92,6 @@ impl Service {
         let gone = ctx.conn.peer_closed();
         rd.unbounded();
         tokio::spawn(async move {
-            let _slot = slot;
             let mut p = p;
             let (mut r, mut w) = p.io.split();
             let feed = async {
@@ -252,39 +173,25 @@ impl Service {
         first: Vec<u8>,
         rd: TokenReader,
     ) -> Response<RBody> {
-        let argv = match self.command(&ctx, &line) {
+        let argv = match Self::command(&ctx, &line) {
             Ok(a) => a,
             Err(r) => return *r,
         };
         let mut slot = ctx.iproc.lock().await;
-        // The session's previous process ends here (the original leaked it).
+        // The session's previous process ends here (the original leaked it); the monitor
+        // also ends it when it starts the new one.
         *slot = None;
-        if self.live.fetch_add(1, Ordering::SeqCst) >= self.cfg.max_interactive {
-            self.live.fetch_sub(1, Ordering::SeqCst);
-            log::warn!("icm-refused user={} reason=too-many-interactive", ctx.user);
-            return framed(
-                &ctx,
-                StatusCode::SERVICE_UNAVAILABLE,
-                b"too many interactive processes",
-            );
-        }
         let prog = argv[0].clone();
-        let p = match self.start(&ctx, argv, true) {
+        let p = match self.start(&ctx, Run::Interactive(argv)).await {
             Ok(p) => p,
-            Err(r) => {
-                self.live.fetch_sub(1, Ordering::SeqCst);
-                return *r;
-            }
+            Err(r) => return *r,
         };
         log::info!(
             "icm user={} unix_user={} program={prog:?}",
             ctx.user,
-            ctx.unix.name
+            ctx.unix_user
         );
-        *slot = Some(IProc {
-            proc_: p,
-            live: self.live.clone(),
-        });
+        *slot = Some(p);
         drop(slot);
         self.exchange(ctx, first, rd).await
     }
@@ -318,15 +225,13 @@ impl Service {
                 },
             };
             if !data.is_empty() {
-                let w = tokio::time::timeout(Duration::from_secs(10), ip.proc_.io.write_all(&data))
-                    .await;
+                let w = tokio::time::timeout(Duration::from_secs(10), ip.io.write_all(&data)).await;
                 if !matches!(w, Ok(Ok(()))) {
                     break;
                 }
             }
         }
-        let (out, eof) =
-            read_available(&mut ip.proc_.io, Duration::from_millis(100), 1 << 20).await;
+        let (out, eof) = read_available(&mut ip.io, Duration::from_millis(100), 1 << 20).await;
         if eof {
             // The process has finished: forget it (its group is killed and reaped).
             *slot = None;
@@ -339,14 +244,14 @@ impl Service {
         let Some(mut ip) = taken else {
             return framed(&ctx, StatusCode::BAD_REQUEST, b"no interactive process");
         };
-        let _ = ip.proc_.io.shutdown().await;
+        let _ = ip.io.shutdown().await;
         let (resp, mut enc, tx) = streamed(&ctx);
         let (limit, want, user) = (self.cfg.cmd_timeout, ctx.want_status, ctx.user.clone());
         tokio::spawn(async move {
             let run = async {
                 let mut buf = vec![0u8; CHUNK];
                 loop {
-                    match ip.proc_.io.read(&mut buf).await {
+                    match ip.io.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
                         Ok(k) => tx.send(enc.token(&buf[..k], false)).await.ok()?,
                     }
@@ -354,7 +259,7 @@ impl Service {
                 Some(())
             };
             if let Ok(Some(())) = tokio::time::timeout(limit, run).await {
-                let st = ip.proc_.wait(limit).await.unwrap_or(-1);
+                let st = ip.wait(limit).await.unwrap_or(-1);
                 let tail = if want {
                     format!("exit={st}")
                 } else {

@@ -12,6 +12,8 @@
 mod auth;
 mod exec;
 mod framing;
+pub mod link;
+mod process;
 mod session;
 mod transfer;
 
@@ -19,7 +21,6 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -29,77 +30,41 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderValue, CONTENT_TYPE, COOKIE, SET_COOKIE};
 use hyper::{Request, Response, StatusCode};
-use openssl::pkey::{PKey, Private, Public};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
-use super::users;
+use super::monitor::proto::{self, NetConfig, Run};
 use super::wire::{self, Fernet, Head};
-use crate::child::{self, Proc, SpawnOpts};
 use crate::http::ConnInfo;
 use crate::throttle::Throttle;
+use link::{Link, Proc};
 
 pub use framing::RBody;
+pub use process::network_process;
 pub use transfer::put_helper;
 use {exec::*, framing::*, session::*, transfer::*};
 
 /// Request header by which our client asks for the exit status in the final token.
 pub const STATUS_HEADER: &str = "remo-exit-status";
-/// What the daemon is configured with.
-pub struct Config {
-    pub server_key: PKey<Private>,
-    pub users_db: PathBuf,
-    pub session_timeout: Duration,
-    /// Unix account for users without one in the database; None = refuse them.
-    pub default_unix_user: Option<String>,
-    pub max_sessions: usize,
-    /// Sessions of one remote user at most; a new login ends that user's least recently
-    /// used session.
-    pub max_sessions_per_user: usize,
-    /// `/cmd` processes running at once per session and per remote user.
-    pub max_cmds_per_session: usize,
-    pub max_cmds_per_user: usize,
-    /// Interactive processes alive at once, over all sessions (one per session at most).
-    pub max_interactive: usize,
-    /// Time limit of `/cmd`, `/get`, `/put` and `/edt`.
-    pub cmd_timeout: Duration,
-    pub login_failures: u32,
-    pub login_window: Duration,
-    /// argv prefix of the put helper (`remod --put-helper`); the target path is appended.
-    pub put_helper: Vec<String>,
-}
 
+/// The network process's HTTP service: it holds each session's key and request number; the
+/// monitor, reached through `link`, holds who the session is and runs its processes.
 pub struct Service {
-    cfg: Config,
+    cfg: NetConfig,
     sessions: Mutex<HashMap<String, Session>>,
     throttle: Throttle<crate::daemon::Source>,
-    live: Arc<AtomicUsize>,
-    /// Client X448 keys of logins within the session timeout: a login is refused if its key
-    /// was seen (a replayed `/auth` body; real clients make a fresh key per login).
-    seen_keys: Mutex<HashMap<Vec<u8>, Instant>>,
-    /// `/cmd` processes running per remote user.
-    cmds: Arc<Mutex<HashMap<String, usize>>>,
-    /// Verified against for unknown users, so they cost the same time as known ones.
-    dummy: PKey<Public>,
-    root: bool,
+    link: Arc<Link>,
 }
 
 impl Service {
-    pub fn new(cfg: Config) -> Result<Self, openssl::error::ErrorStack> {
-        let d = PKey::generate_ed448()?;
-        let dummy =
-            PKey::public_key_from_raw_bytes(&d.raw_public_key()?, openssl::pkey::Id::ED448)?;
-        Ok(Service {
+    pub fn new(cfg: NetConfig, link: Arc<Link>) -> Self {
+        Service {
             throttle: Throttle::new(cfg.login_failures, cfg.login_window),
             cfg,
             sessions: Mutex::new(HashMap::new()),
-            live: Arc::new(AtomicUsize::new(0)),
-            seen_keys: Mutex::new(HashMap::new()),
-            cmds: Arc::new(Mutex::new(HashMap::new())),
-            dummy,
-            root: rustix::process::geteuid().is_root(),
-        })
+            link,
+        }
     }
 
     pub async fn handle(
@@ -173,15 +138,18 @@ impl Service {
                 fernet,
                 req: req_no,
                 user: s.user.clone(),
-                unix: s.unix.clone(),
-                allow: s.allow.clone(),
+                unix_user: s.unix_user.clone(),
                 iproc: s.iproc.clone(),
-                cmds: s.cmds.clone(),
                 ended: s.ended.subscribe(),
                 conn: info.clone(),
                 want_status,
             }
         };
+        self.link
+            .tell(&proto::Request::Touch {
+                sid: ctx.sid.clone(),
+            })
+            .await;
         let (prefix, arg) = match path.get(..5) {
             Some(p @ ("/get/" | "/put/" | "/cmd/" | "/icm/")) => (p, Some(&path[5..])),
             _ => (path.as_str(), None),

@@ -2,40 +2,19 @@
 
 use super::*;
 
-#[derive(Debug)]
-pub(super) struct UnixUser {
-    pub(super) name: String,
-    pub(super) home: PathBuf,
-    /// uid, gid and supplementary groups, looked up at login.
-    pub(super) run_as: child::RunAs,
-    pub(super) shell: String,
-}
-
-/// An interactive process, counted against the global limit while it lives.
-pub(super) struct IProc {
-    pub(super) proc_: Proc,
-    pub(super) live: Arc<AtomicUsize>,
-}
-
-impl Drop for IProc {
-    fn drop(&mut self) {
-        self.live.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 pub(super) type Shared<T> = Arc<tokio::sync::Mutex<Option<T>>>;
 
+/// What the network process knows of a session the monitor opened.
 pub(super) struct Session {
     pub(super) fernet: Fernet,
     pub(super) user: String,
-    pub(super) unix: Arc<UnixUser>,
-    pub(super) allow: Option<Arc<Vec<String>>>,
+    /// The Unix account the monitor runs its processes as (for the log).
+    pub(super) unix_user: Arc<str>,
     pub(super) req_no: i16,
     pub(super) last: Instant,
-    pub(super) iproc: Shared<IProc>,
-    /// `/cmd` processes of this session running now.
-    pub(super) cmds: Arc<AtomicUsize>,
-    /// Dropped with the session (logout, expiry, a new login, eviction): its commands end.
+    /// The interactive process (`/icm`).
+    pub(super) iproc: Shared<Proc>,
+    /// Dropped with the session (logout, expiry, a new login, eviction): its requests end.
     pub(super) ended: tokio::sync::watch::Sender<()>,
 }
 
@@ -45,10 +24,8 @@ pub(super) struct Ctx {
     pub(super) fernet: Fernet,
     pub(super) req: i16,
     pub(super) user: String,
-    pub(super) unix: Arc<UnixUser>,
-    pub(super) allow: Option<Arc<Vec<String>>>,
-    pub(super) iproc: Shared<IProc>,
-    pub(super) cmds: Arc<AtomicUsize>,
+    pub(super) unix_user: Arc<str>,
+    pub(super) iproc: Shared<Proc>,
     pub(super) ended: tokio::sync::watch::Receiver<()>,
     /// The connection the request came on.
     pub(super) conn: Arc<ConnInfo>,
@@ -77,7 +54,7 @@ pub(super) fn with_cookie(mut r: Response<RBody>, sid: &str) -> Response<RBody> 
 }
 
 impl Service {
-    /// Drops expired sessions every few seconds (their interactive processes are killed).
+    /// Forgets expired sessions every few seconds (the monitor ends them on its side).
     pub fn spawn_purger(self: &Arc<Self>) {
         let me = Arc::downgrade(self);
         let every = (self.cfg.session_timeout / 2)
@@ -93,68 +70,18 @@ impl Service {
 
     pub(super) fn purge(&self) {
         let t = self.cfg.session_timeout;
-        let gone: Vec<Session> = {
-            let Ok(mut m) = self.sessions.lock() else {
-                return;
-            };
-            let ids: Vec<String> = m
-                .iter()
-                .filter(|(_, s)| s.last.elapsed() > t)
-                .map(|(k, _)| k.clone())
-                .collect();
-            ids.iter().filter_map(|k| m.remove(k)).collect()
-        };
-        for s in gone {
-            log::info!("session-expired user={}", s.user);
+        if let Ok(mut m) = self.sessions.lock() {
+            m.retain(|_, s| s.last.elapsed() <= t);
         }
-        if let Ok(mut k) = self.seen_keys.lock() {
-            k.retain(|_, at| at.elapsed() <= t);
-        }
+    }
+
+    /// The monitor ended a session: it is forgotten here too.
+    pub fn ended(&self, sid: &str) {
+        let gone = self.sessions.lock().ok().and_then(|mut m| m.remove(sid));
+        drop(gone);
     }
 
     pub fn sessions(&self) -> usize {
         self.sessions.lock().map(|m| m.len()).unwrap_or(0)
-    }
-}
-
-/// A running `/cmd`, counted against its session's and its user's caps until dropped.
-pub(super) struct CmdSlot {
-    session: Arc<AtomicUsize>,
-    users: Arc<Mutex<HashMap<String, usize>>>,
-    user: String,
-}
-
-impl CmdSlot {
-    /// A slot for one more command of `ctx`'s session and user, or `None` at either cap.
-    pub(super) fn take(svc: &Service, ctx: &Ctx) -> Option<CmdSlot> {
-        let mut users = svc.cmds.lock().ok()?;
-        let n = users.get(&ctx.user).copied().unwrap_or(0);
-        if n >= svc.cfg.max_cmds_per_user {
-            return None;
-        }
-        if ctx.cmds.fetch_add(1, Ordering::SeqCst) >= svc.cfg.max_cmds_per_session {
-            ctx.cmds.fetch_sub(1, Ordering::SeqCst);
-            return None;
-        }
-        users.insert(ctx.user.clone(), n + 1);
-        Some(CmdSlot {
-            session: ctx.cmds.clone(),
-            users: svc.cmds.clone(),
-            user: ctx.user.clone(),
-        })
-    }
-}
-
-impl Drop for CmdSlot {
-    fn drop(&mut self) {
-        self.session.fetch_sub(1, Ordering::SeqCst);
-        if let Ok(mut m) = self.users.lock() {
-            if let Some(n) = m.get_mut(&self.user) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    m.remove(&self.user);
-                }
-            }
-        }
     }
 }

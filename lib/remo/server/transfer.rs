@@ -1,14 +1,11 @@
-//! File transfers: `/get` (streamed out) and `/put` (through the put helper, as the mapped user).
+//! File transfers: `/get` (streamed out) and `/put` (through the put helper, as the mapped
+//! user), both run by the monitor.
 
 use super::*;
 
 impl Service {
     pub(super) async fn get(&self, ctx: Ctx, name: String) -> Response<RBody> {
-        if !Self::allowed(&ctx, "@get") {
-            return framed(&ctx, StatusCode::FORBIDDEN, b"transfers not allowed");
-        }
-        let argv = vec!["cat".into(), "--".into(), name.clone()];
-        let mut p = match self.start(&ctx, argv, false) {
+        let mut p = match self.start(&ctx, Run::Get(name)).await {
             Ok(p) => p,
             Err(r) => return *r,
         };
@@ -33,7 +30,7 @@ impl Service {
                 log::info!(
                     "get-failed user={} unix_user={} error={msg:?}",
                     ctx.user,
-                    ctx.unix.name
+                    ctx.unix_user
                 );
                 let status = if msg.contains("No such file") {
                     StatusCode::NOT_FOUND
@@ -47,7 +44,7 @@ impl Service {
             log::info!(
                 "get user={} unix_user={} bytes={n}",
                 ctx.user,
-                ctx.unix.name
+                ctx.unix_user
             );
             return framed(&ctx, StatusCode::OK, &first);
         }
@@ -85,12 +82,7 @@ impl Service {
         first: Vec<u8>,
         mut rd: TokenReader,
     ) -> Response<RBody> {
-        if !Self::allowed(&ctx, "@put") {
-            return framed(&ctx, StatusCode::FORBIDDEN, b"transfers not allowed");
-        }
-        let mut argv = self.cfg.put_helper.clone();
-        argv.push(name);
-        let mut p = match self.start(&ctx, argv, false) {
+        let mut p = match self.start(&ctx, Run::Put(name)).await {
             Ok(p) => p,
             Err(r) => return *r,
         };
@@ -143,7 +135,7 @@ impl Service {
                 log::info!(
                     "put user={} unix_user={} bytes={total}",
                     ctx.user,
-                    ctx.unix.name
+                    ctx.unix_user
                 );
                 framed(&ctx, StatusCode::OK, b"")
             }

@@ -1,0 +1,121 @@
+//! The network process's life: `remod --network-process`, started by the monitor with the
+//! channel at descriptor 3 and the listening sockets from 4 on.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use super::*;
+use crate::daemon;
+use crate::remo::monitor::{confine, proto::Channel};
+
+/// Runs the network process; returns its exit status (0: stopped by SIGTERM or idle).
+pub fn network_process() -> i32 {
+    // SAFETY: the monitor passed descriptor 3 to this process, which takes it once, here.
+    let channel = unsafe { OwnedFd::from_raw_fd(3) };
+    let rt = match crate::cli::runtime() {
+        Ok(rt) => rt,
+        Err(f) => {
+            eprintln!("remod: {}", f.msg);
+            return 71;
+        }
+    };
+    rt.block_on(async move {
+        let Ok(ch) = Channel::new(channel) else {
+            eprintln!("remod: network process: no channel to the monitor");
+            return 71;
+        };
+        let cfg: NetConfig = match ch.recv().await {
+            Ok(Some((data, _))) => match serde_json::from_slice(&data) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("remod: network process: bad configuration: {e}");
+                    return 70;
+                }
+            },
+            _ => return 71,
+        };
+        if let Err(e) = daemon::log::init("remod", cfg.syslog, cfg.debug) {
+            eprintln!("remod: {e}");
+            return 71;
+        }
+        let mut bound = Vec::new();
+        for (i, name) in cfg.listeners.iter().enumerate() {
+            // SAFETY: descriptors 4.. are the listeners the monitor passed, each taken once.
+            let fd = unsafe { OwnedFd::from_raw_fd(4 + i as i32) };
+            match daemon::listen::adopt(fd) {
+                Ok(listener) => bound.push(daemon::Bound {
+                    name: name.clone(),
+                    listener,
+                    own_path: None,
+                }),
+                Err(e) => {
+                    log::error!("network-process listener={name} error=\"{e}\"");
+                    return 71;
+                }
+            }
+        }
+        // What needs files is loaded before the file system is closed: OpenSSL's
+        // configuration and algorithms (Fernet's AES and HMAC).
+        let f = Fernet::new([0; 32]);
+        let _ = f.decrypt(f.encrypt(b"").as_bytes(), None);
+        for what in confine::confine_network_process() {
+            log::warn!("network-process-unconfined what=\"{what}\"");
+        }
+        let link = Link::new(ch);
+        let service = Arc::new(Service::new(cfg.clone(), link.clone()));
+        let ctl = daemon::Control::new();
+        {
+            let (svc, ctl) = (Arc::downgrade(&service), ctl.clone());
+            tokio::spawn(async move {
+                link.read(move |sid| {
+                    if let Some(s) = svc.upgrade() {
+                        s.ended(&sid);
+                    }
+                })
+                .await;
+                // Without the monitor nothing can be done: stop.
+                ctl.stop("monitor-gone");
+            });
+        }
+        service.spawn_purger();
+        if let Some(idle) = cfg.idle_exit {
+            let (svc, ctl) = (service.clone(), ctl.clone());
+            tokio::spawn(async move {
+                let mut quiet = Instant::now();
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if ctl.active() > 0 || svc.sessions() > 0 {
+                        quiet = Instant::now();
+                    } else if quiet.elapsed() >= idle {
+                        ctl.stop("idle");
+                        break;
+                    }
+                }
+            });
+        }
+        let opts = daemon::Options {
+            // Sessions live in memory: never exit idle while one is open (checked above).
+            idle_exit: None,
+            max_connections: cfg.max_connections,
+            max_per_source: cfg.max_per_source,
+            ..Default::default()
+        };
+        let limits = Arc::new(crate::http::Limits {
+            header_timeout: cfg.header_timeout,
+            body_timeout: cfg.body_timeout,
+            request_timeout: cfg.request_timeout,
+            ..Default::default()
+        });
+        let status = cfg.status.clone();
+        let reason =
+            crate::http::serve(bound, opts, ctl, &status, None, limits, move |req, info| {
+                service.clone().handle(req, info)
+            })
+            .await;
+        log::info!("stopped reason={reason}");
+        if reason == "monitor-gone" {
+            70
+        } else {
+            0
+        }
+    })
+}
