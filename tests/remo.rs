@@ -1308,7 +1308,10 @@ fn the_network_process_is_unprivileged_and_started_again() {
         if let Some(p) = network_pid(monitor).filter(|p| *p != net) {
             break p;
         }
-        assert!(std::time::Instant::now() < deadline, "no new network process");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new network process"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     assert!(Path::new(&format!("/proc/{monitor}")).exists());
