@@ -2,16 +2,27 @@
 PREFIX  ?= /usr/local
 BINDIR  ?= $(PREFIX)/bin
 SBINDIR ?= $(PREFIX)/sbin
-# systemd's unit directories: for the distribution's own PREFIX (/usr) where systemd.pc says
-# (Debian 12: /lib/systemd/system, the one dh_installsystemd reads); under another PREFIX the
-# same layout below it (/usr/local/lib/systemd/system is in systemd's search path).
-systemd_dir = $(or $(if $(filter /usr,$(PREFIX)),$(shell pkg-config --variable=$(1) systemd 2>/dev/null)),$(PREFIX)/$(2))
+# systemd's unit directories from systemd.pc (pkg-config) when it is there: for the
+# distribution's own PREFIX (/usr) as it says (Debian 12: /lib/systemd/system, the one
+# dh_installsystemd reads); under another PREFIX its layout moved below PREFIX
+# (/usr/local/lib/systemd/system, in systemd's search path). Without pkg-config or systemd.pc,
+# PREFIX/lib/systemd/{system,user}.
+systemd_pc_prefix = $(if $(filter /usr,$(PREFIX)),,--define-variable=prefix=$(PREFIX) --define-variable=root_prefix=$(PREFIX))
+systemd_dir = $(or $(shell pkg-config $(systemd_pc_prefix) --variable=$(1) systemd 2>/dev/null),$(PREFIX)/$(2))
 UNITDIR ?= $(call systemd_dir,systemdsystemunitdir,lib/systemd/system)
 USERUNITDIR ?= $(call systemd_dir,systemduserunitdir,lib/systemd/user)
 MANDIR  ?= $(PREFIX)/share/man
-# PAM reads only /etc/pam.d (and the vendor /usr/lib/pam.d), whatever PREFIX is.
+# Shell completions, where each shell looks: bash-completion's loader (XDG_DATA_DIRS), zsh's
+# fpath (Debian: vendor-completions for the distribution's /usr, site-functions below
+# another prefix), fish's vendor_completions.d (XDG_DATA_DIRS).
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/$(if $(filter /usr,$(PREFIX)),vendor-completions,site-functions)
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
+# PAM reads only /etc/pam.d (and the vendor /usr/lib/pam.d), whatever PREFIX is; the daemons
+# read /etc/keysock/NAME.toml (lib/config.rs).
 SYSCONFDIR ?= /etc
 PAMDIR  ?= $(SYSCONFDIR)/pam.d
+CONFDIR ?= $(SYSCONFDIR)/keysock
 SYSUSERSDIR ?= $(call systemd_dir,sysusersdir,lib/sysusers.d)
 DESTDIR ?=
 CARGO   ?= cargo
@@ -34,10 +45,16 @@ TARGET  := target/$(PROFILE)
 SUBST := sed $(foreach p,$(SBIN_PROGRAMS),-e 's|/usr/local/s\{0,1\}bin/$(p)\b|$(SBINDIR)/$(p)|g') \
   $(foreach p,$(BIN_PROGRAMS),-e 's|/usr/local/s\{0,1\}bin/$(p)\b|$(BINDIR)/$(p)|g') \
   -e 's|/usr/local/sbin/|$(SBINDIR)/|g' -e 's|/usr/local/bin/|$(BINDIR)/|g' \
-  -e 's|/usr/local/lib/systemd/system|$(UNITDIR)|g' -e 's|/usr/local/lib/systemd/user|$(USERUNITDIR)|g'
+  -e 's|/usr/local/lib/systemd/system|$(UNITDIR)|g' -e 's|/usr/local/lib/systemd/user|$(USERUNITDIR)|g' \
+  -e 's|/usr/local/share/bash\\\{0,1\}-completion/completions|$(BASHCOMPDIR)|g' \
+  -e 's|/usr/local/share/zsh/site\\\{0,1\}-functions|$(ZSHCOMPDIR)|g' \
+  -e 's|/usr/local/share/fish/vendor_completions.d|$(FISHCOMPDIR)|g' \
+  -e 's|/usr/local/share/man|$(MANDIR)|g'
 UNITS := $(wildcard units/*.socket units/*.service)
 USERUNITS := $(wildcard units/user/*.socket units/user/*.service)
 MANPAGES := $(wildcard man/*.[1-8])
+# The daemons' configuration files, installed only where none exists (an admin's is kept).
+CONFIGS := $(wildcard conf/*.toml)
 
 .PHONY: all build run check deps fmt-check clippy test fuzz fuzz-smoke unit-gate man-gate systemd-test install uninstall deb bench clean
 
@@ -93,17 +110,27 @@ systemd-test:
 	tests/systemd/deb.sh
 
 install:
-	install -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(USERUNITDIR)
+	install -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(USERUNITDIR) \
+	  $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR) $(DESTDIR)$(CONFDIR)
 	for p in $(SBIN_PROGRAMS); do install -m 0755 $(TARGET)/$$p $(DESTDIR)$(SBINDIR)/$$p; done
 	for p in $(BIN_PROGRAMS); do install -m 0755 $(TARGET)/$$p $(DESTDIR)$(BINDIR)/$$p; done
+	# Completions from each program's own clap definition (its hidden --generate-completions).
+	set -e; for p in $(PROGRAMS); do \
+	  $(TARGET)/$$p --generate-completions bash > $(DESTDIR)$(BASHCOMPDIR)/$$p; \
+	  $(TARGET)/$$p --generate-completions zsh > $(DESTDIR)$(ZSHCOMPDIR)/_$$p; \
+	  $(TARGET)/$$p --generate-completions fish > $(DESTDIR)$(FISHCOMPDIR)/$$p.fish; \
+	  chmod 0644 $(DESTDIR)$(BASHCOMPDIR)/$$p $(DESTDIR)$(ZSHCOMPDIR)/_$$p $(DESTDIR)$(FISHCOMPDIR)/$$p.fish; done
+	# The configuration files: an admin's own is never replaced.
+	for c in $(CONFIGS); do [ -e $(DESTDIR)$(CONFDIR)/$${c##*/} ] || install -m 0644 $$c $(DESTDIR)$(CONFDIR)/$${c##*/}; done
 	for u in $(UNITS); do $(SUBST) $$u > $(DESTDIR)$(UNITDIR)/$${u##*/} && chmod 0644 $(DESTDIR)$(UNITDIR)/$${u##*/}; done
 	for u in $(USERUNITS); do $(SUBST) $$u > $(DESTDIR)$(USERUNITDIR)/$${u##*/} && chmod 0644 $(DESTDIR)$(USERUNITDIR)/$${u##*/}; done
 	for m in $(MANPAGES); do s=$${m##*.}; install -d -m 0755 $(DESTDIR)$(MANDIR)/man$$s; \
 	  $(SUBST) $$m > $(DESTDIR)$(MANDIR)/man$$s/$${m##*/} && chmod 0644 $(DESTDIR)$(MANDIR)/man$$s/$${m##*/}; done
 	# skd's PAM service: an admin's edited copy is never replaced.
-	[ -e $(DESTDIR)$(PAMDIR)/skd ] || install -D -m 0644 units/skd.pam $(DESTDIR)$(PAMDIR)/skd
+	[ -e $(DESTDIR)$(PAMDIR)/skd ] || { install -d -m 0755 $(DESTDIR)$(PAMDIR) && install -m 0644 units/skd.pam $(DESTDIR)$(PAMDIR)/skd; }
 	# System users (remod's network process); made now when installing onto this system.
-	install -D -m 0644 units/keysock.sysusers $(DESTDIR)$(SYSUSERSDIR)/keysock.conf
+	install -d -m 0755 $(DESTDIR)$(SYSUSERSDIR)
+	install -m 0644 units/keysock.sysusers $(DESTDIR)$(SYSUSERSDIR)/keysock.conf
 	[ -n "$(DESTDIR)" ] || ! command -v systemd-sysusers >/dev/null || systemd-sysusers $(SYSUSERSDIR)/keysock.conf
 
 uninstall:
@@ -112,8 +139,11 @@ uninstall:
 	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$${u##*/}; done
 	for u in $(USERUNITS); do rm -f $(DESTDIR)$(USERUNITDIR)/$${u##*/}; done
 	for m in $(MANPAGES); do s=$${m##*.}; rm -f $(DESTDIR)$(MANDIR)/man$$s/$${m##*/}; done
-	# skd's PAM service only if unedited.
+	for p in $(PROGRAMS); do rm -f $(DESTDIR)$(BASHCOMPDIR)/$$p $(DESTDIR)$(ZSHCOMPDIR)/_$$p $(DESTDIR)$(FISHCOMPDIR)/$$p.fish; done
+	# skd's PAM service and the configuration files only if unedited (as installed).
 	if cmp -s units/skd.pam $(DESTDIR)$(PAMDIR)/skd; then rm -f $(DESTDIR)$(PAMDIR)/skd; fi
+	for c in $(CONFIGS); do if cmp -s $$c $(DESTDIR)$(CONFDIR)/$${c##*/}; then rm -f $(DESTDIR)$(CONFDIR)/$${c##*/}; fi; done
+	-rmdir $(DESTDIR)$(CONFDIR) 2>/dev/null
 	# The users stay (their ids may own files), as Debian leaves system users.
 	rm -f $(DESTDIR)$(SYSUSERSDIR)/keysock.conf
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use keysock::autoid::{self, server};
 use keysock::cli::{self, exit, Fail};
-use keysock::{daemon, http};
+use keysock::{config, daemon, http};
 
 const PROGRAM: &str = "autoidd";
 const STATE: &str = "/var/lib/autoidd";
@@ -27,7 +27,7 @@ enum OnOff {
     version,
     about = "Hand out credentials to workloads that prove they hold the entropy file (auto-id v1 and v2)",
     args_conflicts_with_subcommands = true,
-    after_help = "Default files are in $STATE_DIRECTORY (else /var/lib/autoidd); secrets come from\n$CREDENTIALS_DIRECTORY when set. See autoidd(8)."
+    after_help = "Default files are in $STATE_DIRECTORY (else /var/lib/autoidd); secrets come from\n$CREDENTIALS_DIRECTORY when set. Every option of the server but --config and --check is also a key\nof the configuration file (idle-exit = 300); the command line wins. See autoidd(8)."
 )]
 struct Args {
     #[command(subcommand)]
@@ -43,13 +43,27 @@ enum Cmd {
         #[arg(value_name = "FILE")]
         file: PathBuf,
         /// Replace an existing FILE (default: refuse, exit 73)
-        #[arg(long)]
+        #[arg(long, conflicts_with = "if_missing")]
         force: bool,
+        /// Only if FILE does not exist, else do nothing and exit 0 (a first start)
+        #[arg(long)]
+        if_missing: bool,
     },
 }
 
 #[derive(clap::Args, Debug)]
 struct Serve {
+    /// Configuration file (TOML; keys are the long options); a missing default file means defaults
+    #[arg(
+        short = 'c',
+        long,
+        value_name = "FILE",
+        default_value = "/etc/keysock/autoidd.toml"
+    )]
+    config: PathBuf,
+    /// Check the configuration, key, entropy and secrets, report, and exit (non-zero on a problem)
+    #[arg(long)]
+    check: bool,
     /// RSA private key, PEM (PKCS#8 or PKCS#1, unencrypted) [default: the credential autoidd.key, else STATE/autoid_key.pem]
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
@@ -124,7 +138,10 @@ fn state_dir() -> PathBuf {
     }
 }
 
-fn gen_entropy(file: &Path, force: bool) -> Result<(), Fail> {
+fn gen_entropy(file: &Path, force: bool, if_missing: bool) -> Result<(), Fail> {
+    if if_missing && std::fs::symlink_metadata(file).is_ok() {
+        return Ok(());
+    }
     autoid::write_entropy(file, force)
         .map_err(|e| Fail::new(exit::CANTCREAT, format!("{}: {e}", file.display())))?;
     eprintln!(
@@ -135,7 +152,7 @@ fn gen_entropy(file: &Path, force: bool) -> Result<(), Fail> {
     Ok(())
 }
 
-fn run(a: Serve) -> Result<(), Fail> {
+fn run(a: Serve, conf: config::Source) -> Result<(), Fail> {
     daemon::log::init(PROGRAM, a.syslog, a.verbose).map_err(|e| Fail::new(exit::OSERR, e))?;
     let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     let state = state_dir();
@@ -174,6 +191,10 @@ fn run(a: Serve) -> Result<(), Fail> {
         ));
     }
     let srv = Arc::new(server::Server::new(cfg).map_err(|e| Fail::new(exit::NOINPUT, e))?);
+    if a.check {
+        println!("{PROGRAM}: configuration ok: file {conf}; {}", srv.status());
+        return Ok(());
+    }
     let limits = Arc::new(http::Limits {
         header_timeout: Duration::from_secs(a.header_timeout.max(1)),
         body_timeout: Duration::from_secs(a.body_timeout.max(1)),
@@ -208,10 +229,17 @@ fn run(a: Serve) -> Result<(), Fail> {
 }
 
 fn main() {
-    let args: Args = cli::parse(std::env::args_os());
+    let (args, conf): (Args, _) = config::parse(
+        std::env::args_os().collect(),
+        &config::Spec::system(PROGRAM),
+    );
     let r = match args.cmd {
-        Some(Cmd::GenEntropy { file, force }) => gen_entropy(&file, force),
-        None => run(args.serve),
+        Some(Cmd::GenEntropy {
+            file,
+            force,
+            if_missing,
+        }) => gen_entropy(&file, force, if_missing),
+        None => run(args.serve, conf),
     };
     if let Err(f) = r {
         cli::exit_with(PROGRAM, f);

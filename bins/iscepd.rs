@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use keysock::cli::{self, exit, Fail};
 use keysock::iscep::{self, server};
-use keysock::{daemon, tls};
+use keysock::{config, daemon, tls};
 
 const PROGRAM: &str = "iscepd";
 
@@ -18,10 +18,10 @@ const PROGRAM: &str = "iscepd";
     name = "iscepd",
     version,
     about = "Run configured commands for other services over the iscep protocol",
-    after_help = "See iscepd(8) and iscepd.toml(5)."
+    after_help = "Every option but --config and --check is also a key of the configuration file (idle-exit = 300);\nthe command line wins. See iscepd(8) and iscepd.toml(5)."
 )]
 struct Args {
-    /// Commands to serve (TOML, see iscepd.toml(5))
+    /// Configuration file: options and the commands to serve (TOML, iscepd.toml(5)); a missing default file means defaults and no command
     #[arg(short = 'c', long = "config", value_name = "FILE", default_value = iscep::DEFAULT_CONFIG)]
     config: PathBuf,
     /// Tokens file in the original's tokens.json format (owner -> token); must exist
@@ -74,7 +74,7 @@ struct Args {
     /// Exit after SECONDS with no open connection (for socket activation)
     #[arg(long = "idle-exit", value_name = "SECONDS")]
     idle_exit: Option<u64>,
-    /// Load the configuration and tokens, report, and exit
+    /// Check the configuration, tokens and TLS files, report, and exit (non-zero on a problem)
     #[arg(long = "check")]
     check: bool,
     /// Log to syslog instead of stderr
@@ -148,7 +148,11 @@ fn run(a: Args) -> Result<(), Fail> {
 }
 
 fn main() {
-    let args: Args = cli::parse(std::env::args_os());
+    let spec = config::Spec {
+        default_path: Some(PathBuf::from(iscep::DEFAULT_CONFIG)),
+        sections: &["commands"],
+    };
+    let (args, _): (Args, _) = config::parse(std::env::args_os().collect(), &spec);
     if let Err(f) = run(args) {
         cli::exit_with(PROGRAM, f);
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use keysock::cli::{self, exit, Fail};
 use keysock::remo::monitor::{self, confine, proto::NetConfig, Monitor};
 use keysock::remo::server;
-use keysock::{daemon, keyfile};
+use keysock::{config, daemon, keyfile};
 
 const PROGRAM: &str = "remod";
 
@@ -17,17 +17,26 @@ const PROGRAM: &str = "remod";
     name = "remod",
     version,
     about = "Remote administration over HTTP, wire-compatible with remo_serv 0.6.0",
-    after_help = "See remod(8)."
+    after_help = "Every option but --config and --check is also a key of the configuration file (idle-exit = 600),\nas are the original's keys host and timeout; the command line wins. See remod(8)."
 )]
 struct Args {
-    /// TOML configuration (keys: port, host, timeout, log, user-service, key-file)
-    #[arg(short = 'c', long = "conf", value_name = "FILE")]
-    conf: Option<PathBuf>,
+    /// Configuration file (TOML; keys are the long options, and the original's); a missing default file means defaults
+    #[arg(
+        short = 'c',
+        long = "config",
+        alias = "conf",
+        value_name = "FILE",
+        default_value = "/etc/keysock/remod.toml"
+    )]
+    config: PathBuf,
+    /// Check the configuration and the server key, report, and exit (non-zero on a problem)
+    #[arg(long = "check")]
+    check: bool,
     /// Port to bind without socket activation or --listen [default: 8080]
     #[arg(short = 'p', long = "port", value_name = "PORT")]
     port: Option<u16>,
     /// Address to bind without socket activation or --listen [default: 0.0.0.0]
-    #[arg(short = 'i', long = "interface", value_name = "HOST")]
+    #[arg(short = 'i', long = "interface", alias = "host", value_name = "HOST")]
     interface: Option<String>,
     /// User database, SqliteUserService:PATH [default: SqliteUserService:users_db.sqlite]
     #[arg(short = 'u', long = "user-service", value_name = "SPEC")]
@@ -39,10 +48,15 @@ struct Args {
     #[arg(short = 'l', long = "log", value_name = "FILE")]
     log: Option<PathBuf>,
     /// Session inactivity timeout in seconds [default: 600]
-    #[arg(short = 's', long = "session", value_name = "SECONDS")]
+    #[arg(
+        short = 's',
+        long = "session",
+        alias = "timeout",
+        value_name = "SECONDS"
+    )]
     session: Option<u64>,
-    /// Log debug messages too
-    #[arg(short = 'd', long = "debug")]
+    /// Log debug messages too (-d, --debug: the original's spelling)
+    #[arg(short = 'v', long = "verbose", short_alias = 'd', alias = "debug")]
     debug: bool,
     /// Listen on ADDR (host:port, [v6]:port or /abs/path.sock); repeatable; replaces -i/-p
     #[arg(long = "listen", value_name = "ADDR")]
@@ -124,20 +138,6 @@ fn network_user(spec: Option<&str>) -> Result<Option<(u32, u32)>, Fail> {
     }
 }
 
-/// The original's TOML keys.
-#[derive(serde::Deserialize, Default, Debug)]
-#[serde(deny_unknown_fields)]
-struct Toml {
-    port: Option<u16>,
-    host: Option<String>,
-    timeout: Option<f64>,
-    log: Option<String>,
-    #[serde(rename = "user-service")]
-    user_service: Option<String>,
-    #[serde(rename = "key-file")]
-    key_file: Option<String>,
-}
-
 fn user_db(spec: &str) -> Result<PathBuf, Fail> {
     match spec.split_once(':') {
         Some(("SqliteUserService", path)) if !path.is_empty() => Ok(PathBuf::from(path)),
@@ -160,45 +160,26 @@ fn load_key(path: &Path) -> Result<openssl::pkey::PKey<openssl::pkey::Private>, 
     Ok(k)
 }
 
-fn run(a: Args) -> Result<(), Fail> {
+fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
     keysock::daemon::log::init(PROGRAM, a.syslog, a.debug)
         .map_err(|e| Fail::new(exit::OSERR, e))?;
-    let t: Toml = match &a.conf {
-        Some(p) => {
-            let s = std::fs::read_to_string(p)
-                .map_err(|e| Fail::new(exit::NOINPUT, format!("{}: {e}", p.display())))?;
-            toml::from_str(&s).map_err(|e| {
-                Fail::new(
-                    exit::CONFIG,
-                    format!("{}: {}", p.display(), e.to_string().replace('\n', " ")),
-                )
-            })?
-        }
-        None => Toml::default(),
-    };
-    if a.log.is_some() || t.log.is_some() {
+    if a.log.is_some() {
         log::warn!("ignoring the Python logging configuration (--log): remod logs to the journal, syslog or stderr");
     }
-    let port = a.port.or(t.port).unwrap_or(8080);
-    let host = a
-        .interface
-        .clone()
-        .or(t.host.clone())
-        .unwrap_or_else(|| "0.0.0.0".into());
-    let timeout = a.session.map(|s| s as f64).or(t.timeout).unwrap_or(600.0);
+    let port = a.port.unwrap_or(8080);
+    let host = a.interface.clone().unwrap_or_else(|| "0.0.0.0".into());
+    let timeout = a.session.map(|s| s as f64).unwrap_or(600.0);
     if !(timeout.is_finite() && timeout > 0.0) {
         return Err(Fail::new(exit::CONFIG, "session timeout must be positive"));
     }
     let spec = a
         .user_service
         .clone()
-        .or(t.user_service.clone())
         .unwrap_or_else(|| "SqliteUserService:users_db.sqlite".into());
     let users_db = user_db(&spec)?;
     let key_file = a
         .key_file
         .clone()
-        .or(t.key_file.as_ref().map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("remo_serv_key.pem"));
     // The server key and every session's X448 key: in locked memory, out of core dumps.
     match keysock::secret::secure_key_heap(64 * 1024) {
@@ -206,6 +187,14 @@ fn run(a: Args) -> Result<(), Fail> {
         other => log::warn!("keys-not-locked secure-heap={other:?}: keys may be swapped out"),
     }
     let server_key = load_key(&key_file)?;
+    if a.check {
+        println!(
+            "{PROGRAM}: configuration ok: file {conf}; key {}; users {}",
+            key_file.display(),
+            users_db.display()
+        );
+        return Ok(());
+    }
     // The database must open (and gets our columns) before we serve.
     keysock::remo::users::open(&users_db)
         .map_err(|e| Fail::new(exit::CONFIG, format!("{}: {e}", users_db.display())))?;
@@ -287,8 +276,8 @@ fn main() {
     if argv.len() == 2 && argv[1] == "--network-process" {
         std::process::exit(server::network_process());
     }
-    let args: Args = cli::parse(argv);
-    if let Err(f) = run(args) {
+    let (args, conf): (Args, _) = config::parse(argv, &config::Spec::system(PROGRAM));
+    if let Err(f) = run(args, conf) {
         cli::exit_with(PROGRAM, f);
     }
 }

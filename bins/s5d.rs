@@ -12,7 +12,7 @@ use keysock::cli::{self, exit, Fail};
 use keysock::daemon::{self, Bound, Listener};
 use keysock::s5::server::{AccessLog, Config, Server};
 use keysock::s5::{self, client, Source};
-use keysock::{detach, http, locked::Locked, privfile};
+use keysock::{config, detach, http, locked::Locked, privfile};
 
 const PROGRAM: &str = "s5d";
 
@@ -34,7 +34,7 @@ enum SecretFrom {
     version,
     about = "Serve one secret to s5client, drop-in for s5server (SciNet Super Simple Secrets Server)",
     args_conflicts_with_subcommands = true,
-    after_help = "See s5d(1)."
+    after_help = "Every option of the server but --config and --check is also a key of the configuration file\n(failure-max = 10); the command line wins. See s5d(1)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -70,6 +70,17 @@ struct Local {
 
 #[derive(clap::Args, Debug)]
 struct Args {
+    /// Configuration file (TOML; keys are the long options) [default:
+    /// $XDG_CONFIG_HOME/keysock/s5d.toml, else ~/.config/keysock/s5d.toml; a missing default file means defaults]
+    #[arg(short = 'c', long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Check the configuration and the secret's source, report, and exit (non-zero on a problem)
+    #[arg(long)]
+    check: bool,
+    /// Listen on ADDR (host:port or [v6]:port; port 0: any free one) instead of the port search
+    /// of --bind-address, --port-min and --port-max (without socket activation)
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
     /// IP address to bind (without socket activation)
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
     bind_address: String,
@@ -199,7 +210,57 @@ fn access_log(a: &Args, activated: bool) -> Result<(AccessLog, Option<std::fs::F
     Ok((AccessLog::File(Mutex::new(f)), dup))
 }
 
-fn run(a: Args) -> Result<(), Fail> {
+/// The TCP listener s5d binds itself: --listen's address, else the original's port search.
+fn bind_tcp(a: &Args) -> Result<std::net::TcpListener, Fail> {
+    let bad = |e: String| Fail::new(exit::UNAVAILABLE, format!("cannot listen: {e}"));
+    let Some(addr) = &a.listen else {
+        return s5::bind_port_range(&a.bind_address, a.port_min, a.port_max).map_err(bad);
+    };
+    let l = std::net::ToSocketAddrs::to_socket_addrs(addr.as_str())
+        .and_then(|mut i| {
+            i.next()
+                .ok_or_else(|| std::io::Error::other("resolves to nothing"))
+        })
+        .and_then(std::net::TcpListener::bind)
+        .map_err(|e| bad(format!("{addr}: {e}")))?;
+    l.set_nonblocking(true)
+        .map_err(|e| bad(format!("{addr}: {e}")))?;
+    Ok(l)
+}
+
+/// --check: what s5d would serve with, without binding or reading a secret.
+fn check(a: &Args, conf: &config::Source) -> Result<(), Fail> {
+    let activated = socket_activated();
+    let src = source(a, activated);
+    if src == Source::Credential {
+        let p = s5::credential_path()
+            .ok_or_else(|| Fail::new(exit::NOINPUT, format!("no credential {}", s5::CREDENTIAL)))?;
+        std::fs::File::open(&p)
+            .map_err(|e| Fail::new(exit::NOINPUT, format!("{}: cannot read: {e}", p.display())))?;
+    }
+    if let Some(l) = &a.listen {
+        std::net::ToSocketAddrs::to_socket_addrs(l.as_str())
+            .map_err(|e| Fail::new(exit::CONFIG, format!("--listen {l}: {e}")))?;
+    } else if a.bind_address.parse::<std::net::IpAddr>().is_err() || a.port_min > a.port_max {
+        return Err(Fail::new(
+            exit::CONFIG,
+            format!(
+                "--bind-address {} --port-min {} --port-max {}: not an IP address and a port range",
+                a.bind_address, a.port_min, a.port_max
+            ),
+        ));
+    }
+    println!(
+        "{PROGRAM}: configuration ok: file {conf}; secret from {}",
+        format!("{src:?}").to_lowercase()
+    );
+    Ok(())
+}
+
+fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
+    if a.check {
+        return check(&a, &conf);
+    }
     daemon::log::init(PROGRAM, a.syslog, a.verbose).map_err(|e| Fail::new(exit::OSERR, e))?;
     let activated = socket_activated();
     let src = source(&a, activated);
@@ -223,14 +284,7 @@ fn run(a: Args) -> Result<(), Fail> {
 
     // Listeners: systemd's, else the original's port search (before any fork, so that a
     // failure reaches the caller).
-    let tcp = if activated {
-        None
-    } else {
-        Some(
-            s5::bind_port_range(&a.bind_address, a.port_min, a.port_max)
-                .map_err(|e| Fail::new(exit::UNAVAILABLE, format!("cannot listen: {e}")))?,
-        )
-    };
+    let tcp = if activated { None } else { Some(bind_tcp(&a)?) };
     let control_path = match (&a.control, src) {
         (Some(p), _) => Some(p.clone()),
         (None, Source::Put) if !activated => Some(s5::default_control_path()),
@@ -265,10 +319,9 @@ fn run(a: Args) -> Result<(), Fail> {
     // Socket-activated with only the control socket (the user unit's default, so that users
     // of a shared node do not all want one port): the original's port search, as unactivated.
     let tcp = match tcp {
-        None if !bound.iter().any(|b| matches!(b.listener, Listener::Tcp(_))) => Some(
-            s5::bind_port_range(&a.bind_address, a.port_min, a.port_max)
-                .map_err(|e| Fail::new(exit::UNAVAILABLE, format!("cannot listen: {e}")))?,
-        ),
+        None if !bound.iter().any(|b| matches!(b.listener, Listener::Tcp(_))) => {
+            Some(bind_tcp(&a)?)
+        }
         t => t,
     };
     let (host, bind_address, port) = match &tcp {
@@ -276,7 +329,11 @@ fn run(a: Args) -> Result<(), Fail> {
             let addr = l.local_addr().map_err(|e| {
                 Fail::new(exit::OSERR, format!("cannot read the bound address: {e}"))
             })?;
-            (s5::hostname(), a.bind_address.clone(), addr.port())
+            let bind_address = match &a.listen {
+                Some(_) => addr.ip().to_string(),
+                None => a.bind_address.clone(),
+            };
+            (s5::hostname(), bind_address, addr.port())
         }
         None => {
             let addr = bound.iter().find_map(|b| match &b.listener {
@@ -457,9 +514,13 @@ fn local(l: Local, put: bool) -> Result<(), Fail> {
 }
 
 fn main() {
-    let args: Cli = cli::parse(std::env::args_os());
+    let spec = config::Spec {
+        default_path: config::user_path(PROGRAM),
+        sections: &[],
+    };
+    let (args, conf): (Cli, _) = config::parse(std::env::args_os().collect(), &spec);
     let r = match args.cmd {
-        None => run(args.serve),
+        None => run(args.serve, conf),
         Some(Cmd::Put(l)) => local(l, true),
         Some(Cmd::Token(l)) => local(l, false),
     };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keysock::cli::{self, exit, Fail};
-use keysock::{daemon, http, sks, tls};
+use keysock::{config, daemon, http, sks, tls};
 
 /// The original's single-dash flags, rewritten before parsing; -d -l -p -P are listed so that
 /// their values are never taken for flags.
@@ -32,9 +32,20 @@ const PROGRAM: &str = "skd";
     name = "skd",
     version,
     about = "Session token server, wire-compatible with SessionKeyServer 1.5",
-    after_help = "The original's spellings -PF, -PP, -tls, -default, -pam-app, -jaas and -krb5conf are accepted too.\nSee skd(8)."
+    after_help = "The original's spellings -PF, -PP, -tls, -default, -pam-app, -jaas and -krb5conf are accepted too.\nEvery option but --config and --check is also a key of the configuration file (idle-exit = 300);\nthe command line wins. See skd(8)."
 )]
 struct Args {
+    /// Configuration file (TOML; keys are the long options); a missing default file means defaults
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        default_value = "/etc/keysock/skd.toml"
+    )]
+    config: PathBuf,
+    /// Check the configuration and the TLS files, report, and exit (non-zero on a problem)
+    #[arg(long = "check")]
+    check: bool,
     /// Keep the store in DIR/skd.sqlite (created 0700 if missing; --store sqlite:DIR); default: in memory
     #[arg(short = 'd', long = "dir", value_name = "DIR")]
     dir: Option<PathBuf>,
@@ -183,7 +194,7 @@ fn open_store(
     })
 }
 
-fn run(mut a: Args) -> Result<(), Fail> {
+fn run(mut a: Args, conf: config::Source) -> Result<(), Fail> {
     keysock::daemon::log::init(PROGRAM, a.syslog, a.verbose)
         .map_err(|e| Fail::new(exit::OSERR, e))?;
     if !a.default_module.eq_ignore_ascii_case("pam") {
@@ -205,7 +216,6 @@ fn run(mut a: Args) -> Result<(), Fail> {
         (None, Some(d)) => sks::store::Location::Sqlite(d.clone()),
         (None, None) => sks::store::Location::Memory,
     };
-    let store = open_store(&location, a.store_password_file.as_deref())?;
     let acceptor = tls_acceptor(&a)?.map(Arc::new);
     if let Some(s) = a
         .pam_app
@@ -225,6 +235,15 @@ fn run(mut a: Args) -> Result<(), Fail> {
                 .map_err(|e| Fail::new(exit::USAGE, e))?,
         )
     };
+    if a.check {
+        println!(
+            "{PROGRAM}: configuration ok: file {conf}; store {}; tls {}",
+            location.describe(),
+            acceptor.is_some()
+        );
+        return Ok(());
+    }
+    let store = open_store(&location, a.store_password_file.as_deref())?;
     // clap's copy of -P (the command line itself stays readable in /proc/PID/cmdline).
     drop(a.password.take().map(zeroize::Zeroizing::new));
     let cfg = sks::Config {
@@ -266,7 +285,7 @@ fn run(mut a: Args) -> Result<(), Fail> {
             .map_err(|e| Fail::new(exit::UNAVAILABLE, e))?;
         let store_desc = location.describe();
         log::info!(
-            "starting version={} protocol={} store={store_desc} tls={}",
+            "starting version={} protocol={} store={store_desc} tls={} config=\"{conf}\"",
             env!("CARGO_PKG_VERSION"),
             sks::wire::VERSION,
             acceptor.is_some()
@@ -293,8 +312,9 @@ fn run(mut a: Args) -> Result<(), Fail> {
 }
 
 fn main() {
-    let args: Args = cli::parse(cli::translate_legacy(std::env::args_os(), LEGACY));
-    if let Err(f) = run(args) {
+    let argv = cli::translate_legacy(std::env::args_os(), LEGACY);
+    let (args, conf): (Args, _) = config::parse(argv, &config::Spec::system(PROGRAM));
+    if let Err(f) = run(args, conf) {
         cli::exit_with(PROGRAM, f);
     }
 }

@@ -57,6 +57,8 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
 /// before anything, the command line included, holds a secret.
 pub fn parse<T: clap::Parser>(args: impl IntoIterator<Item = OsString>) -> T {
     crate::secret::no_dumps();
+    let args: Vec<OsString> = args.into_iter().collect();
+    completions::<T>(&args);
     match T::try_parse_from(args) {
         Ok(t) => t,
         Err(e) => {
@@ -65,6 +67,33 @@ pub fn parse<T: clap::Parser>(args: impl IntoIterator<Item = OsString>) -> T {
             std::process::exit(code)
         }
     }
+}
+
+/// The hidden `PROGRAM --generate-completions SHELL` (bash, zsh or fish): prints the shell's
+/// completion script, generated from the program's clap definition, and exits 0 (`make
+/// install` runs it for every program). Every binary's parse goes through here.
+pub fn completions<T: clap::CommandFactory>(args: &[OsString]) {
+    const FLAG: &str = "--generate-completions";
+    if args.len() != 3 || args[1] != FLAG {
+        return;
+    }
+    use clap_complete::Shell;
+    let shell = match args[2].to_str() {
+        Some("bash") => Shell::Bash,
+        Some("zsh") => Shell::Zsh,
+        Some("fish") => Shell::Fish,
+        _ => {
+            eprintln!("{FLAG}: bash, zsh or fish");
+            std::process::exit(exit::USAGE)
+        }
+    };
+    let mut cmd = T::command();
+    let name = cmd.get_name().to_string();
+    // Into memory first: clap_complete panics on a failed write (a closed pipe).
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut cmd, name, &mut buf);
+    let out = std::io::Write::write_all(&mut std::io::stdout(), &buf);
+    std::process::exit(if out.is_ok() { 0 } else { exit::IOERR })
 }
 
 /// Rewrites the original program's single-dash long flags (`-pam-app`, `-PF`, ...) to our

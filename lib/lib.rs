@@ -5,6 +5,7 @@ pub mod autoid;
 pub mod base64;
 pub mod child;
 pub mod cli;
+pub mod config;
 pub mod daemon;
 pub mod detach;
 pub mod http;

@@ -6,6 +6,9 @@
 #   * every long option that `NAME --help` prints, and for binaries with subcommands every
 #     long option of every subcommand's --help (recursively), appears in that page, written
 #     as roff (\-\-dir, \-\-tls\-cert) or plainly (--dir). roff comment lines do not count.
+#   * every program's page (section 1 or 8) has the sections NAME, SYNOPSIS, DESCRIPTION,
+#     OPTIONS, ENVIRONMENT, FILES, EXIT STATUS, EXAMPLES and SEE ALSO, in that order (other
+#     sections may come between them).
 #
 # The binaries are those in target/debug; `cargo build --bins` runs first when one of them
 # is missing or older than the sources (bins/, lib/, Cargo.toml, Cargo.lock).
@@ -59,6 +62,7 @@ if [ $need_build = yes ]; then
 fi
 
 failures=0
+SECTIONS=(NAME SYNOPSIS DESCRIPTION OPTIONS ENVIRONMENT FILES "EXIT STATUS" EXAMPLES "SEE ALSO")
 fail() { echo "$PROG: FAIL $*" >&2; failures=$((failures + 1)); }
 
 # Long options of one command line's --help, as "OPTION<TAB>COMMAND" lines, then the same
@@ -118,6 +122,19 @@ for p in "${pages[@]}"; do
   fi
   n=${page_of[$p]:-}
   if [ -n "$n" ]; then
+    # The sections every program page has, in this order.
+    have=$(sed -n 's/^\.SH[[:space:]]*//p' "$p" | tr -d '"')
+    last=0
+    for sec in "${SECTIONS[@]}"; do
+      at=$(grep -nxF -- "$sec" <<<"$have" | head -n1 | cut -d: -f1)
+      if [ -z "$at" ]; then
+        fail "$p: no $sec section"; ok=no
+      elif [ "$at" -lt "$last" ]; then
+        fail "$p: $sec is out of order (expected: ${SECTIONS[*]})"; ok=no
+      else
+        last=$at
+      fi
+    done
     bin=$BIN_DIR/$n
     if [ ! -x "$bin" ]; then
       fail "$p: $bin is missing, so its options cannot be checked (cargo build --bins)"

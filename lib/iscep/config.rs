@@ -141,11 +141,15 @@ impl Config {
 pub const DEFAULT_TIMEOUT: f64 = 30.0;
 pub const DEFAULT_MAX_OUTPUT: usize = 64 * 1024;
 
+/// The file is also iscepd's configuration file (crate::config): the top-level keys other
+/// than `commands` are iscepd's options, checked there; here they are skipped, and only a
+/// table other than `commands` (a misspelt `[command.x]`) is refused.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawFile {
     #[serde(default)]
     commands: Ordered<RawCommand>,
+    #[serde(flatten)]
+    options: std::collections::BTreeMap<String, toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -174,6 +178,11 @@ pub fn parse(
     resolve_user: &dyn Fn(&str) -> Option<(u32, u32)>,
 ) -> Result<Config, String> {
     let raw: RawFile = toml::from_str(text).map_err(|e| e.to_string().replace('\n', " "))?;
+    if let Some((k, _)) = raw.options.iter().find(|(_, v)| v.is_table()) {
+        return Err(format!(
+            "unknown table [{k}] (commands are [commands.NAME])"
+        ));
+    }
     let mut commands = Vec::new();
     for (name, c) in raw.commands.0 {
         let bad = |why: String| format!("command {name:?}: {why}");
@@ -233,9 +242,14 @@ pub fn system_user(name: &str) -> Option<(u32, u32)> {
         .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
 }
 
+/// Reads `path`; a file that does not exist is an empty configuration (no command), as for
+/// every daemon's configuration file (crate::config); iscepd refuses a named one at start.
 pub fn load(path: &Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read configuration {}: {e}", path.display()))?;
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+        Err(e) => return Err(format!("cannot read configuration {}: {e}", path.display())),
+    };
     parse(&text, &system_user).map_err(|e| format!("configuration {}: {e}", path.display()))
 }
 
@@ -310,5 +324,10 @@ user = "nobody"
         assert!(r("[commands.a]\nexec = [\"/x\"]\noutput = \"xml\"").is_err());
         assert!(r("[commands.a]\nexec = [\"/x\"]\ntimeout = 0").is_err());
         assert!(r("").unwrap().commands.is_empty());
+        assert!(r("[command.a]\nexec = [\"/x\"]").is_err());
+        // iscepd's options beside the commands.
+        let c = r("idle-exit = 300\nlisten = [\"127.0.0.1:1\"]\n[commands.a]\nexec = [\"/x\"]")
+            .unwrap();
+        assert_eq!(c.commands.len(), 1);
     }
 }

@@ -6,7 +6,8 @@
 # s5d.socket, and then, twice:
 #   1. loads a secret with `s5d put` on /run/s5d.sock (which starts s5d.service), fetches it
 #      with the original s5client (s5 0.0.3 from PyPI, in target/s5-venv) and with ours, and
-#      sees the service exit after --success-max 2, with the socket stopped too;
+#      sees the service exit after success-max = 2 (added to /etc/keysock/s5d.toml), with the
+#      socket stopped too;
 #   2. the same with the secret in a systemd credential (LoadCredential=s5-secret:...).
 # The box has its own network namespace (BOX_NET=1): port 13500 clashes with nothing.
 #
@@ -54,7 +55,8 @@ perm=$(box stat -c '%A %U' /run/s5d.sock 2>&1) || fail "/run/s5d.sock: $perm"
 ok "s5d.socket listening, s5d.service inactive, /run/s5d.sock $perm"
 
 step put
-dropin s5d.service $'[Service]\nExecStart=\nExecStart=/usr/local/bin/s5d --no-client-file --success-max 2'
+# The option goes into the unit's configuration file, not into a copy of ExecStart=.
+box sh -c 'echo "success-max = 2" >> /etc/keysock/s5d.toml' || fail "editing /etc/keysock/s5d.toml"
 SECRET1='sdbox pût secret'
 out=$(box sh -c 'printf "%s\n" "$1" | s5d put --client-file /tmp/cf1.json' sh "$SECRET1" 2>&1) || fail "s5d put: $out"
 wait_state s5d.service active
@@ -88,7 +90,7 @@ creds=$'LoadCredential=s5-secret:/etc/keysock/s5-secret'
 box systemd-run -q -P --wait -p DynamicUser=yes -p LoadCredential=s5-secret:/etc/keysock/s5-secret \
     sh -c 'test -r "$CREDENTIALS_DIRECTORY/s5-secret"' >/dev/null 2>&1 ||
   fail "systemd delivers no credentials to a DynamicUser= unit in this box (is / rshared? see box.sh)"
-dropin s5d.service $'[Service]\n'"$creds"$'\nExecStart=\nExecStart=/usr/local/bin/s5d --no-client-file --success-max 2'
+dropin s5d.service $'[Service]\n'"$creds"
 out=$(box systemctl start s5d.socket 2>&1) || fail "systemctl start s5d.socket: $out"
 wait_state s5d.socket active
 out=$(box s5d token --client-file /tmp/cf2.json 2>&1) || fail "s5d token: $out"
