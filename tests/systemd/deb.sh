@@ -197,6 +197,17 @@ box systemctl disable --now autoidd.socket autoidd.service >/dev/null 2>&1 || fa
 box sh -c 'rm -r /etc/systemd/system/autoidd.service.d && systemctl daemon-reload' || fail "removing the drop-in"
 ok "first connection answered; key (600 root) and entropy made then, kept at restart; 404, then a secret served"
 
+step readme
+# README's "Using them" lines, verbatim, on the package as installed: a service token from
+# skd's store, an iscep token, and what it may run (iscepd started afresh by its socket, as
+# on first use; a running one takes new tokens at "systemctl reload iscepd").
+box systemctl stop iscepd.service
+out=$(box sh -euc 'cd /root
+tokenctl skd issue --db /var/lib/skd --realm myservice --user robot
+tokenctl iscep add backup --tokens /etc/keysock/iscep-tokens.json > backup.token
+iscep --token-file backup.token discover' 2>&1) || fail "README commands: $out"
+ok "$(tr '\n' ' ' <<<"$out")"
+
 step check
 # Each daemon's shipped configuration passes its --check (skd, s5d need nothing else).
 out=$(box skd --check 2>&1) || fail "skd --check: $out"
