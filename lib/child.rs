@@ -20,11 +20,11 @@
 //! runs, and they are killed at the next sweep: its loss.
 
 use std::collections::BTreeSet;
+use std::ffi::CString;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Command, Stdio};
+use std::os::unix::process::ExitStatusExt;
 use std::sync::{Mutex, MutexGuard, Once, RwLock};
 use std::time::Duration;
 
@@ -207,49 +207,229 @@ fn sweep() -> usize {
     killed
 }
 
-/// Starts `cmd` (a command's leader) and records it in [`LEADERS`].
-fn start(
-    cmd: &mut Command,
-    prog: &str,
-    user: Option<&RunAs>,
-) -> Result<std::process::Child, RunError> {
-    become_subreaper();
-    // The identity is switched in the closure below, not by std's uid()/gid(), which drop
-    // the supplementary groups and cannot set them on stable Rust.
-    let ids = user.map(|u| (u.uid, u.gid, u.groups.clone()));
-    // SAFETY: the closure runs in the forked child before execve, where only async-signal-safe
-    // calls are allowed: setsid, prctl, close_range, getrlimit, fcntl, setgroups, setgid and
-    // setuid are plain system calls that touch no lock and allocate nothing; the closure only
-    // reads the ids it captured.
-    unsafe {
-        cmd.pre_exec(move || {
-            // A session and process group of its own (pgid = sid = its pid): it cannot join
-            // ours, so `sweep` tells its tree from our own children.
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // Its orphaned descendants stay in its tree while it runs (see the module doc).
-            if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            close_others_on_exec();
-            if let Some((uid, gid, groups)) = &ids {
-                // Groups first, while still privileged; then the group, then the user.
-                if libc::setgroups(groups.len(), groups.as_ptr()) < 0
-                    || libc::setgid(*gid) < 0
-                    || libc::setuid(*uid) < 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+/// A started command's process, ours to wait for.
+struct Child {
+    pid: i32,
+}
+
+impl Child {
+    fn id(&self) -> u32 {
+        self.pid as u32
     }
+
+    /// Reaps it (blocking).
+    fn wait(&mut self) -> io::Result<std::process::ExitStatus> {
+        let mut status = 0;
+        loop {
+            // SAFETY: waitpid on our own child, with a valid pointer.
+            let r = unsafe { libc::waitpid(self.pid, &mut status, 0) };
+            if r == self.pid {
+                return Ok(std::process::ExitStatus::from_raw(status));
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// What a command is started with: everything the child needs, made before it exists (the
+/// child shares our memory until its `execve` and must not allocate).
+struct Launch {
+    path: CString,
+    argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    env: Vec<CString>,
+    env_ptrs: Vec<*const libc::c_char>,
+    cwd: CString,
+    fds: [RawFd; 3],
+    ids: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+    /// The signal mask the command starts with (empty).
+    mask: libc::sigset_t,
+    /// Set by the child when it fails before `execve`: the errno.
+    error: i32,
+}
+
+/// The program's path: as given when it has a slash, else the first executable regular file
+/// named so in the command's `PATH` (as `execvp` looks, but here, before the child exists).
+fn find_program(prog: &str, env: &[(String, String)]) -> io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if prog.contains('/') {
+        return Ok(prog.into());
+    }
+    if prog.is_empty() {
+        return Err(io::ErrorKind::NotFound.into());
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let p = std::path::Path::new(dir).join(prog);
+        if let Ok(m) = std::fs::metadata(&p) {
+            if m.is_file() && m.permissions().mode() & 0o111 != 0 {
+                return Ok(p);
+            }
+        }
+    }
+    Err(io::ErrorKind::NotFound.into())
+}
+
+fn cstring(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in argument"))
+}
+
+/// The child, on its own stack in our memory (`CLONE_VM|CLONE_VFORK`, as `posix_spawn`
+/// does): only system calls, no allocation, no lock, until `execve` or `_exit`.
+extern "C" fn launch_child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `Launch` of `start`, whose thread is suspended until we exec or
+    // exit, so it stays valid and unchanged; everything below is a plain system call.
+    unsafe {
+        let l = &mut *(arg as *mut Launch);
+        let fail = |l: &mut Launch| -> ! {
+            l.error = *libc::__errno_location();
+            libc::_exit(127)
+        };
+        // Default dispositions for every signal (our handlers are in our memory, and an
+        // ignored SIGPIPE would be inherited), then the command's mask.
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        for sig in 1..65 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
+        if libc::pthread_sigmask(libc::SIG_SETMASK, &l.mask, std::ptr::null_mut()) != 0 {
+            fail(l);
+        }
+        // A session and process group of its own (pgid = sid = its pid): it cannot join
+        // ours, so `sweep` tells its tree from our own children.
+        if libc::setsid() < 0 {
+            fail(l);
+        }
+        // Its orphaned descendants stay in its tree while it runs (see the module doc).
+        if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0 {
+            fail(l);
+        }
+        for (i, fd) in l.fds.iter().enumerate() {
+            if libc::dup2(*fd, i as libc::c_int) < 0 {
+                fail(l);
+            }
+        }
+        close_others_on_exec();
+        if let Some((uid, gid, groups)) = &l.ids {
+            // Groups first, while still privileged; then the group, then the user. Raw system
+            // calls: glibc's wrappers would switch every thread of the process it believes
+            // it is in (ours), taking its locks and signalling our threads.
+            if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) < 0
+                || libc::syscall(libc::SYS_setgid, *gid) < 0
+                || libc::syscall(libc::SYS_setuid, *uid) < 0
+            {
+                fail(l);
+            }
+        }
+        if libc::chdir(l.cwd.as_ptr()) < 0 {
+            fail(l);
+        }
+        libc::execve(l.path.as_ptr(), l.argv_ptrs.as_ptr(), l.env_ptrs.as_ptr());
+        fail(l)
+    }
+}
+
+/// Starts a command's leader with `fds` as its standard input, output and error, and records
+/// it in [`LEADERS`]. Spawned as `posix_spawn` does (the child borrows our memory until its
+/// `execve`), which costs a fraction of a `fork` of a daemon's address space; `posix_spawn`
+/// itself cannot switch groups and users or make a subreaper.
+fn start(
+    argv: &[String],
+    env: &[(String, String)],
+    cwd: &std::path::Path,
+    fds: [BorrowedFd<'_>; 3],
+    user: Option<&RunAs>,
+) -> Result<Child, RunError> {
+    use std::os::unix::ffi::OsStrExt;
+    let prog = argv.first().map(String::as_str).unwrap_or("");
+    let spawn_err = |e: io::Error| RunError::Spawn(prog.to_string(), e);
+    become_subreaper();
+    let path = find_program(prog, env).map_err(spawn_err)?;
+    // Above 2, so that no dup2 onto 0, 1, 2 overwrites a source (a daemon whose 0-2 were
+    // closed may get them from socketpair()).
+    let high: Vec<OwnedFd> = fds
+        .iter()
+        .map(|f| rustix::io::fcntl_dupfd_cloexec(f, 3))
+        .collect::<Result<_, _>>()
+        .map_err(|e| spawn_err(e.into()))?;
+    let mk = |v: Vec<CString>| {
+        let mut p: Vec<*const libc::c_char> = v.iter().map(|c| c.as_ptr()).collect();
+        p.push(std::ptr::null());
+        (v, p)
+    };
+    let (argv_c, argv_ptrs) = mk(argv
+        .iter()
+        .map(|a| cstring(a))
+        .collect::<io::Result<_>>()
+        .map_err(spawn_err)?);
+    let (env_c, env_ptrs) = mk(env
+        .iter()
+        .map(|(k, v)| cstring(&format!("{k}={v}")))
+        .collect::<io::Result<_>>()
+        .map_err(spawn_err)?);
+    let mut l = Launch {
+        path: CString::new(path.as_os_str().as_bytes()).map_err(|e| spawn_err(e.into()))?,
+        argv: argv_c,
+        argv_ptrs,
+        env: env_c,
+        env_ptrs,
+        cwd: CString::new(cwd.as_os_str().as_bytes()).map_err(|e| spawn_err(e.into()))?,
+        fds: [
+            high[0].as_raw_fd(),
+            high[1].as_raw_fd(),
+            high[2].as_raw_fd(),
+        ],
+        ids: user.map(|u| (u.uid, u.gid, u.groups.clone())),
+        // SAFETY: sigemptyset initialises the set it is given.
+        mask: unsafe {
+            let mut m = std::mem::zeroed();
+            libc::sigemptyset(&mut m);
+            m
+        },
+        error: 0,
+    };
+    debug_assert!(!l.argv.is_empty() && !l.env.iter().any(|e| e.as_bytes().is_empty()));
+    let mut stack = vec![0u8; 64 * 1024];
     let _starting = STARTING.read().unwrap_or_else(|e| e.into_inner());
-    let child = cmd
-        .spawn()
-        .map_err(|e| RunError::Spawn(prog.to_string(), e))?;
-    leaders().insert(child.id() as i32);
+    // SAFETY: every signal is blocked around clone, so none of our handlers runs on the
+    // child's stack before it resets them; the stack and `l` outlive the child's use of them
+    // (CLONE_VFORK: we resume only after its execve or _exit); the stack grows down from its
+    // 16-byte aligned top.
+    let pid = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let top = stack.as_mut_ptr().add(stack.len());
+        let top = (top as usize & !15) as *mut libc::c_void;
+        let pid = libc::clone(
+            launch_child,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &mut l as *mut Launch as *mut libc::c_void,
+        );
+        let e = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 {
+            return Err(spawn_err(e));
+        }
+        pid
+    };
+    let mut child = Child { pid };
+    if l.error != 0 {
+        let _ = child.wait();
+        return Err(spawn_err(io::Error::from_raw_os_error(l.error)));
+    }
+    leaders().insert(pid);
     Ok(child)
 }
 
@@ -288,8 +468,8 @@ unsafe fn close_others_on_exec() {
 /// Waits for the command `child` to exit without reaping it (its pid, and so its process
 /// group id, stays reserved), kills what is left of its group, reaps it, then [`sweep`]s
 /// what it left outside its group.
-fn wait_and_clean(mut child: std::process::Child) -> io::Result<std::process::ExitStatus> {
-    let pid = Pid::from_child(&child);
+fn wait_and_clean(mut child: Child) -> io::Result<std::process::ExitStatus> {
+    let pid = Pid::from_raw(child.pid).ok_or(io::ErrorKind::InvalidInput)?;
     loop {
         match rustix::process::waitid(
             WaitId::Pid(pid),
@@ -328,21 +508,18 @@ pub async fn run(spec: &Spec, input: &[u8]) -> Result<Outcome, RunError> {
             io::ErrorKind::InvalidInput.into(),
         ));
     };
+    let _ = prog;
     let (io_ours, io_theirs) = StdUnixStream::pair()?;
     let (err_ours, err_theirs) = StdUnixStream::pair()?;
-    let io_theirs = OwnedFd::from(io_theirs);
-    let stdout_fd = io_theirs.try_clone()?;
-    let mut cmd = Command::new(prog);
-    cmd.args(&spec.argv[1..])
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .current_dir("/")
-        .stdin(Stdio::from(io_theirs))
-        .stdout(Stdio::from(stdout_fd))
-        .stderr(Stdio::from(OwnedFd::from(err_theirs)));
-    let child = start(&mut cmd, prog, spec.user.as_ref())?;
-    // Our copies of the child's ends are closed now (moved into `cmd`, dropped with it).
-    drop(cmd);
+    let child = start(
+        &spec.argv,
+        &spec.env,
+        std::path::Path::new("/"),
+        [io_theirs.as_fd(), io_theirs.as_fd(), err_theirs.as_fd()],
+        spec.user.as_ref(),
+    )?;
+    // Our copies of the child's ends are closed now: only the child holds them.
+    drop((io_theirs, err_theirs));
     let pgid = child.id() as i32;
     let waiter = tokio::task::spawn_blocking(move || wait_and_clean(child));
 
@@ -425,7 +602,7 @@ pub struct SpawnOpts {
 /// reaps the command.
 pub struct Running {
     pgid: i32,
-    child: Option<std::process::Child>,
+    child: Option<Child>,
 }
 
 impl Running {
@@ -509,25 +686,24 @@ pub fn start_command(spec: &Spec, opts: &SpawnOpts) -> Result<Started, RunError>
             io::ErrorKind::InvalidInput.into(),
         ));
     };
+    let _ = prog;
     let (io_ours, io_theirs) = StdUnixStream::pair()?;
     let io_theirs = OwnedFd::from(io_theirs);
-    let stdout_fd = io_theirs.try_clone()?;
     let (err_ours, err_theirs) = if opts.merge_stderr {
         (None, io_theirs.try_clone()?)
     } else {
         let (a, b) = StdUnixStream::pair()?;
         (Some(OwnedFd::from(a)), OwnedFd::from(b))
     };
-    let mut cmd = Command::new(prog);
-    cmd.args(&spec.argv[1..])
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(opts.cwd.as_deref().unwrap_or(std::path::Path::new("/")))
-        .stdin(Stdio::from(io_theirs))
-        .stdout(Stdio::from(stdout_fd))
-        .stderr(Stdio::from(err_theirs));
-    let child = start(&mut cmd, prog, spec.user.as_ref())?;
-    drop(cmd);
+    let cwd = opts.cwd.as_deref().unwrap_or(std::path::Path::new("/"));
+    let child = start(
+        &spec.argv,
+        &spec.env,
+        cwd,
+        [io_theirs.as_fd(), io_theirs.as_fd(), err_theirs.as_fd()],
+        spec.user.as_ref(),
+    )?;
+    drop((io_theirs, err_theirs));
     Ok(Started {
         io: OwnedFd::from(io_ours),
         err: err_ours,
