@@ -198,14 +198,16 @@ box sh -c 'rm -r /etc/systemd/system/autoidd.service.d && systemctl daemon-reloa
 ok "first connection answered; key (600 root) and entropy made then, kept at restart; 404, then a secret served"
 
 step readme
-# README's "Using them" lines, verbatim, on the package as installed: a service token from
-# skd's store, an iscep token, and what it may run (iscepd started afresh by its socket, as
-# on first use; a running one takes new tokens at "systemctl reload iscepd").
-box systemctl stop iscepd.service
+# README's "Using them" lines, verbatim, on the package as installed (all but the curl login,
+# which needs an account's password: step skd-login does it): a service token from skd's
+# store, an iscep token, and what it may run.
 out=$(box sh -euc 'cd /root
+systemctl enable --now skd.socket
 tokenctl skd issue --db /var/lib/skd --realm myservice --user robot
+systemctl enable --now iscepd.socket
 tokenctl iscep add backup --tokens /etc/keysock/iscep-tokens.json > backup.token
 iscep --token-file backup.token discover' 2>&1) || fail "README commands: $out"
+box systemctl disable --now iscepd.socket iscepd.service >/dev/null 2>&1 || fail "disabling iscepd"
 ok "$(tr '\n' ' ' <<<"$out")"
 
 step check
