@@ -1385,3 +1385,41 @@ fn clean_environment_command_timeout_and_login_throttling() {
     let log = s.d.log_text();
     assert!(log.contains("reason=throttled"), "{log}");
 }
+
+/// remod(8): SIGTERM stops remod at once, and the commands it runs end with it (not after
+/// their --cmd-timeout).
+#[test]
+fn sigterm_stops_remod_and_ends_its_commands() {
+    let mut s = setup(&[]);
+    let mut c = s
+        .remo_command(&["exec", "sleep", "107"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(10, || !processes(&["sleep", "107"]).is_empty()),
+        "the command did not start"
+    );
+    let t = std::time::Instant::now();
+    Command::new("kill")
+        .arg(s.d.child.id().to_string())
+        .status()
+        .unwrap();
+    let st =
+        s.d.wait(std::time::Duration::from_secs(20))
+            .expect("remod exits after SIGTERM");
+    assert!(st.success(), "{st:?}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(8),
+        "stopping took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        eventually(5, || processes(&["sleep", "107"]).is_empty()),
+        "sleep 107 outlived remod"
+    );
+    let _ = c.kill();
+    let _ = c.wait();
+    assert!(s.d.log_text().contains("stopping sessions-ended=1"));
+}

@@ -650,8 +650,8 @@ impl Monitor {
         loop {
             let msg = tokio::select! {
                 m = ch.recv() => m,
-                _ = term.recv() => { signal_child(pid, libc::SIGTERM); continue }
-                _ = int.recv() => { signal_child(pid, libc::SIGTERM); continue }
+                _ = term.recv() => { self.stop(pid); continue }
+                _ = int.recv() => { self.stop(pid); continue }
             };
             let (data, fds) = match msg {
                 Ok(Some(m)) => m,
@@ -687,6 +687,22 @@ impl Monitor {
             .map_err(std::io::Error::other)??;
         use std::os::unix::process::ExitStatusExt;
         Ok(st.code().or_else(|| st.signal().map(|s| -s)).unwrap_or(-1))
+    }
+}
+
+impl Monitor {
+    /// SIGTERM or SIGINT: the network process drains its connections and exits; every
+    /// session ends now, so its commands (which may run for --cmd-timeout) do not hold the
+    /// stop, and their answers end.
+    fn stop(&self, network: u32) {
+        signal_child(network, libc::SIGTERM);
+        let all: Vec<String> = self.state().sessions.keys().cloned().collect();
+        for sid in &all {
+            self.end_session(sid);
+        }
+        if !all.is_empty() {
+            log::info!("stopping sessions-ended={}", all.len());
+        }
     }
 }
 
