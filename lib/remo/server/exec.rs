@@ -65,13 +65,7 @@ impl Service {
             .map_err(|r| Box::new(refusal(ctx, r)))
     }
 
-    pub(super) async fn cmd(
-        &self,
-        ctx: Ctx,
-        line: String,
-        first: Vec<u8>,
-        mut rd: TokenReader,
-    ) -> Response<RBody> {
+    pub(super) async fn cmd(&self, ctx: Ctx, line: String, mut rd: TokenReader) -> Response<RBody> {
         let argv = match Self::command(&ctx, &line) {
             Ok(a) => a,
             Err(r) => return *r,
@@ -95,15 +89,7 @@ impl Service {
             let mut p = p;
             let (mut r, mut w) = p.io.split();
             let feed = async {
-                let mut chunk = Some(first);
-                loop {
-                    let data = match chunk.take() {
-                        Some(d) => d,
-                        None => match rd.next().await {
-                            Ok(Some(d)) => d,
-                            _ => break,
-                        },
-                    };
+                while let Ok(Some(data)) = rd.next().await {
                     if w.write_all(&data).await.is_err() {
                         break;
                     }
@@ -166,13 +152,7 @@ impl Service {
         resp
     }
 
-    pub(super) async fn icm(
-        &self,
-        ctx: Ctx,
-        line: String,
-        first: Vec<u8>,
-        rd: TokenReader,
-    ) -> Response<RBody> {
+    pub(super) async fn icm(&self, ctx: Ctx, line: String, rd: TokenReader) -> Response<RBody> {
         let argv = match Self::command(&ctx, &line) {
             Ok(a) => a,
             Err(r) => return *r,
@@ -193,36 +173,27 @@ impl Service {
         );
         *slot = Some(p);
         drop(slot);
-        self.exchange(ctx, first, rd).await
+        self.exchange(ctx, rd).await
     }
 
-    pub(super) async fn idt(&self, ctx: Ctx, first: Vec<u8>, rd: TokenReader) -> Response<RBody> {
+    pub(super) async fn idt(&self, ctx: Ctx, rd: TokenReader) -> Response<RBody> {
         if ctx.iproc.lock().await.is_none() {
             return framed(&ctx, StatusCode::BAD_REQUEST, b"no interactive process");
         }
-        self.exchange(ctx, first, rd).await
+        self.exchange(ctx, rd).await
     }
 
     /// Feeds the body to the session's process and answers with what it prints.
-    pub(super) async fn exchange(
-        &self,
-        ctx: Ctx,
-        first: Vec<u8>,
-        mut rd: TokenReader,
-    ) -> Response<RBody> {
+    pub(super) async fn exchange(&self, ctx: Ctx, mut rd: TokenReader) -> Response<RBody> {
         let mut slot = ctx.iproc.lock().await;
         let Some(ip) = slot.as_mut() else {
             return framed(&ctx, StatusCode::BAD_REQUEST, b"no interactive process");
         };
-        let mut chunk = Some(first);
         loop {
-            let data = match chunk.take() {
-                Some(d) => d,
-                None => match rd.next().await {
-                    Ok(Some(d)) => d,
-                    Ok(None) => break,
-                    Err(_) => return framed(&ctx, StatusCode::BAD_REQUEST, b"invalid body"),
-                },
+            let data = match rd.next().await {
+                Ok(Some(d)) => d,
+                Ok(None) => break,
+                Err(_) => return framed(&ctx, StatusCode::BAD_REQUEST, b"invalid body"),
             };
             if !data.is_empty() {
                 let w = tokio::time::timeout(Duration::from_secs(10), ip.io.write_all(&data)).await;

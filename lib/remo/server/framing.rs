@@ -132,7 +132,8 @@ pub(super) fn streamed(ctx: &Ctx) -> (Response<RBody>, Enc, mpsc::Sender<Bytes>)
     (with_cookie(r, &ctx.sid), enc, tx)
 }
 
-/// Request body tokens after the first: checks numbering and the end mark.
+/// A request body's tokens: the first (path hash), then the rest with their numbering and end
+/// mark checked; [`TokenReader::next`] yields every payload, the first token's included.
 pub(super) struct TokenReader {
     pub(super) body: Incoming,
     /// The request's body deadline ([`crate::http::body_deadline`]); none for uploads and
@@ -145,6 +146,8 @@ pub(super) struct TokenReader {
     pub(super) req: i16,
     pub(super) next_tok: i16,
     pub(super) done: bool,
+    /// The first token's payload, not yet taken by [`TokenReader::next`].
+    pub(super) pending: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -165,6 +168,7 @@ impl TokenReader {
             req: 0,
             next_tok: 0,
             done: false,
+            pending: None,
         }
     }
 
@@ -203,9 +207,9 @@ impl TokenReader {
         }
     }
 
-    /// The first token: begin mark, token 0, the path's hash. Returns its request number
-    /// and payload.
-    pub(super) async fn first(&mut self, path: &str) -> Result<(i16, Vec<u8>), TokErr> {
+    /// The first token: begin mark, token 0, the path's hash. Returns its request number;
+    /// its payload is the first that [`TokenReader::next`] yields.
+    pub(super) async fn first(&mut self, path: &str) -> Result<i16, TokErr> {
         let line = self.line().await?.ok_or(TokErr::Missing)?;
         let plain = self
             .fernet
@@ -221,7 +225,8 @@ impl TokenReader {
         self.req = h.req;
         self.next_tok = 1;
         self.done = h.last;
-        Ok((h.req, rest[wire::HASH_LEN..].to_vec()))
+        self.pending = Some(rest[wire::HASH_LEN..].to_vec());
+        Ok(h.req)
     }
 
     /// Lifts the body deadline: the caller bounds the rest of the body itself.
@@ -231,6 +236,9 @@ impl TokenReader {
 
     /// The next payload, None after the end mark (which must close the body).
     pub(super) async fn next(&mut self) -> Result<Option<Vec<u8>>, TokErr> {
+        if let Some(p) = self.pending.take() {
+            return Ok(Some(p));
+        }
         if self.done {
             return match self.line().await? {
                 None => Ok(None),

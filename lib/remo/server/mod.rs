@@ -103,7 +103,7 @@ impl Service {
         };
         let want_status = req.headers().contains_key(STATUS_HEADER);
         let mut rd = TokenReader::new(req.into_body(), fernet.clone());
-        let (req_no, payload) = match rd.first(&path).await {
+        let req_no = match rd.first(&path).await {
             Ok(x) => x,
             Err(TokErr::Missing) => {
                 log::info!("refused peer={} reason=no-token", info.peer);
@@ -165,10 +165,10 @@ impl Service {
         match (prefix, arg) {
             ("/info", None) => framed(&ctx, StatusCode::OK, b"remo_serv 0.6.0 here"),
             ("/get/", Some(name)) => self.get(ctx, name).await,
-            ("/put/", Some(name)) => self.put(ctx, name, payload, rd).await,
-            ("/cmd/", Some(cmd)) => self.cmd(ctx, cmd, payload, rd).await,
-            ("/icm/", Some(cmd)) => self.icm(ctx, cmd, payload, rd).await,
-            ("/idt", None) => self.idt(ctx, payload, rd).await,
+            ("/put/", Some(name)) => self.put(ctx, name, rd).await,
+            ("/cmd/", Some(cmd)) => self.cmd(ctx, cmd, rd).await,
+            ("/icm/", Some(cmd)) => self.icm(ctx, cmd, rd).await,
+            ("/idt", None) => self.idt(ctx, rd).await,
             ("/edt", None) => self.edt(ctx).await,
             _ => framed(&ctx, StatusCode::NOT_FOUND, b"unknown command"),
         }

@@ -75,13 +75,7 @@ impl Service {
         resp
     }
 
-    pub(super) async fn put(
-        &self,
-        ctx: Ctx,
-        name: String,
-        first: Vec<u8>,
-        mut rd: TokenReader,
-    ) -> Response<RBody> {
+    pub(super) async fn put(&self, ctx: Ctx, name: String, mut rd: TokenReader) -> Response<RBody> {
         let mut p = match self.start(&ctx, Run::Put(name)).await {
             Ok(p) => p,
             Err(r) => return *r,
@@ -90,15 +84,11 @@ impl Service {
         rd.unbounded();
         let copy = async {
             let mut total = 0usize;
-            let mut chunk = Some(first);
             loop {
-                let data = match chunk.take() {
-                    Some(d) => d,
-                    None => match rd.next().await {
-                        Ok(Some(d)) => d,
-                        Ok(None) => break,
-                        Err(e) => return Err(format!("{e:?}")),
-                    },
+                let data = match rd.next().await {
+                    Ok(Some(d)) => d,
+                    Ok(None) => break,
+                    Err(e) => return Err(format!("{e:?}")),
                 };
                 if data.is_empty() {
                     continue;
