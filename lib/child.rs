@@ -238,9 +238,10 @@ impl Child {
 /// child shares our memory until its `execve` and must not allocate).
 struct Launch {
     path: CString,
-    argv: Vec<CString>,
+    /// Owned here for the child: `argv_ptrs` and `env_ptrs` point into them.
+    _argv: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
-    env: Vec<CString>,
+    _env: Vec<CString>,
     env_ptrs: Vec<*const libc::c_char>,
     cwd: CString,
     fds: [RawFd; 3],
@@ -350,7 +351,12 @@ fn start(
     user: Option<&RunAs>,
 ) -> Result<Child, RunError> {
     use std::os::unix::ffi::OsStrExt;
-    let prog = argv.first().map(String::as_str).unwrap_or("");
+    let Some(prog) = argv.first() else {
+        return Err(RunError::Spawn(
+            String::new(),
+            io::ErrorKind::InvalidInput.into(),
+        ));
+    };
     let spawn_err = |e: io::Error| RunError::Spawn(prog.to_string(), e);
     become_subreaper();
     let path = find_program(prog, env).map_err(spawn_err)?;
@@ -378,9 +384,9 @@ fn start(
         .map_err(spawn_err)?);
     let mut l = Launch {
         path: CString::new(path.as_os_str().as_bytes()).map_err(|e| spawn_err(e.into()))?,
-        argv: argv_c,
+        _argv: argv_c,
         argv_ptrs,
-        env: env_c,
+        _env: env_c,
         env_ptrs,
         cwd: CString::new(cwd.as_os_str().as_bytes()).map_err(|e| spawn_err(e.into()))?,
         fds: [
@@ -397,7 +403,6 @@ fn start(
         },
         error: 0,
     };
-    debug_assert!(!l.argv.is_empty() && !l.env.iter().any(|e| e.as_bytes().is_empty()));
     let mut stack = vec![0u8; 64 * 1024];
     let _starting = STARTING.read().unwrap_or_else(|e| e.into_inner());
     // SAFETY: every signal is blocked around clone, so none of our handlers runs on the
@@ -502,13 +507,6 @@ fn eof_on_reset(r: io::Result<usize>) -> io::Result<usize> {
 
 /// Runs `spec` with `input` on standard input; collects standard output and error.
 pub async fn run(spec: &Spec, input: &[u8]) -> Result<Outcome, RunError> {
-    let Some(prog) = spec.argv.first() else {
-        return Err(RunError::Spawn(
-            String::new(),
-            io::ErrorKind::InvalidInput.into(),
-        ));
-    };
-    let _ = prog;
     let (io_ours, io_theirs) = StdUnixStream::pair()?;
     let (err_ours, err_theirs) = StdUnixStream::pair()?;
     let child = start(
@@ -589,7 +587,7 @@ pub async fn run(spec: &Spec, input: &[u8]) -> Result<Outcome, RunError> {
     })
 }
 
-/// How [`spawn`] starts a long-lived (interactive) command.
+/// How [`start_command`] starts a long-lived (interactive) command.
 #[derive(Clone, Debug, Default)]
 pub struct SpawnOpts {
     /// Working directory (default `/`).
@@ -648,26 +646,6 @@ impl Drop for Running {
     }
 }
 
-/// A running command: standard input and output on one socketpair (`io`), standard error on
-/// `err` unless merged. Dropping it kills the command's process group and reaps it.
-pub struct Proc {
-    pub io: UnixStream,
-    pub err: Option<UnixStream>,
-    pub run: Running,
-}
-
-impl Proc {
-    /// Kills the process group now.
-    pub fn kill(&self) {
-        self.run.kill();
-    }
-
-    /// [`Running::wait`].
-    pub async fn wait(&mut self, limit: Duration) -> io::Result<i32> {
-        self.run.wait(limit).await
-    }
-}
-
 /// Our ends of a started command's socketpairs (standard input and output; standard error
 /// unless merged), and its process group.
 pub struct Started {
@@ -680,13 +658,6 @@ pub struct Started {
 /// process group with a clean environment, on AF_UNIX socketpairs; the caller gets the
 /// descriptors as they are (blocking), to use here or to pass to another process.
 pub fn start_command(spec: &Spec, opts: &SpawnOpts) -> Result<Started, RunError> {
-    let Some(prog) = spec.argv.first() else {
-        return Err(RunError::Spawn(
-            String::new(),
-            io::ErrorKind::InvalidInput.into(),
-        ));
-    };
-    let _ = prog;
     let (io_ours, io_theirs) = StdUnixStream::pair()?;
     let io_theirs = OwnedFd::from(io_theirs);
     let (err_ours, err_theirs) = if opts.merge_stderr {
@@ -721,21 +692,37 @@ pub fn async_stream(fd: OwnedFd) -> io::Result<UnixStream> {
     UnixStream::from_std(s)
 }
 
-/// [`start_command`], with the descriptors ready for tokio. Must be called inside a tokio
-/// runtime.
-pub fn spawn(spec: &Spec, opts: &SpawnOpts) -> Result<Proc, RunError> {
-    let Started { io, err, run } = start_command(spec, opts)?;
-    // On an error here `run` is dropped: the command is killed and reaped.
-    Ok(Proc {
-        io: async_stream(io)?,
-        err: err.map(async_stream).transpose()?,
-        run,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A running command: standard input and output on one socketpair (`io`), standard error on
+    /// `err` unless merged. Dropping it kills the command's process group and reaps it.
+    struct Proc {
+        io: UnixStream,
+        /// Standard error, held open.
+        _err: Option<UnixStream>,
+        run: Running,
+    }
+
+    impl Proc {
+        /// [`Running::wait`].
+        async fn wait(&mut self, limit: Duration) -> io::Result<i32> {
+            self.run.wait(limit).await
+        }
+    }
+
+    /// [`start_command`], with the descriptors ready for tokio. Must be called inside a tokio
+    /// runtime.
+    fn spawn(spec: &Spec, opts: &SpawnOpts) -> Result<Proc, RunError> {
+        let Started { io, err, run } = start_command(spec, opts)?;
+        // On an error here `run` is dropped: the command is killed and reaped.
+        Ok(Proc {
+            io: async_stream(io)?,
+            _err: err.map(async_stream).transpose()?,
+            run,
+        })
+    }
 
     fn spec(argv: &[&str], timeout_ms: u64) -> Spec {
         Spec {
