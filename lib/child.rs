@@ -470,10 +470,39 @@ unsafe fn close_others_on_exec() {
     }
 }
 
+/// [`wait_and_clean`] for async callers: where the kernel has pidfds (Linux 5.3), the wait is
+/// the pidfd turning readable, on the caller's runtime (no thread, no hop between threads on
+/// every command); the sweep goes to a blocking thread only when something is left to kill.
+async fn wait_and_clean_async(child: Child) -> io::Result<std::process::ExitStatus> {
+    let pidfd = Pid::from_raw(child.pid)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok())
+        .and_then(|fd| {
+            // SAFETY: the pidfd is owned by the AsyncFd, which deregisters it before closing.
+            unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+            }
+            .ok()
+        });
+    let Some(pidfd) = pidfd else {
+        return tokio::task::spawn_blocking(move || wait_and_clean(child))
+            .await
+            .map_err(io::Error::other)?;
+    };
+    // Readable once it has exited; not reaped yet, so its pid and group id stay ours.
+    let _ready = pidfd.readable().await?;
+    let st = reap_exited(child);
+    if !strays(session_of(0)).is_empty() {
+        tokio::task::spawn_blocking(sweep)
+            .await
+            .map_err(io::Error::other)?;
+    }
+    st
+}
+
 /// Waits for the command `child` to exit without reaping it (its pid, and so its process
 /// group id, stays reserved), kills what is left of its group, reaps it, then [`sweep`]s
 /// what it left outside its group.
-fn wait_and_clean(mut child: Child) -> io::Result<std::process::ExitStatus> {
+fn wait_and_clean(child: Child) -> io::Result<std::process::ExitStatus> {
     let pid = Pid::from_raw(child.pid).ok_or(io::ErrorKind::InvalidInput)?;
     loop {
         match rustix::process::waitid(
@@ -485,14 +514,17 @@ fn wait_and_clean(mut child: Child) -> io::Result<std::process::ExitStatus> {
             Err(e) => return Err(e.into()),
         }
     }
-    killpg(pid.as_raw_nonzero().get());
-    let st = {
-        let mut l = leaders();
-        let st = child.wait();
-        l.remove(&pid.as_raw_nonzero().get());
-        st
-    };
+    let st = reap_exited(child);
     sweep();
+    st
+}
+
+/// The command `child` has exited (unreaped): kills what is left of its group, then reaps it.
+fn reap_exited(mut child: Child) -> io::Result<std::process::ExitStatus> {
+    killpg(child.pid);
+    let mut l = leaders();
+    let st = child.wait();
+    l.remove(&child.pid);
     st
 }
 
@@ -519,7 +551,7 @@ pub async fn run(spec: &Spec, input: &[u8]) -> Result<Outcome, RunError> {
     // Our copies of the child's ends are closed now: only the child holds them.
     drop((io_theirs, err_theirs));
     let pgid = child.id() as i32;
-    let waiter = tokio::task::spawn_blocking(move || wait_and_clean(child));
+    let waiter = tokio::spawn(wait_and_clean_async(child));
 
     io_ours.set_nonblocking(true)?;
     err_ours.set_nonblocking(true)?;
@@ -621,7 +653,7 @@ impl Running {
             return Err(io::ErrorKind::NotFound.into());
         };
         let pgid = self.pgid;
-        let waiter = tokio::task::spawn_blocking(move || wait_and_clean(child));
+        let waiter = tokio::spawn(wait_and_clean_async(child));
         let st = match tokio::time::timeout(limit, waiter).await {
             Ok(Ok(r)) => r?,
             Ok(Err(e)) => return Err(io::Error::other(e.to_string())),

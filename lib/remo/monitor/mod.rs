@@ -369,9 +369,12 @@ impl Monitor {
     /// Starts what a session asked for, after the checks of remod(8)'s request table.
     fn spawn(&'static self, sid: &str, what: Run) -> Result<(u64, Vec<OwnedFd>), Reply> {
         let mut st = self.state();
-        let Some(s) = st.sessions.get(sid) else {
-            return Err(refused(403, "no-session"));
-        };
+        // A start is a use of the session (the network process sends no Touch with it).
+        match st.sessions.get_mut(sid) {
+            Some(s) => s.last = Instant::now(),
+            None => return Err(refused(403, "no-session")),
+        }
+        let s = &st.sessions[sid];
         let allowed = |what: &str| {
             s.allow
                 .as_ref()

@@ -87,7 +87,8 @@ impl Service {
         rd.unbounded();
         tokio::spawn(async move {
             let mut p = p;
-            let (mut r, mut w) = p.io.split();
+            let (io, exit) = p.io_and_exit(limit);
+            let (mut r, mut w) = io.split();
             let feed = async {
                 while let Ok(Some(data)) = rd.next().await {
                     if w.write_all(&data).await.is_err() {
@@ -112,26 +113,29 @@ impl Service {
                 }
                 Some(sent_first)
             };
-            let run = async { tokio::join!(feed, out).1 };
+            // Its exit status is asked for now, beside its output.
+            let run = async {
+                let (_, out, st) = tokio::join!(feed, out, exit);
+                out.map(|_| st.ok())
+            };
             // The command ends with its client (the answer's receiver is dropped) and with
             // its session (logout, expiry, a new login), not only at the time limit.
-            let (done, why) = tokio::select! {
+            let (st, why) = tokio::select! {
                 r = tokio::time::timeout(limit, run) => match r {
-                    Ok(Some(_)) => (true, ""),
-                    Ok(None) => (false, "client-gone"),
-                    Err(_) => (false, "timeout"),
+                    Ok(Some(st)) => (st, "timeout"),
+                    Ok(None) => (None, "client-gone"),
+                    Err(_) => (None, "timeout"),
                 },
-                _ = tx.closed() => (false, "client-gone"),
+                _ = tx.closed() => (None, "client-gone"),
                 _ = async {
                     match gone {
                         Some(g) => g.await,
                         None => std::future::pending().await,
                     }
-                } => (false, "client-gone"),
-                _ = ended.changed() => (false, "session-ended"),
+                } => (None, "client-gone"),
+                _ = ended.changed() => (None, "session-ended"),
             };
             drop(rd);
-            let st = if done { p.wait(limit).await.ok() } else { None };
             match st {
                 Some(st) => {
                     let tail = if want {
@@ -144,7 +148,6 @@ impl Service {
                 }
                 None => {
                     p.kill();
-                    let why = if why.is_empty() { "timeout" } else { why };
                     log::warn!("cmd-killed user={user} reason={why}");
                 }
             }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -124,7 +124,7 @@ impl Link {
             err,
             id,
             link: self.clone(),
-            exited: false,
+            exited: AtomicBool::new(false),
         })
     }
 }
@@ -136,7 +136,7 @@ pub struct Proc {
     pub err: Option<UnixStream>,
     id: u64,
     link: Arc<Link>,
-    exited: bool,
+    exited: AtomicBool,
 }
 
 impl Proc {
@@ -149,24 +149,42 @@ impl Proc {
     /// Waits (at most `limit`) for the process to exit; returns the exit code, or minus the
     /// signal number. Past `limit` it is killed.
     pub async fn wait(&mut self, limit: Duration) -> std::io::Result<i32> {
-        let req = Request::Wait { id: self.id };
-        match tokio::time::timeout(limit, self.link.call(&req)).await {
-            Ok(Ok((Reply::Exited { status }, _))) => {
-                self.exited = true;
-                Ok(status)
+        self.io_and_exit(limit).1.await
+    }
+
+    /// Its standard input and output, and [`Proc::wait`] as a future beside them: the
+    /// monitor is asked at once, so its answer comes as the process exits, not one round
+    /// trip after its output ends.
+    pub fn io_and_exit(
+        &mut self,
+        limit: Duration,
+    ) -> (
+        &mut UnixStream,
+        impl std::future::Future<Output = std::io::Result<i32>> + Send + '_,
+    ) {
+        let (link, id, exited) = (&self.link, self.id, &self.exited);
+        let exit = async move {
+            let req = Request::Wait { id };
+            match tokio::time::timeout(limit, link.call(&req)).await {
+                Ok(Ok((Reply::Exited { status }, _))) => {
+                    exited.store(true, Ordering::Relaxed);
+                    Ok(status)
+                }
+                Ok(_) => Err(std::io::ErrorKind::NotFound.into()),
+                Err(_) => {
+                    let link = link.clone();
+                    tokio::spawn(async move { link.tell(&Request::Kill { id }).await });
+                    Err(std::io::ErrorKind::TimedOut.into())
+                }
             }
-            Ok(_) => Err(std::io::ErrorKind::NotFound.into()),
-            Err(_) => {
-                self.kill();
-                Err(std::io::ErrorKind::TimedOut.into())
-            }
-        }
+        };
+        (&mut self.io, exit)
     }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if !self.exited {
+        if !self.exited.load(Ordering::Relaxed) {
             let (link, id) = (self.link.clone(), self.id);
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move { link.tell(&Request::Kill { id }).await });

@@ -145,11 +145,6 @@ impl Service {
                 want_status,
             }
         };
-        self.link
-            .tell(&proto::Request::Touch {
-                sid: ctx.sid.clone(),
-            })
-            .await;
         let (prefix, arg) = match path.get(..5) {
             Some(p @ ("/get/" | "/put/" | "/cmd/" | "/icm/")) => (p, Some(&path[5..])),
             _ => (path.as_str(), None),
@@ -162,6 +157,15 @@ impl Service {
             }
             None => None,
         };
+        // The session stays alive in the monitor too: a start there counts as use, the rest
+        // say so.
+        if arg.is_none() {
+            self.link
+                .tell(&proto::Request::Touch {
+                    sid: ctx.sid.clone(),
+                })
+                .await;
+        }
         match (prefix, arg) {
             ("/info", None) => framed(&ctx, StatusCode::OK, b"remo_serv 0.6.0 here"),
             ("/get/", Some(name)) => self.get(ctx, name).await,

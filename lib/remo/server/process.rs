@@ -97,6 +97,10 @@ pub fn network_process() -> i32 {
             idle_exit: None,
             max_connections: cfg.max_connections,
             max_per_source: cfg.max_per_source,
+            // One thread, the one that reads the monitor's replies: a reply reaches its
+            // request without a hop between threads (each costs a wake-up on every /cmd),
+            // and the monitor that every request waits for is one thread too.
+            workers: 1,
             ..Default::default()
         };
         let limits = Arc::new(crate::http::Limits {
