@@ -515,7 +515,7 @@ fn connection_cap_gets_an_error_frame_and_idle_connections_close() {
         "1",
     ]);
     // Let the start-up probe's connection close first.
-    std::thread::sleep(Duration::from_millis(300));
+    common::wait_connections_closed(&d.addr);
     let mut a = client(&d, Some(&s.alice));
     let mut b = client(&d, Some(&s.alice));
     assert_eq!(a.echo("1").unwrap().ty, Type::Echo);
@@ -1076,15 +1076,18 @@ fn iscep_token_sources_and_exits_without_an_answer() {
 fn sigterm_lets_the_command_in_progress_finish() {
     let s = setup();
     let mut cfg = std::fs::read_to_string(&s.cfg).unwrap();
-    cfg.push_str(
-        "\n[commands.slow]\nexec = [\"/bin/sh\", \"-c\", \"sleep 1; echo '{\\\"slept\\\": 1}'\"]\n",
-    );
+    // The command marks its start in a file: SIGTERM comes while it runs.
+    let started = s.dir.path().join("started");
+    cfg.push_str(&format!(
+        "\n[commands.slow]\nexec = [\"/bin/sh\", \"-c\", \": > {}; sleep 1; echo '{{\\\"slept\\\": 1}}'\"]\n",
+        path_str(&started)
+    ));
     std::fs::write(&s.cfg, cfg).unwrap();
     let mut d = s.start(&[]);
     let mut c = client(&d, Some(&s.alice));
     assert_eq!(c.echo("up").unwrap().ty, Type::Echo);
     let inflight = std::thread::spawn(move || c.command("slow", None));
-    std::thread::sleep(Duration::from_millis(300));
+    common::wait_for("the command to start", || started.exists().then_some(()));
     Command::new("kill")
         .arg(d.child.id().to_string())
         .status()

@@ -1019,7 +1019,7 @@ fn token_line_without_a_client_file_and_the_connection_cap() {
         .unwrap();
     assert_got(&o, b"printed");
     // One connection open (after the start-up probe's has closed): the next gets 503.
-    std::thread::sleep(Duration::from_millis(300));
+    common::wait_connections_closed(&srv.addr());
     let held = TcpStream::connect(srv.addr()).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let (status, head, _) = post(&srv.addr(), &b64d(token)[..48], "");

@@ -678,7 +678,11 @@ fn sigterm_lets_the_request_in_flight_finish() {
     let addr = d.addr.clone();
     let inflight =
         std::thread::spawn(move || get(&addr, "/auth_token?realm=s&user=slow&pwd=slowpw"));
-    std::thread::sleep(Duration::from_millis(300));
+    // SIGTERM once PAM has been called (tests/pam-setup.sh logs each call first).
+    let before = pam_calls("slow").len();
+    common::wait_for("the PAM call for slow", || {
+        (pam_calls("slow").len() > before).then_some(())
+    });
     let st = d.signal_and_wait("TERM");
     assert!(st.success(), "{st:?}");
     let r = inflight.join().unwrap();
@@ -702,10 +706,13 @@ fn connections_over_the_cap_get_503() {
     );
     // Let the start-up probe's connection close first (a connection flagged busy while it
     // was counted would leave a slot free once it closed).
-    std::thread::sleep(Duration::from_millis(300));
+    common::wait_connections_closed(&d.addr);
     let _a = TcpStream::connect(&d.addr).unwrap();
     let _b = TcpStream::connect(&d.addr).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // Both are queued before the next (skd accepts in arrival order).
+    wait_for("two connections held", || {
+        (server_sockets(&d.addr).len() == 2).then_some(())
+    });
     let r = d.get("/version");
     assert_eq!(
         (r.status, r.text().as_str()),
