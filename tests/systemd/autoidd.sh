@@ -119,4 +119,9 @@ result=$(box systemctl show -p Result --value autoidd.service)
 journal_more autoidd.service 'stopped reason=SIGTERM' "$stops"
 ok "Result=$result"
 
+# --syslog: autoidd's lines through /dev/log, on another port, the units stopped.
+syslog_step autoidd 'listening 127.0.0.1:4499=tcp:127.0.0.1:4499' /dev/null \
+  /usr/local/sbin/autoidd --syslog --key /etc/credstore/autoidd.key --entropy /var/lib/autoidd/info2048.bin \
+  --secrets /etc/autoidd/secrets --listen 127.0.0.1:4499
+
 echo "$passed passed, 0 failed"
