@@ -2,8 +2,7 @@
 //! requests refused, a wrong entropy file refused, rotation of the entropy file and of the key,
 //! malformed input answered clearly, replays refused, v1 switched off, rate limiting.
 
-#[path = "autoid/util.rs"]
-mod util;
+pub mod util;
 use std::process::Command;
 use util::*;
 

@@ -2,8 +2,7 @@
 //! framing (1-byte writes, a 10 MiB size field), connection cap, idle timeout, 100 idle
 //! connections, commands that hang or print too much, the iscep client, tokenctl iscep.
 
-mod common;
-use common::*;
+use crate::common::*;
 use keysock::iscep::client::{Client, Tls};
 use keysock::iscep::wire::{self, Body, Packet, Read, Type};
 use serde_json::{json, Value};
@@ -515,7 +514,7 @@ fn connection_cap_gets_an_error_frame_and_idle_connections_close() {
         "1",
     ]);
     // Let the start-up probe's connection close first.
-    common::wait_connections_closed(&d.addr);
+    crate::common::wait_connections_closed(&d.addr);
     let mut a = client(&d, Some(&s.alice));
     let mut b = client(&d, Some(&s.alice));
     assert_eq!(a.echo("1").unwrap().ty, Type::Echo);
@@ -1087,7 +1086,7 @@ fn sigterm_lets_the_command_in_progress_finish() {
     let mut c = client(&d, Some(&s.alice));
     assert_eq!(c.echo("up").unwrap().ty, Type::Echo);
     let inflight = std::thread::spawn(move || c.command("slow", None));
-    common::wait_for("the command to start", || started.exists().then_some(()));
+    crate::common::wait_for("the command to start", || started.exists().then_some(()));
     Command::new("kill")
         .arg(d.child.id().to_string())
         .status()

@@ -4,8 +4,7 @@
 //! (replay refused, one answer for unknown users and bad signatures, no unauthenticated
 //! requests, user mapping, allowlist, session key never logged).
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,7 @@
 //! skd end to end: persistence across kill -9, concurrency, bad input, the fixes of skd(8),
 //! socket activation with sd_notify, idle exit, TLS, and tokenctl on the same store.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
@@ -680,7 +679,7 @@ fn sigterm_lets_the_request_in_flight_finish() {
         std::thread::spawn(move || get(&addr, "/auth_token?realm=s&user=slow&pwd=slowpw"));
     // SIGTERM once PAM has been called (tests/pam-setup.sh logs each call first).
     let before = pam_calls("slow").len();
-    common::wait_for("the PAM call for slow", || {
+    crate::common::wait_for("the PAM call for slow", || {
         (pam_calls("slow").len() > before).then_some(())
     });
     let st = d.signal_and_wait("TERM");
@@ -706,7 +705,7 @@ fn connections_over_the_cap_get_503() {
     );
     // Let the start-up probe's connection close first (a connection flagged busy while it
     // was counted would leave a slot free once it closed).
-    common::wait_connections_closed(&d.addr);
+    crate::common::wait_connections_closed(&d.addr);
     let _a = TcpStream::connect(&d.addr).unwrap();
     let _b = TcpStream::connect(&d.addr).unwrap();
     // Both are queued before the next (skd accepts in arrival order).
