@@ -757,7 +757,9 @@ fn tls_and_a_hundred_idle_connections() {
         "30",
     ]);
     let idle: Vec<TcpStream> = (0..100).map(|_| connect(&d)).collect();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("the 100 idle connections", || {
+        (server_sockets(&d.addr).len() >= 100).then_some(())
+    });
     let t = Instant::now();
     let mut c = tls_client(&d, &cert, Some(&s.alice));
     let p = c.echo("tls").unwrap();

@@ -185,6 +185,7 @@ fn eight_clients_five_hundred_requests_each() {
 fn bad_input_gets_error_answers_and_others_are_served_meanwhile() {
     let d = Daemon::direct(skd(), &["--header-timeout", "2"]);
     // A client that sends its headers one byte a second is cut off by the header timeout...
+    wait_connections_closed(&d.addr);
     let addr = d.addr.clone();
     let slow = std::thread::spawn(move || {
         let mut s = TcpStream::connect(&addr).unwrap();
@@ -204,7 +205,9 @@ fn bad_input_gets_error_answers_and_others_are_served_meanwhile() {
         (start.elapsed(), buf)
     });
     // ...while everyone else keeps being served.
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("the slow client's connection", || {
+        (!server_sockets(&d.addr).is_empty()).then_some(())
+    });
     for _ in 0..20 {
         assert_eq!(d.get("/version").text(), "1.5\n");
     }
