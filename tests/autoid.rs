@@ -2,8 +2,7 @@
 //! requests refused, a wrong entropy file refused, rotation of the entropy file and of the key,
 //! malformed input answered clearly, replays refused, v1 switched off, rate limiting.
 
-#[path = "autoid/util.rs"]
-mod util;
+pub mod util;
 use std::process::Command;
 use util::*;
 
@@ -864,7 +863,7 @@ fn connection_cap_header_timeout_idle_exit_and_the_secret_size_limit() {
         "2",
     ]);
     // The start-up probe's connection closes first (see tests/skd.rs, the cap test).
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    wait_connections_closed(&d.addr);
     let t = std::time::Instant::now();
     let mut idle: Vec<std::net::TcpStream> = (0..2)
         .map(|_| std::net::TcpStream::connect(&d.addr).unwrap())

@@ -4,8 +4,7 @@
 //! and output), run with pycryptodome and requests from PyPI in a virtual environment cached
 //! under target/autoid-venv.
 
-#[path = "autoid/util.rs"]
-mod util;
+use crate::autoid::util;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use util::*;

@@ -2,12 +2,10 @@
 //! keys are its long options, the command line wins, and `--check` exits 0 on a good
 //! configuration and non-zero, with one clear line, on a bad file or a bad key.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{get, path_str, Daemon};
+use crate::common::{get, path_str, Daemon};
 
 const DAEMONS: [&str; 5] = ["skd", "s5d", "remod", "iscepd", "autoidd"];
 
@@ -207,7 +205,7 @@ fn s5d_reads_the_users_file() {
 #[test]
 fn skd_serves_on_the_files_listener_and_the_command_line_wins() {
     let d = tempfile::tempdir().unwrap();
-    let port = common::free_port();
+    let port = crate::common::free_port();
     let addr = format!("127.0.0.1:{port}");
     let f = write(
         d.path(),
@@ -228,7 +226,7 @@ fn skd_serves_on_the_files_listener_and_the_command_line_wins() {
         "the file's dir was not used"
     );
     // A malformed request is logged at debug level only.
-    common::raw(&addr, b"NOT HTTP\r\n\r\n");
+    crate::common::raw(&addr, b"NOT HTTP\r\n\r\n");
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(
         dm.log_text().contains("debug: "),

@@ -3,8 +3,7 @@
 //! tokens from standard input; skd warns about -P), and `--listen /path.sock` (the socket's
 //! mode, a live socket left alone, a stale one replaced).
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -2,8 +2,7 @@
 //! framing (1-byte writes, a 10 MiB size field), connection cap, idle timeout, 100 idle
 //! connections, commands that hang or print too much, the iscep client, tokenctl iscep.
 
-mod common;
-use common::*;
+use crate::common::*;
 use keysock::iscep::client::{Client, Tls};
 use keysock::iscep::wire::{self, Body, Packet, Read, Type};
 use serde_json::{json, Value};
@@ -515,7 +514,7 @@ fn connection_cap_gets_an_error_frame_and_idle_connections_close() {
         "1",
     ]);
     // Let the start-up probe's connection close first.
-    std::thread::sleep(Duration::from_millis(300));
+    crate::common::wait_connections_closed(&d.addr);
     let mut a = client(&d, Some(&s.alice));
     let mut b = client(&d, Some(&s.alice));
     assert_eq!(a.echo("1").unwrap().ty, Type::Echo);
@@ -758,7 +757,9 @@ fn tls_and_a_hundred_idle_connections() {
         "30",
     ]);
     let idle: Vec<TcpStream> = (0..100).map(|_| connect(&d)).collect();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("the 100 idle connections", || {
+        (server_sockets(&d.addr).len() >= 100).then_some(())
+    });
     let t = Instant::now();
     let mut c = tls_client(&d, &cert, Some(&s.alice));
     let p = c.echo("tls").unwrap();
@@ -1076,15 +1077,18 @@ fn iscep_token_sources_and_exits_without_an_answer() {
 fn sigterm_lets_the_command_in_progress_finish() {
     let s = setup();
     let mut cfg = std::fs::read_to_string(&s.cfg).unwrap();
-    cfg.push_str(
-        "\n[commands.slow]\nexec = [\"/bin/sh\", \"-c\", \"sleep 1; echo '{\\\"slept\\\": 1}'\"]\n",
-    );
+    // The command marks its start in a file: SIGTERM comes while it runs.
+    let started = s.dir.path().join("started");
+    cfg.push_str(&format!(
+        "\n[commands.slow]\nexec = [\"/bin/sh\", \"-c\", \": > {}; sleep 1; echo '{{\\\"slept\\\": 1}}'\"]\n",
+        path_str(&started)
+    ));
     std::fs::write(&s.cfg, cfg).unwrap();
     let mut d = s.start(&[]);
     let mut c = client(&d, Some(&s.alice));
     assert_eq!(c.echo("up").unwrap().ty, Type::Echo);
     let inflight = std::thread::spawn(move || c.command("slow", None));
-    std::thread::sleep(Duration::from_millis(300));
+    crate::common::wait_for("the command to start", || started.exists().then_some(()));
     Command::new("kill")
         .arg(d.child.id().to_string())
         .status()

@@ -3,8 +3,7 @@
 //! plain, auth and TLS modes, with the certificate made as the original's README says.
 //! (The original itself is not on a package registry, so this is the stand-in.)
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::process::Command;
 

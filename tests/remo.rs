@@ -4,8 +4,7 @@
 //! (replay refused, one answer for unknown users and bad signatures, no unauthenticated
 //! requests, user mapping, allowlist, session key never logged).
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -952,6 +951,89 @@ c.commit()
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), "blob|146\n");
+}
+
+/// An RSA user key pair `PREFIX_key.pem` (password foo) and `PREFIX.pem` in `s`'s directory.
+fn rsa_pair(s: &Setup, prefix: &str) {
+    let o = run_in(
+        s.dir.path(),
+        build_key_pair(),
+        &["--type", "rsa", prefix],
+        b"foo\n",
+    );
+    assert!(o.status.success(), "{o:?}");
+    let pem = std::fs::read_to_string(s.path(&format!("{prefix}.pem"))).unwrap();
+    let k = openssl::pkey::PKey::public_key_from_pem(pem.as_bytes()).unwrap();
+    assert_eq!(k.id(), openssl::pkey::Id::RSA);
+}
+
+/// remo(1), remod(8): a user key may be RSA (PKCS#1 v1.5 signature over SHA-512): carol,
+/// added with her RSA public key, logs in and runs a command.
+#[test]
+fn rsa_user_key_logs_in_and_runs_a_command() {
+    let s = setup(&[]);
+    rsa_pair(&s, "carol");
+    let o = run_in(
+        s.dir.path(),
+        add_user(),
+        &["carol", "carol.pem", "-U", &me()],
+        b"",
+    );
+    assert!(o.status.success(), "{o:?}");
+    let o = s.remo("carol", &["exec", "echo", "rsa", "login"], b"");
+    assert_eq!(
+        (o.status.code(), o.stdout.as_slice()),
+        (Some(0), &b"rsa login\n"[..]),
+        "{o:?}"
+    );
+    let log = s.d.log_text();
+    assert!(log.contains("login user=carol"), "{log}");
+}
+
+/// An RSA key that is not the one in the database (another RSA key, valid in itself) is
+/// refused: exit 77, nothing run, the refusal logged as a bad signature.
+#[test]
+fn a_wrong_rsa_key_is_refused() {
+    let s = setup(&[]);
+    rsa_pair(&s, "carol");
+    rsa_pair(&s, "mallory");
+    let o = run_in(
+        s.dir.path(),
+        add_user(),
+        &["carol", "carol.pem", "-U", &me()],
+        b"",
+    );
+    assert!(o.status.success(), "{o:?}");
+    let marker = s.path("ran");
+    let port = s.port();
+    let o = run_in(
+        s.dir.path(),
+        remo_bin(),
+        &[
+            "127.0.0.1",
+            &port,
+            "-s",
+            "remo_serv.pem",
+            "-u",
+            "carol",
+            "-k",
+            "mallory_key.pem",
+            "--password-file",
+            "pw",
+            "exec",
+            "touch",
+            path_str(&marker),
+        ],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(77), "{o:?}");
+    assert!(!marker.exists(), "the command ran");
+    let log = s.d.log_text();
+    assert!(
+        log.contains("login-refused user=\"carol\"") && log.contains("reason=bad-signature"),
+        "{log}"
+    );
+    assert!(!log.contains("login user=carol"), "{log}");
 }
 
 /// Processes whose command line is exactly `argv` (NUL-separated in /proc/PID/cmdline).

@@ -2,9 +2,7 @@
 //! terminal with echo off, a systemd credential, s5d put over the control socket), the
 //! limits, bad input, concurrency and timeouts, socket activation, background mode.
 
-mod common;
-#[path = "s5/util.rs"]
-mod util;
+pub mod util;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
@@ -329,7 +327,7 @@ fn timeouts_cut_idle_connections_and_count_a_stalled_body_once() {
         t.elapsed() < Duration::from_secs(5),
         "cut after the timeout"
     );
-    assert_eq!(common::parse(&buf).status, 404);
+    assert_eq!(crate::common::parse(&buf).status, 404);
     let mut idle = TcpStream::connect(srv.addr()).unwrap();
     idle.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -815,7 +813,7 @@ fn half_closed_wrong_identifiers_are_answered_and_counted() {
     ]
     .concat();
     // As `nc -N` sends it: the request, then the write side shut.
-    common::assert_half_closed_answered(&srv.addr(), &req, 404);
+    crate::common::assert_half_closed_answered(&srv.addr(), &req, 404);
     let st = srv
         .wait(Duration::from_secs(10))
         .expect("exits at --failure-max 100");
@@ -952,7 +950,7 @@ fn sigterm_lets_the_request_in_progress_finish() {
     let mut first =
         b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 48\r\n\r\n".to_vec();
     first.extend_from_slice(&token[..20]);
-    let r = common::sigterm_midway(&srv.addr(), srv.child.id(), &first, &token[20..48]);
+    let r = crate::common::sigterm_midway(&srv.addr(), srv.child.id(), &first, &token[20..48]);
     assert_eq!(r.status, 200, "{r:?}");
     let ct = b64d(std::str::from_utf8(&r.body).unwrap());
     assert_eq!(
@@ -1019,7 +1017,7 @@ fn token_line_without_a_client_file_and_the_connection_cap() {
         .unwrap();
     assert_got(&o, b"printed");
     // One connection open (after the start-up probe's has closed): the next gets 503.
-    std::thread::sleep(Duration::from_millis(300));
+    crate::common::wait_connections_closed(&srv.addr());
     let held = TcpStream::connect(srv.addr()).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let (status, head, _) = post(&srv.addr(), &b64d(token)[..48], "");

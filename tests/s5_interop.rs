@@ -2,9 +2,7 @@
 //! virtual environment under target/): the original s5client against s5d, our s5client against the
 //! original s5server, and each reading the other's client file (specs/s5.md §6.5).
 
-mod common;
-#[path = "s5/util.rs"]
-mod util;
+use crate::s5::util;
 use std::time::Duration;
 use util::*;
 

@@ -1,8 +1,7 @@
 //! skd end to end: persistence across kill -9, concurrency, bad input, the fixes of skd(8),
 //! socket activation with sd_notify, idle exit, TLS, and tokenctl on the same store.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
@@ -186,6 +185,7 @@ fn eight_clients_five_hundred_requests_each() {
 fn bad_input_gets_error_answers_and_others_are_served_meanwhile() {
     let d = Daemon::direct(skd(), &["--header-timeout", "2"]);
     // A client that sends its headers one byte a second is cut off by the header timeout...
+    wait_connections_closed(&d.addr);
     let addr = d.addr.clone();
     let slow = std::thread::spawn(move || {
         let mut s = TcpStream::connect(&addr).unwrap();
@@ -205,7 +205,9 @@ fn bad_input_gets_error_answers_and_others_are_served_meanwhile() {
         (start.elapsed(), buf)
     });
     // ...while everyone else keeps being served.
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("the slow client's connection", || {
+        (!server_sockets(&d.addr).is_empty()).then_some(())
+    });
     for _ in 0..20 {
         assert_eq!(d.get("/version").text(), "1.5\n");
     }
@@ -678,7 +680,11 @@ fn sigterm_lets_the_request_in_flight_finish() {
     let addr = d.addr.clone();
     let inflight =
         std::thread::spawn(move || get(&addr, "/auth_token?realm=s&user=slow&pwd=slowpw"));
-    std::thread::sleep(Duration::from_millis(300));
+    // SIGTERM once PAM has been called (tests/pam-setup.sh logs each call first).
+    let before = pam_calls("slow").len();
+    crate::common::wait_for("the PAM call for slow", || {
+        (pam_calls("slow").len() > before).then_some(())
+    });
     let st = d.signal_and_wait("TERM");
     assert!(st.success(), "{st:?}");
     let r = inflight.join().unwrap();
@@ -702,10 +708,13 @@ fn connections_over_the_cap_get_503() {
     );
     // Let the start-up probe's connection close first (a connection flagged busy while it
     // was counted would leave a slot free once it closed).
-    std::thread::sleep(Duration::from_millis(300));
+    crate::common::wait_connections_closed(&d.addr);
     let _a = TcpStream::connect(&d.addr).unwrap();
     let _b = TcpStream::connect(&d.addr).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // Both are queued before the next (skd accepts in arrival order).
+    wait_for("two connections held", || {
+        (server_sockets(&d.addr).len() == 2).then_some(())
+    });
     let r = d.get("/version");
     assert_eq!(
         (r.status, r.text().as_str()),
@@ -848,6 +857,155 @@ fn tls_with_pem_and_pkcs12() {
         .unwrap();
     assert_eq!(o.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&o.stderr).contains("wrong password"));
+}
+
+/// A PKCS#12 keystore in `dir` with a self-signed certificate, protected by `password`.
+fn keystore(dir: &std::path::Path, password: &str) -> std::path::PathBuf {
+    let (cert, key) = keysock::tls::self_signed("localhost").unwrap();
+    let (c, k, p12) = (dir.join("c.pem"), dir.join("k.pem"), dir.join("ks.p12"));
+    std::fs::write(&c, &cert).unwrap();
+    std::fs::write(&k, &key).unwrap();
+    let st = Command::new("openssl")
+        .args([
+            "pkcs12",
+            "-export",
+            "-in",
+            path_str(&c),
+            "-inkey",
+            path_str(&k),
+        ])
+        .args([
+            "-out",
+            path_str(&p12),
+            "-passout",
+            &format!("pass:{password}"),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    p12
+}
+
+/// What skd answers on `https://ADDR/version` (curl, certificate not checked).
+fn https_version(addr: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sk", "-m", "5", &format!("https://{addr}/version")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// skd(8) -PF FILE: the keystore password is the first line of FILE, without its line end;
+/// it wins over -P; an empty file is the empty password.
+#[test]
+fn keystore_password_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p12 = keystore(dir.path(), "pf-S3cret");
+    let pf = dir.path().join("pw");
+    std::fs::write(&pf, "pf-S3cret\nnot this line\n").unwrap();
+    let d = Daemon::direct(
+        skd(),
+        &["-tls", path_str(&p12), "-P", "wrong", "-PF", path_str(&pf)],
+    );
+    assert_eq!(https_version(&d.addr), "1.5\n");
+    drop(d);
+    // Only the first line counts: the right password on the second is refused.
+    std::fs::write(&pf, "wrong\npf-S3cret\n").unwrap();
+    let o = Command::new(skd())
+        .args(["-tls", path_str(&p12), "-PF", path_str(&pf), "-p", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(78), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("wrong password"),
+        "{o:?}"
+    );
+    // An empty file: the empty password.
+    let empty_dir = tempfile::tempdir().unwrap();
+    let p12 = keystore(empty_dir.path(), "");
+    std::fs::write(&pf, "").unwrap();
+    let d = Daemon::direct(skd(), &["-tls", path_str(&p12), "-PF", path_str(&pf)]);
+    assert_eq!(https_version(&d.addr), "1.5\n");
+}
+
+/// skd(8) -PP: the keystore password is asked on the terminal with echo off (a pseudo-terminal
+/// from script(1)); without a terminal it is one line of standard input. -PP wins over -PF
+/// and -P.
+#[test]
+fn keystore_password_from_the_terminal_or_stdin() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let p12 = keystore(dir.path(), "pp-S3cret");
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "wrong\n").unwrap();
+    let stdin = dir.path().join("stdin");
+    std::fs::write(&stdin, "pp-S3cret\n").unwrap();
+    // No terminal (setsid: no controlling one, even when cargo test runs in a terminal).
+    let d = Daemon::on_free_port(|addr| {
+        let mut c = Command::new("setsid");
+        c.args(["/bin/sh", "-c", "exec \"$0\" \"$@\" < \"$PW\""])
+            .env("PW", &stdin)
+            .arg(skd())
+            .args(["-tls", path_str(&p12), "-P", "wrong"])
+            .args(["-PF", path_str(&wrong), "-PP", "--listen", addr]);
+        c
+    });
+    assert_eq!(https_version(&d.addr), "1.5\n");
+    drop(d);
+    // A terminal: the prompt comes, the password is typed after it and never echoed.
+    let (mut script, addr, out) = with_free_port(|port| {
+        let addr = format!("127.0.0.1:{port}");
+        let cmd = format!("exec {} -tls {} -PP --listen {addr}", skd(), path_str(&p12));
+        let mut script = Command::new("script")
+            .args(["-qfec", &cmd, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // What the terminal shows, as it comes.
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut r = std::io::BufReader::new(script.stdout.take().unwrap());
+        let o = out.clone();
+        std::thread::spawn(move || loop {
+            let mut b = Vec::new();
+            match r.read_until(b' ', &mut b) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => o.lock().unwrap().push_str(&String::from_utf8_lossy(&b)),
+            }
+        });
+        wait_for("the password prompt", || {
+            out.lock()
+                .unwrap()
+                .contains("Keystore password: ")
+                .then_some(())
+        });
+        let mut w = script.stdin.take().unwrap();
+        w.write_all(b"pp-S3cret\n").unwrap();
+        let listening = wait_for("skd to listen or exit", || {
+            if out.lock().unwrap().contains("listening ") {
+                return Some(true);
+            }
+            script.try_wait().unwrap().map(|_| false)
+        });
+        if !listening {
+            return None; // the port was taken meanwhile
+        }
+        Some((script, (addr, w), out))
+    });
+    assert_eq!(https_version(&addr.0), "1.5\n");
+    let shown = out.lock().unwrap().clone();
+    assert!(
+        !shown.contains("pp-S3cret"),
+        "the password was echoed: {shown:?}"
+    );
+    // skd is script's only child; stop it, then script ends with its status.
+    let skd_pid =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", script.id())).unwrap();
+    Command::new("kill").arg(skd_pid.trim()).status().unwrap();
+    let st = script.wait().unwrap();
+    assert!(st.success(), "{st:?}: {shown}");
 }
 
 #[test]

@@ -2,8 +2,7 @@
 //! (tests/common PgCluster): several skd on one database, outages, migration from SQLite,
 //! passwords from files, and the start-up errors.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
 

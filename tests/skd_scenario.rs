@@ -3,8 +3,7 @@
 //! did (§6.3), except the three JDK artefacts skd answers differently on purpose (skd(8),
 //! DIFFERENCES), whose answers are pinned here.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::collections::BTreeMap;
 use std::process::Command;
 

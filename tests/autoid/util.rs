@@ -6,9 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-#[path = "../common/mod.rs"]
-mod common;
-pub use common::*;
+pub use crate::common::*;
 
 pub fn autoidd() -> &'static str {
     env!("CARGO_BIN_EXE_autoidd")

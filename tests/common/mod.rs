@@ -44,6 +44,58 @@ pub fn with_free_port<T>(mut try_on: impl FnMut(u16) -> Option<T>) -> T {
     panic!("nothing could bind a free port in 5 tries");
 }
 
+/// Polls `f` every 10 ms until it gives `Some`, for at most 10 s (then panics, naming `what`):
+/// a test waits for a condition, never for a fixed time.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A connection the daemon at `addr` holds open (/proc/net/tcp, this network namespace).
+#[derive(Debug)]
+pub struct ServerSocket {
+    pub peer_port: u16,
+    /// Bytes received that the daemon has not read yet.
+    pub unread: u64,
+}
+
+/// The connections to `addr` (an IPv4 loopback `IP:PORT`) whose descriptor the daemon still
+/// holds: its side is ESTABLISHED (accepted or waiting in the backlog) or CLOSE_WAIT (the
+/// client has gone, the daemon has not closed yet). The listener itself and sockets the
+/// daemon has closed (FIN_WAIT, TIME_WAIT, LAST_ACK) are not listed.
+pub fn server_sockets(addr: &str) -> Vec<ServerSocket> {
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let hex_port = |a: &str| u16::from_str_radix(a.rsplit(':').next().unwrap(), 16).unwrap();
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (local, remote, state, queues) = (f[1], f[2], f[3], f[4]);
+            let open = state == "01" || state == "08";
+            (open && hex_port(local) == port).then(|| ServerSocket {
+                peer_port: hex_port(remote),
+                unread: u64::from_str_radix(queues.rsplit(':').next().unwrap(), 16).unwrap(),
+            })
+        })
+        .collect()
+}
+
+/// Waits until the daemon at `addr` has closed every connection it accepted (the cap tests:
+/// the start-up probe's connection must not hold a slot when they count).
+pub fn wait_connections_closed(addr: &str) {
+    wait_for("the daemon to close its connections", || {
+        server_sockets(addr).is_empty().then_some(())
+    });
+}
+
 /// A loopback port where nothing listens, held so that nobody can listen there (bound, not
 /// listening: a connection is refused) until the socket is dropped.
 pub fn closed_port() -> (rustix::fd::OwnedFd, u16) {
@@ -470,8 +522,15 @@ pub fn sigterm_midway(addr: &str, pid: u32, first: &[u8], rest: &[u8]) -> Resp {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(first).unwrap();
-    // The daemon has the head (and waits for the rest) before the signal comes.
-    std::thread::sleep(Duration::from_millis(300));
+    // The daemon has read the head (and waits for the rest) before the signal comes: its
+    // side of this connection has nothing left unread.
+    let me = s.local_addr().unwrap().port();
+    wait_for("the daemon to read the first part", || {
+        server_sockets(addr)
+            .iter()
+            .any(|k| k.peer_port == me && k.unread == 0)
+            .then_some(())
+    });
     Command::new("kill").arg(pid.to_string()).status().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while TcpStream::connect(addr).is_ok() {

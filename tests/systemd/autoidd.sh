@@ -84,9 +84,9 @@ ok "StatusText=$status"
 
 VENV=$ROOT/target/autoid-venv
 step original-client
-# The virtual environment is made by `cargo test --test autoid_python`, which make check runs
+# The virtual environment is made by `cargo test --test main autoid_python::`, which make check runs
 # first: without it this step fails rather than passing untested.
-[ -x "$VENV/bin/python" ] || fail "$VENV is missing: run cargo test --test autoid_python first"
+[ -x "$VENV/bin/python" ] || fail "$VENV is missing: run cargo test --test main autoid_python:: first"
 got=$(box sh -c 'cd /tmp/c && "$1/bin/python" "$2/tests/autoid/crypto_client.py" "$3/Stage/verify" secretsmanager,test-secret' \
   sh "$VENV" "$ROOT" "$URL" 2>&1) || fail "crypto_client.py: $got"
 [ "$got" = "$SECRET" ] || fail "crypto_client.py printed '$got'"
@@ -118,5 +118,10 @@ result=$(box systemctl show -p Result --value autoidd.service)
 [ "$result" = success ] || fail "autoidd.service Result=$result"
 journal_more autoidd.service 'stopped reason=SIGTERM' "$stops"
 ok "Result=$result"
+
+# --syslog: autoidd's lines through /dev/log, on another port, the units stopped.
+syslog_step autoidd 'listening 127.0.0.1:4499=tcp:127.0.0.1:4499' /dev/null \
+  /usr/local/sbin/autoidd --syslog --key /etc/credstore/autoidd.key --entropy /var/lib/autoidd/info2048.bin \
+  --secrets /etc/autoidd/secrets --listen 127.0.0.1:4499
 
 echo "$passed passed, 0 failed"

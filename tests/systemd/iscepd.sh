@@ -166,6 +166,10 @@ r=$(box systemctl show -p Result --value iscepd.service)
 journal_has iscepd.service 'stopped reason=SIGTERM'
 ok "inactive, Result=success"
 
+# --syslog: iscepd's lines through /dev/log, on another port, the units stopped.
+syslog_step iscepd 'listening 127.0.0.1:8999=tcp:127.0.0.1:8999' /dev/null \
+  /usr/local/sbin/iscepd --syslog --config "$CONF" --tokens "$TOKENS" --listen 127.0.0.1:8999
+
 t1=$(date +%s.%N)
 echo "(box up $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s)"
 echo "$passed passed, 0 failed"

@@ -36,7 +36,7 @@ ok() { passed=$((passed + 1)); echo "ok: $STEP${1:+: $1}"; }
 box() { timeout 60 "$BOX" exec "$STATE" "$@"; }
 fail() {
   echo "FAIL: $STEP: $*" >&2
-  if [ $booted = 1 ] && [ -s "$STATE/pid1" ]; then
+  if [ $booted = 1 ] && [ -s "$STATE/init.pid" ]; then
     local u j=()
     for u in $UNITS; do j+=(-u "$u"); done
     echo "--- systemctl status $UNITS" >&2
@@ -81,6 +81,30 @@ journal_more() {
     sleep 0.1
   done
   fail "no new '$2' in journalctl -u $1 ($n lines, as before)"
+}
+# syslog_step NAME WANT STDIN CMD...: the step syslog. CMD (the daemon NAME with --syslog, in
+# the foreground) runs inside the box, outside any unit, with STDIN as its standard input,
+# and gets SIGTERM after 2 s: it must exit 0 and write nothing to stderr, and the line WANT
+# and a new stop line must reach the journal through /dev/log (_TRANSPORT=syslog, identifier
+# NAME, facility daemon). Nothing else brings its lines there: its stderr is this script's.
+syslog_step() {
+  local name=$1 want=$2 in=$3 out j stops q
+  shift 3
+  step syslog
+  q=(--no-pager -o cat -t "$name" _TRANSPORT=syslog SYSLOG_FACILITY=3)
+  stops=$(box journalctl "${q[@]}" 2>/dev/null | grep -c 'stopped reason="\{0,1\}SIGTERM' || true)
+  out=$(box sh -c 'in=$1; shift; timeout --preserve-status -s TERM 2 "$@" <"$in" 2>&1 >/dev/null; echo "exit=$?"' \
+    sh "$in" "$@" 2>&1)
+  [ "$(tail -n1 <<<"$out")" = exit=0 ] || fail "$name --syslog did not stop cleanly on SIGTERM: $out"
+  [ "$out" = exit=0 ] || fail "$name --syslog wrote to stderr: $out"
+  for _ in $(seq 1 50); do
+    j=$(box journalctl "${q[@]}" 2>&1 || true)
+    grep -qF -- "$want" <<<"$j" && [ "$(grep -c 'stopped reason="\{0,1\}SIGTERM' <<<"$j")" -gt "$stops" ] && break
+    sleep 0.1
+  done
+  grep -qF -- "$want" <<<"$j" || fail "no '$want' through syslog with identifier $name: $j"
+  [ "$(grep -c 'stopped reason="\{0,1\}SIGTERM' <<<"$j")" -gt "$stops" ] || fail "no new stop line through syslog: $j"
+  ok "'$want' and the stop line through /dev/log, nothing on stderr"
 }
 # dropin UNIT TEXT: this test's drop-in for UNIT, then daemon-reload.
 dropin() {

@@ -126,4 +126,9 @@ done
 journal_more remod.service 'stopped reason=SIGTERM' "$stops"
 ok "inactive"
 
+# --syslog: remod's lines through /dev/log, on another port, the units stopped.
+syslog_step remod 'listening 127.0.0.1:8499=tcp:127.0.0.1:8499' /dev/null \
+  /usr/local/sbin/remod --syslog -k /etc/remod/remo_serv_key.pem \
+  -u SqliteUserService:/var/lib/remod/users_db.sqlite --listen 127.0.0.1:8499
+
 echo "$passed passed, 0 failed"

@@ -169,19 +169,8 @@ r=$(box systemctl show -p Result --value skd.service)
 journal_more skd.service 'stopped reason=SIGTERM' "$stops"
 ok "all inactive, socket file removed, Result=success"
 
-step syslog
-# --syslog: lines go to /dev/log (journald's syslog socket in the box), identifier skd; only
-# lines that came that way count (the service's own stderr lines carry the identifier too).
-out=$(box sh -c 'timeout --preserve-status -s TERM 1 /usr/local/sbin/skd --syslog --listen 127.0.0.1:4499; echo "exit=$?"' 2>&1)
-grep -q 'exit=0' <<<"$out" || fail "skd --syslog did not stop cleanly on SIGTERM: $out"
-[ -z "$(grep -v 'exit=0' <<<"$out")" ] || fail "skd --syslog wrote to stderr: $out"
-for _ in $(seq 1 50); do
-  j=$(box journalctl --no-pager -o cat -t skd _TRANSPORT=syslog 2>&1 || true)
-  grep -q 'listening 127.0.0.1:4499' <<<"$j" && break
-  sleep 0.1
-done
-grep -q 'listening 127.0.0.1:4499=tcp:127.0.0.1:4499' <<<"$j" || fail "no syslog line with identifier skd: $j"
-grep -q 'stopped reason=SIGTERM' <<<"$j" || fail "no stop line through syslog: $j"
-ok "start and stop lines through /dev/log, nothing on stderr"
+# --syslog: skd's lines through /dev/log (journald's syslog socket in the box).
+syslog_step skd 'listening 127.0.0.1:4499=tcp:127.0.0.1:4499' /dev/null \
+  /usr/local/sbin/skd --syslog --listen 127.0.0.1:4499
 
 echo "$passed passed, 0 failed"

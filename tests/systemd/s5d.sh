@@ -103,4 +103,49 @@ wait_state s5d.service inactive
 wait_state s5d.socket inactive
 ok "both s5clients got it; service and socket stopped"
 
+# --syslog: s5d's lines through /dev/log, the secret typed on standard input (no terminal).
+box sh -c 'printf "syslog secret\n" > /tmp/s5-syslog-in' || fail "writing /tmp/s5-syslog-in"
+syslog_step s5d 'listening http=tcp:127.0.0.1:13599' /tmp/s5-syslog-in \
+  /usr/local/bin/s5d --syslog --foreground --secret-from prompt --bind-address 127.0.0.1 \
+  --port-min 13599 --port-max 13599 --client-file /tmp/s5-syslog.json --logfile /tmp/s5-syslog.log
+
+step user-units
+# The user units as shipped (make install put them in /usr/local/lib/systemd/user) under the
+# user manager of an ordinary user: the socket enabled, the first `s5d put` starts s5d, the
+# user's s5client gets the secret from ~/.s5client.json, and s5d.service stops the socket
+# when it exits.
+box sh -euc 'useradd -m -s /bin/sh s5user' 2>&1 || fail "useradd s5user"
+uid=$(box id -u s5user)
+out=$(box systemctl start "user@$uid.service" 2>&1) || fail "systemctl start user@$uid.service: $out"
+# as_user CMD...: CMD as s5user in the box, talking to its user manager.
+as_user() { box runuser -u s5user -- env XDG_RUNTIME_DIR="/run/user/$uid" "$@"; }
+# wait_user_state UNIT STATE: as wait_state, for a unit of s5user's manager.
+wait_user_state() {
+  local s=
+  for _ in $(seq 1 100); do
+    s=$(as_user systemctl --user is-active "$1" || true)
+    [ "$s" = "$2" ] && return 0
+    sleep 0.1
+  done
+  fail "user unit $1 is '$s', expected $2"
+}
+out=$(as_user systemctl --user enable --now s5d.socket 2>&1) || fail "systemctl --user enable --now s5d.socket: $out"
+wait_user_state s5d.socket active
+s=$(as_user systemctl --user is-active s5d.service || true)
+[ "$s" = inactive ] || fail "the user's s5d.service is '$s' before any connection, expected inactive"
+perm=$(box stat -c '%A %U' "/run/user/$uid/s5d.sock" 2>&1) || fail "/run/user/$uid/s5d.sock: $perm"
+[ "$perm" = "srw------- s5user" ] || fail "/run/user/$uid/s5d.sock is '$perm', expected 'srw------- s5user'"
+out=$(as_user sh -c 'printf "%s\n" "user unit secret" | s5d put' 2>&1) || fail "s5d put as s5user: $out"
+wait_user_state s5d.service active
+mode=$(box stat -c '%a %U' /home/s5user/.s5client.json 2>&1) || fail "no ~/.s5client.json: $mode"
+[ "$mode" = "600 s5user" ] || fail "~/.s5client.json is '$mode', expected '600 s5user'"
+pid=$(as_user systemctl --user show -p MainPID --value s5d.service)
+owner=$(box stat -c %U "/proc/$pid") || fail "no process $pid"
+[ "$owner" = s5user ] || fail "the user's s5d runs as $owner"
+got=$(as_user s5client --host 127.0.0.1 2>&1) || fail "s5client as s5user: $got"
+[ "$got" = "user unit secret" ] || fail "s5client printed '$got'"
+wait_user_state s5d.service inactive
+wait_user_state s5d.socket inactive
+ok "$out; s5d as s5user (pid $pid), the secret fetched, service and socket stopped"
+
 echo "$passed passed, 0 failed"
