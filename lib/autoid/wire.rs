@@ -79,15 +79,7 @@ pub fn hexb64_decode(text: &str, what: &'static str) -> Result<Zeroizing<Vec<u8>
 /// Hex to bytes, ignoring ASCII whitespace between pairs; None on anything else.
 pub fn unhex(text: &str) -> Option<Zeroizing<Vec<u8>>> {
     let digits: Vec<u8> = text.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
-    if digits.len() % 2 != 0 {
-        return None;
-    }
-    let val = |c: u8| (c as char).to_digit(16).map(|v| v as u8);
-    let mut out = Zeroizing::new(Vec::with_capacity(digits.len() / 2));
-    for p in digits.chunks(2) {
-        out.push(val(p[0])? << 4 | val(p[1])?);
-    }
-    Some(out)
+    crate::secret::unhex(&digits)
 }
 
 // ---------------------------------------------------------------- intervals and hash (v1)

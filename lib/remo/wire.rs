@@ -378,9 +378,7 @@ mod tests {
     use super::*;
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len() / 2)
-            .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
-            .collect()
+        crate::secret::unhex(s.as_bytes()).unwrap().to_vec()
     }
 
     fn x448_priv(bytes: &[u8]) -> PKey<Private> {
