@@ -2,7 +2,8 @@
 //! with O_EXCL|O_NOFOLLOW, then renamed over the target, so a symlink planted at the target
 //! is replaced, never followed), and removed again only if they are still the file we wrote.
 //! Keys and other files nobody can make again ([`write_key`]) never replace an existing file
-//! unless told to (`--force` of the tools that write them).
+//! unless told to (`--force` of the tools that write them). [`Stamp`] tells a daemon that a
+//! file it loaded has changed since.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -15,6 +16,32 @@ use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 pub struct FileId {
     dev: u64,
     ino: u64,
+}
+
+/// What a daemon compares to notice that a file it loaded was changed or replaced: device,
+/// inode, size and modification time to the nanosecond.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl Stamp {
+    /// The stamp of the file at `path` now (following symlinks, as loading it does).
+    pub fn of(path: &Path) -> io::Result<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+        })
+    }
 }
 
 fn split(path: &Path) -> io::Result<(OwnedFd, std::ffi::OsString)> {

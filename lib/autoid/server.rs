@@ -3,7 +3,6 @@
 //! `POST /v2/verify`. The RSA key and the entropy file are re-read when they change on disk
 //! (a stat per request), so a rotation takes effect at the next request, as in the original.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -18,6 +17,7 @@ use super::wire::{self, WireError};
 use super::{Entropy, Store, StoreError};
 use crate::daemon::Source;
 use crate::http::{self, Body, ConnInfo};
+use crate::privfile::Stamp;
 use crate::secret::{ct_eq, hex};
 use crate::throttle::Throttle;
 
@@ -67,15 +67,6 @@ impl Default for Config {
     }
 }
 
-/// Identity of a file on disk, to notice a rotation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Stamp(u64, u64, u64, i64, i64);
-
-fn stamp(p: &Path) -> std::io::Result<Stamp> {
-    let m = std::fs::metadata(p)?;
-    Ok(Stamp(m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
-}
-
 struct Material {
     key: PKey<Private>,
     entropy: Entropy,
@@ -109,9 +100,10 @@ pub fn load_private_key(path: &Path) -> Result<PKey<Private>, String> {
 
 impl Material {
     fn load(cfg: &Config) -> Result<Material, String> {
-        let ks = stamp(&cfg.key_path).map_err(|e| format!("{}: {e}", cfg.key_path.display()))?;
-        let es =
-            stamp(&cfg.entropy_path).map_err(|e| format!("{}: {e}", cfg.entropy_path.display()))?;
+        let ks =
+            Stamp::of(&cfg.key_path).map_err(|e| format!("{}: {e}", cfg.key_path.display()))?;
+        let es = Stamp::of(&cfg.entropy_path)
+            .map_err(|e| format!("{}: {e}", cfg.entropy_path.display()))?;
         let key = load_private_key(&cfg.key_path)?;
         let entropy = Entropy::load(&cfg.entropy_path)
             .map_err(|e| format!("{}: {e}", cfg.entropy_path.display()))?;
@@ -196,9 +188,9 @@ impl Server {
     /// The current key and entropy file, re-read if either changed on disk.
     fn material(&self) -> Result<Arc<Material>, String> {
         let now = (
-            stamp(&self.cfg.key_path)
+            Stamp::of(&self.cfg.key_path)
                 .map_err(|e| format!("{}: {e}", self.cfg.key_path.display()))?,
-            stamp(&self.cfg.entropy_path)
+            Stamp::of(&self.cfg.entropy_path)
                 .map_err(|e| format!("{}: {e}", self.cfg.entropy_path.display()))?,
         );
         if let Ok(g) = self.material.read() {

@@ -21,6 +21,7 @@ use super::wire::{self, Body, Packet, Read, Type};
 use super::Ordered;
 use crate::child;
 use crate::daemon::{Conn, Control, Peer};
+use crate::privfile::Stamp;
 
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -59,12 +60,9 @@ pub struct Server {
     stamps: std::sync::Mutex<[Option<Stamp>; 2]>,
 }
 
-type Stamp = (u64, u64, i64, i64, u64);
-
+/// The stamp of `p`; `None` when it cannot be read (a removed file is a change too).
 fn stamp(p: &std::path::Path) -> Option<Stamp> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(p).ok()?;
-    Some((m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
+    Stamp::of(p).ok()
 }
 
 fn what(e: &dyn std::fmt::Display) -> String {
