@@ -394,10 +394,7 @@ impl Server {
         status: StatusCode,
         len: u64,
     ) {
-        let ip = match peer {
-            Peer::Tcp(a) => a.ip().to_string(),
-            Peer::Unix { .. } => "-".into(),
-        };
+        let ip = peer.ip().map_or("-".into(), |ip| ip.to_string());
         let line = format!(
             "{ip} - - [{}] \"{method} {} {version:?}\" {} {len}\n",
             log_time(),

@@ -452,10 +452,7 @@ impl Service {
             log::warn!("{event} realm={rl} user={user:?} peer={peer} result=refused reason=too-many-logins-in-progress");
             return busy("too many logins in progress, try later");
         };
-        let rhost = match peer {
-            Peer::Tcp(a) => Some(a.ip().to_string()),
-            Peer::Unix { .. } => None,
-        };
+        let rhost = peer.ip().map(|ip| ip.to_string());
         let (svc, u) = (service.clone(), user.clone());
         let checked = tokio::task::spawn_blocking(move || {
             crate::pam::authenticate(&svc, &u, pwd.as_bytes(), rhost.as_deref())
