@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 use super::challenge::{self, Issuer, Minter, NonceError, Spent};
 use super::wire::{self, WireError};
 use super::{Entropy, Store, StoreError};
+use crate::daemon::log::quoted;
 use crate::daemon::Source;
 use crate::http::{self, Body, ConnInfo};
 use crate::privfile::Stamp;
@@ -259,7 +260,11 @@ impl Server {
         let body = match http::read_body(req.into_body(), self.cfg.max_body).await {
             Ok(b) => b,
             Err(e) => {
-                log::warn!("bad-request peer={} path={path} reason=\"{e}\"", info.peer);
+                log::warn!(
+                    "bad-request peer={} path={path} reason={e}",
+                    info.peer,
+                    e = quoted(&e)
+                );
                 self.throttle.failed(&src);
                 let st = match e {
                     http::BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -291,9 +296,10 @@ impl Server {
         if failed {
             self.throttle.failed(&src);
             log::warn!(
-                "refused peer={} path={path} status={} reason=\"{what}\"",
+                "refused peer={} path={path} status={} reason={what}",
                 info.peer,
-                resp.status().as_u16()
+                resp.status().as_u16(),
+                what = quoted(&what)
             );
         } else if resp.status().is_success() {
             if route != 2 {
@@ -302,9 +308,10 @@ impl Server {
             log::info!("{what} peer={} path={path}", info.peer);
         } else {
             log::warn!(
-                "error peer={} path={path} status={} reason=\"{what}\"",
+                "error peer={} path={path} status={} reason={what}",
                 info.peer,
-                resp.status().as_u16()
+                resp.status().as_u16(),
+                what = quoted(&what)
             );
         }
         resp

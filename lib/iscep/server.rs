@@ -20,6 +20,7 @@ use super::tokens::Tokens;
 use super::wire::{self, Body, Packet, Read, Type};
 use super::Ordered;
 use crate::child;
+use crate::daemon::log::quoted;
 use crate::daemon::{Conn, Control, Peer};
 use crate::privfile::Stamp;
 
@@ -63,10 +64,6 @@ pub struct Server {
 /// The stamp of `p`; `None` when it cannot be read (a removed file is a change too).
 fn stamp(p: &std::path::Path) -> Option<Stamp> {
     Stamp::of(p).ok()
-}
-
-fn what(e: &dyn std::fmt::Display) -> String {
-    format!("{:?}", e.to_string())
 }
 
 impl Server {
@@ -140,7 +137,7 @@ impl Server {
                     *g = Arc::new(c);
                 }
             }
-            Err(e) => log::error!("reload-failed what=config why={why} error={}", what(&e)),
+            Err(e) => log::error!("reload-failed what=config why={why} error={}", quoted(&e)),
         }
         if let Some(p) = &self.sources.tokens {
             match Tokens::load_or_empty(p) {
@@ -154,7 +151,7 @@ impl Server {
                         *g = Arc::new(t);
                     }
                 }
-                Err(e) => log::error!("reload-failed what=tokens why={why} error={}", what(&e)),
+                Err(e) => log::error!("reload-failed what=tokens why={why} error={}", quoted(&e)),
             }
         }
     }
@@ -165,7 +162,7 @@ impl Server {
         let mut hup = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {
-                log::warn!("no-sighup error={}", what(&e));
+                log::warn!("no-sighup error={}", quoted(&e));
                 None
             }
         };
@@ -220,7 +217,7 @@ impl Server {
             Some(acc) => {
                 match crate::tls::accept(acc, conn.stream, self.settings.handshake_timeout).await {
                     Ok(s) => self.session(s, &peer, conn.over_capacity).await,
-                    Err(e) => log::warn!("connection-error peer={peer} error={}", what(&e)),
+                    Err(e) => log::warn!("connection-error peer={peer} error={}", quoted(&e)),
                 }
             }
             None => self.session(conn.stream, &peer, conn.over_capacity).await,
@@ -251,7 +248,7 @@ impl Server {
                 Ok(Ok(0)) => break,
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => {
-                    log::warn!("connection-error peer={peer} error={}", what(&e));
+                    log::warn!("connection-error peer={peer} error={}", quoted(&e));
                     break;
                 }
             };
@@ -264,7 +261,7 @@ impl Server {
             let read = match tokio::time::timeout(idle, rest).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
-                    log::warn!("connection-error peer={peer} error={}", what(&e));
+                    log::warn!("connection-error peer={peer} error={}", quoted(&e));
                     break;
                 }
                 Err(_) => {
@@ -292,14 +289,14 @@ impl Server {
                     return;
                 }
                 Read::Bad(e) => {
-                    log::warn!("request-error peer={peer} error={}", what(&e));
+                    log::warn!("request-error peer={peer} error={}", quoted(&e));
                     Some(wire::encode(Type::Error, &Body::default()))
                 }
                 Read::Packet(p) => self.handle(p, peer).await,
             };
             let Some(frame) = reply else { break };
             if let Err(e) = write_frame(&mut s, &frame).await {
-                log::warn!("connection-error peer={peer} error={}", what(&e));
+                log::warn!("connection-error peer={peer} error={}", quoted(&e));
                 break;
             }
         }
@@ -379,13 +376,13 @@ impl Server {
             Err(e) => {
                 log::warn!(
                     "request-error peer={peer} owner={by} command={name:?} error={}",
-                    what(&e)
+                    quoted(&e)
                 );
                 return (Type::Error, Body::default());
             }
         };
         let shown_args = if cmd.log_args {
-            format!(" args={}", what(&input))
+            format!(" args={}", quoted(&input))
         } else {
             String::new()
         };
@@ -408,7 +405,7 @@ impl Server {
             Err(e) => {
                 log::error!(
                     "command name={name:?} owner={by} peer={peer} ms={ms}{shown_args} error={}",
-                    what(&e)
+                    quoted(&e)
                 );
                 return (Type::Error, Body::default());
             }

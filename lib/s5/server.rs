@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::wire;
 use super::ClientFile;
+use crate::daemon::log::quoted;
 use crate::daemon::{Conn, Control, Peer};
 use crate::http::{self, Body, ConnInfo};
 use crate::locked::Locked;
@@ -216,7 +217,7 @@ impl Server {
             st.secret = None;
             st.closed = Some(reason.clone());
         }
-        log::info!("limit-reached reason=\"{reason}\"");
+        log::info!("limit-reached reason={reason}", reason = quoted(&reason));
         self.ctl.set_status(&format!("done: {reason}"));
         self.ctl.stop(&reason);
     }
@@ -310,7 +311,7 @@ impl Server {
         let body = match body {
             Ok(b) => Some(b),
             Err(e) => {
-                log::info!("bad-body error=\"{e}\"");
+                log::info!("bad-body error={e}", e = quoted(&e));
                 None
             }
         };
@@ -364,7 +365,7 @@ impl Server {
                         )
                     }
                     Err(e) => {
-                        log::error!("seal-failed error=\"{e}\"");
+                        log::error!("seal-failed error={e}", e = quoted(&e));
                         (http::bare(StatusCode::INTERNAL_SERVER_ERROR), "error")
                     }
                 }
@@ -485,7 +486,7 @@ impl Server {
                 match self.load(secret, &format!("put(uid={uid},pid={pid})")) {
                     Ok(()) => ok(self),
                     Err(e) => {
-                        log::warn!("put-refused peer_uid={uid} reason=\"{e}\"");
+                        log::warn!("put-refused peer_uid={uid} reason={e}", e = quoted(&e));
                         format!("ERR {e}\n")
                     }
                 }

@@ -25,6 +25,7 @@ use postgres::types::Type;
 use postgres::{Client, NoTls, Statement};
 
 use super::store::{Answers, Kv, Record, StoreError};
+use crate::daemon::log::quoted;
 
 /// The schema version this skd writes; a database at a newer one is refused.
 pub const SCHEMA_VERSION: i32 = 1;
@@ -403,9 +404,8 @@ impl Pg {
             // A daemon starts anyway (its host may boot before the database): 503 until
             // the database is reachable, then the schema is checked on first contact.
             Err(StoreError::Unavailable(e)) if daemon => log::warn!(
-                "store-unreachable store={} error=\"{e}\" effect=\"logins and /valid answer 503 until it is reachable; skd keeps trying\"",
-                shared.text
-            ),
+                "store-unreachable store={} error={e} effect=\"logins and /valid answer 503 until it is reachable; skd keeps trying\"",
+                shared.text, e = quoted(&e)),
             Err(e) => return Err(e),
         }
         if daemon {
@@ -546,9 +546,8 @@ fn listen(s: Arc<Shared>) {
             Err(e) => {
                 if !down_logged {
                     log::error!(
-                        "store-channel-down store={} error=\"{e}\" effect=\"no cached answers; logins answer 503; retrying\"",
-                        s.text
-                    );
+                        "store-channel-down store={} error={e} effect=\"no cached answers; logins answer 503; retrying\"",
+                        s.text, e = quoted(&e));
                     down_logged = true;
                 }
                 std::thread::sleep(delay);
@@ -596,9 +595,8 @@ fn listen(s: Arc<Shared>) {
         s.epoch.fetch_add(1, Ordering::SeqCst);
         s.answers.forget();
         log::error!(
-            "store-channel-lost store={} error=\"{lost}\" effect=\"cache emptied; logins answer 503 until it is back; retrying\"",
-            s.text
-        );
+            "store-channel-lost store={} error={lost} effect=\"cache emptied; logins answer 503 until it is back; retrying\"",
+            s.text, lost = quoted(&lost));
         down_logged = true;
     }
 }

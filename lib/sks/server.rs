@@ -11,6 +11,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::store::{GroupCreate, Store, StoreError, Validity};
 use super::wire;
+use crate::daemon::log::quoted;
 use crate::daemon::{Peer, Source};
 use crate::http::{self, Body, ConnInfo};
 use crate::throttle::{Refused, Throttle};
@@ -118,10 +119,13 @@ const STORE_DOWN: &str = "token store unavailable, try later";
 /// debug: the listener logs the outage once), else 500.
 fn store_failed(path: &str, e: StoreError) -> Response<Body> {
     if let StoreError::Unavailable(why) = &e {
-        log::debug!("store-unavailable path={path} error=\"{why}\"");
+        log::debug!(
+            "store-unavailable path={path} error={why}",
+            why = quoted(&why)
+        );
         return busy(STORE_DOWN);
     }
-    log::error!("store-error path={path} error=\"{e}\"");
+    log::error!("store-error path={path} error={e}", e = quoted(&e));
     http::bare(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
@@ -152,11 +156,6 @@ const NAME_PARAMS: &[&str] = &[
     "remove",
     "module",
 ];
-
-/// Short, non-secret label for a realm in log lines.
-fn realm_label(realm: &str) -> String {
-    format!("{realm:?}")
-}
 
 impl Service {
     pub fn new(store: Arc<Store>, cfg: Config) -> Self {
@@ -201,7 +200,7 @@ impl Service {
                 let s = store.clone();
                 match tokio::task::spawn_blocking(move || s.purge_expired()).await {
                     Ok(Ok(n)) if n > 0 => log::info!("purged expired-tokens={n}"),
-                    Ok(Err(e)) => log::error!("store-error path=purge error=\"{e}\""),
+                    Ok(Err(e)) => log::error!("store-error path=purge error={e}", e = quoted(&e)),
                     _ => {}
                 }
                 tokio::time::sleep(Duration::from_secs(600)).await;
@@ -349,7 +348,7 @@ impl Service {
         };
         let r2 = r.to_string();
         if self.write(move |s| s.revoke(&r2, &t)).await? {
-            log::info!("revoked realm={}", realm_label(realm));
+            log::info!("revoked realm={}", quoted(realm));
             Ok(ok_text("OK\n"))
         } else {
             Ok(ok_text("INVALID\n"))
@@ -370,7 +369,7 @@ impl Service {
             Some((n, info)) => {
                 log::info!(
                     "replaced realm={} user={:?}",
-                    realm_label(realm),
+                    quoted(realm),
                     wire::info_user(&info).unwrap_or("")
                 );
                 ok_text(format!("{n}\n{info}\n"))
@@ -395,7 +394,7 @@ impl Service {
                 .unwrap_or(self.cfg.default_module.clone())
         };
         let event = if legacy { "pam-login" } else { "login" };
-        let rl = realm_label(realm);
+        let rl = quoted(realm);
         let Some(user) = p.get("user").cloned() else {
             log::info!("{event} realm={rl} result=refused reason=no-user");
             return forbidden();
@@ -465,13 +464,14 @@ impl Service {
                 by_user.succeeded();
                 by_source.succeeded();
                 log::error!(
-                    "{event} realm={rl} user={user:?} peer={peer} result=error reason=\"{e}\""
+                    "{event} realm={rl} user={user:?} peer={peer} result=error reason={e}",
+                    e = quoted(&e)
                 );
                 return busy("login is not configured for this realm");
             }
             Ok(Err(e)) => {
                 // The attempts stay counted.
-                log::info!("{event} realm={rl} user={user:?} peer={peer} service={service} result=failed reason=\"{e}\"");
+                log::info!("{event} realm={rl} user={user:?} peer={peer} service={service} result=failed reason={e}", e = quoted(&e));
                 return forbidden();
             }
             Err(_) => return http::bare(StatusCode::INTERNAL_SERVER_ERROR),
@@ -507,7 +507,7 @@ impl Service {
         if !conn.peer.is_unix() && !self.cfg.allow_stored_token_tcp {
             log::warn!(
                 "stored-token realm={} peer={} result=refused reason=tcp-not-allowed",
-                realm_label(realm),
+                quoted(realm),
                 conn.peer
             );
             return Ok(forbidden_because(
@@ -543,7 +543,7 @@ impl Service {
             .await?;
         log::info!(
             "stored-token realm={} user={user:?} peer={}",
-            realm_label(realm),
+            quoted(realm),
             conn.peer
         );
         Ok(ok_text(format!("{token}\n{info}")))
@@ -573,7 +573,7 @@ impl Service {
         Ok(match self.write(move |s| s.gen_key(&r2, &t)).await? {
             None => forbidden(),
             Some(k) => {
-                log::info!("key-generated realm={}", realm_label(realm));
+                log::info!("key-generated realm={}", quoted(realm));
                 ok_text(k)
             }
         })

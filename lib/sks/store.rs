@@ -24,6 +24,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::pg::Pg;
 use super::wire;
+use crate::daemon::log::quoted;
 use crate::secret;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS kv (
@@ -588,9 +589,8 @@ impl Store {
             Ok(c) => Some(c),
             Err(e) => {
                 log::warn!(
-                    "change-counter-unavailable path={} error=\"{e}\" effect=\"changes by other processes are seen within a second\"",
-                    dir.join("skd.changes").display()
-                );
+                    "change-counter-unavailable path={} error={e} effect=\"changes by other processes are seen within a second\"",
+                    dir.join("skd.changes").display(), e = quoted(&e));
                 None
             }
         };

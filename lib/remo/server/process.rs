@@ -5,6 +5,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 use super::*;
 use crate::daemon;
+use crate::daemon::log::quoted;
 use crate::remo::monitor::{confine, proto::Channel};
 
 /// Runs the network process; returns its exit status (0: stopped by SIGTERM or idle).
@@ -48,7 +49,7 @@ pub fn network_process() -> i32 {
                     own_path: None,
                 }),
                 Err(e) => {
-                    log::error!("network-process listener={name} error=\"{e}\"");
+                    log::error!("network-process listener={name} error={e}", e = quoted(&e));
                     return 71;
                 }
             }
@@ -58,7 +59,10 @@ pub fn network_process() -> i32 {
         let f = Fernet::new([0; 32]);
         let _ = f.decrypt(f.encrypt(b"").as_bytes(), None);
         for what in confine::confine_network_process() {
-            log::warn!("network-process-unconfined what=\"{what}\"");
+            log::warn!(
+                "network-process-unconfined what={what}",
+                what = quoted(&what)
+            );
         }
         let link = Link::new(ch);
         let service = Arc::new(Service::new(cfg.clone(), link.clone()));
