@@ -46,6 +46,21 @@ pub enum ClientError {
     Crypto(#[from] openssl::error::ErrorStack),
 }
 
+/// The error for an answer with `status`: its reason phrase, then the server's message if any.
+fn status_error(status: hyper::StatusCode, body: &[u8]) -> ClientError {
+    let reason = status.canonical_reason().unwrap_or("");
+    let msg = String::from_utf8_lossy(body);
+    let msg = msg.trim();
+    ClientError::Status(
+        status.as_u16(),
+        if msg.is_empty() {
+            reason.to_string()
+        } else {
+            format!("{reason}: {msg}")
+        },
+    )
+}
+
 /// A request body: whole, or a file streamed as tokens.
 enum ReqBody {
     Full(Full<Bytes>),
@@ -344,7 +359,6 @@ impl Client {
             .headers()
             .get(CONNECTION)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let reason = status.canonical_reason().unwrap_or("").to_string();
         if resp.headers().contains_key(CONTENT_LENGTH) {
             // Not encrypted: an error from the server itself.
             let body = Limited::new(resp.into_body(), MAX_ANSWER)
@@ -352,18 +366,10 @@ impl Client {
                 .await
                 .map(|c| c.to_bytes())
                 .unwrap_or_default();
-            let msg = String::from_utf8_lossy(&body).trim().to_string();
             if close {
                 self.sender = None;
             }
-            return Err(ClientError::Status(
-                status.as_u16(),
-                if msg.is_empty() {
-                    reason
-                } else {
-                    format!("{reason}: {msg}")
-                },
-            ));
+            return Err(status_error(status, &body));
         }
         let mut body = resp.into_body();
         let mut split = wire::LineSplitter::default();
@@ -434,15 +440,7 @@ impl Client {
             return Err(ClientError::NoFinalToken);
         }
         if !ok {
-            let msg = String::from_utf8_lossy(&err_text).trim().to_string();
-            return Err(ClientError::Status(
-                status.as_u16(),
-                if msg.is_empty() {
-                    reason
-                } else {
-                    format!("{reason}: {msg}")
-                },
-            ));
+            return Err(status_error(status, &err_text));
         }
         Ok(out)
     }
