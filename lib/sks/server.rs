@@ -9,7 +9,7 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::store::{GroupCreate, Store, StoreError, Validity};
+use super::store::{GroupCreate, RealmHash, Store, StoreError, UserKey, Validity};
 use super::wire;
 use crate::daemon::log::quoted;
 use crate::daemon::{Peer, Source};
@@ -273,22 +273,22 @@ impl Service {
         let Some(realm) = params.get("realm").cloned() else {
             return err400("missing realm");
         };
-        let r = crate::secret::sha1_hex(realm.as_bytes());
+        let r = RealmHash::of(&realm);
         if !is_get && !form_login {
             return http::text(StatusCode::NOT_FOUND, "text/plain", "Unknown path");
         }
         let res = match path.as_str() {
-            "/valid" => self.valid(&r, &params).await,
-            "/revoke" => self.revoke(&r, &realm, &params).await,
-            "/replace" => self.replace(&r, &realm, &params).await,
-            "/auth_token" => return self.login(&r, &realm, params, &conn.peer, false).await,
-            "/pam_token" => return self.login(&r, &realm, params, &conn.peer, true).await,
-            "/stored_token" => self.stored_token(&r, &realm, &params, &conn).await,
-            "/get_key" => self.get_key(&r, &params).await,
-            "/gen_key" => self.gen_key(&r, &realm, &params).await,
-            "/create_group" => self.create_group(&r, &params).await,
-            "/mod_group" => self.mod_group(&r, &params).await,
-            "/group_hash" => self.group_hash(&r, &params).await,
+            "/valid" => self.valid(r, &params).await,
+            "/revoke" => self.revoke(r, &realm, &params).await,
+            "/replace" => self.replace(r, &realm, &params).await,
+            "/auth_token" => return self.login(r, &realm, params, &conn.peer, false).await,
+            "/pam_token" => return self.login(r, &realm, params, &conn.peer, true).await,
+            "/stored_token" => self.stored_token(r, &realm, &params, &conn).await,
+            "/get_key" => self.get_key(r, &params).await,
+            "/gen_key" => self.gen_key(r, &realm, &params).await,
+            "/create_group" => self.create_group(r, &params).await,
+            "/mod_group" => self.mod_group(r, &params).await,
+            "/group_hash" => self.group_hash(r, &params).await,
             _ => Ok(http::bare(StatusCode::NOT_FOUND)),
         };
         res.unwrap_or_else(|e| store_failed(&path, e))
@@ -318,7 +318,7 @@ impl Service {
             .unwrap_or(Err(StoreError::Poisoned))
     }
 
-    async fn valid(&self, r: &str, p: &Params) -> Result<Response<Body>, StoreError> {
+    async fn valid(&self, r: RealmHash, p: &Params) -> Result<Response<Body>, StoreError> {
         let Some(t) = p.get("token") else {
             return Ok(ok_text("NO\n"));
         };
@@ -328,12 +328,12 @@ impl Service {
         }
         // PostgreSQL: a cached answer without leaving this thread, else the blocking pool.
         let v = if !self.store.is_remote() {
-            self.store.check(r, t)?
-        } else if let Some(v) = self.store.check_cached(r, t) {
+            self.store.check(&r, t)?
+        } else if let Some(v) = self.store.check_cached(&r, t) {
             v
         } else {
-            let (r2, t2) = (r.to_string(), t.clone());
-            self.read(move |s| s.check(&r2, &t2)).await?
+            let t = t.clone();
+            self.read(move |s| s.check(&r, &t)).await?
         };
         Ok(match v {
             Validity::Current(info) => ok_text(format!("YES\n{info}\n")),
@@ -342,12 +342,16 @@ impl Service {
         })
     }
 
-    async fn revoke(&self, r: &str, realm: &str, p: &Params) -> Result<Response<Body>, StoreError> {
+    async fn revoke(
+        &self,
+        r: RealmHash,
+        realm: &str,
+        p: &Params,
+    ) -> Result<Response<Body>, StoreError> {
         let Some(t) = p.get("token").cloned() else {
             return Ok(ok_text("INVALID\n"));
         };
-        let r2 = r.to_string();
-        if self.write(move |s| s.revoke(&r2, &t)).await? {
+        if self.write(move |s| s.revoke(&r, &t)).await? {
             log::info!("revoked realm={}", quoted(realm));
             Ok(ok_text("OK\n"))
         } else {
@@ -357,15 +361,15 @@ impl Service {
 
     async fn replace(
         &self,
-        r: &str,
+        r: RealmHash,
         realm: &str,
         p: &Params,
     ) -> Result<Response<Body>, StoreError> {
         let Some(t) = p.get("token").cloned() else {
             return Ok(forbidden());
         };
-        let (r2, exp) = (r.to_string(), self.expires());
-        Ok(match self.write(move |s| s.replace(&r2, &t, exp)).await? {
+        let exp = self.expires();
+        Ok(match self.write(move |s| s.replace(&r, &t, exp)).await? {
             Some((n, info)) => {
                 log::info!(
                     "replaced realm={} user={:?}",
@@ -380,7 +384,7 @@ impl Service {
 
     async fn login(
         &self,
-        r: &str,
+        r: RealmHash,
         realm: &str,
         mut p: Params,
         peer: &Peer,
@@ -484,8 +488,12 @@ impl Service {
             format!("auth/{module}")
         };
         let info = wire::info(&user, &source, ids);
-        let (r2, u2, i2, exp) = (r.to_string(), user.clone(), info.clone(), self.expires());
-        match self.write(move |s| s.issue(&r2, &u2, &i2, None, exp)).await {
+        let issued = {
+            let (user, info, exp) = (user.clone(), info.clone(), self.expires());
+            self.write(move |s| s.issue(&r, &user, &info, None, exp))
+                .await
+        };
+        match issued {
             Ok(n) => {
                 log::info!(
                     "{event} realm={rl} user={user:?} peer={peer} source={source} uid={} result=ok",
@@ -499,7 +507,7 @@ impl Service {
 
     async fn stored_token(
         &self,
-        r: &str,
+        r: RealmHash,
         realm: &str,
         p: &Params,
         conn: &ConnInfo,
@@ -532,15 +540,12 @@ impl Service {
             )));
         }
         let info = wire::info(user, "stored", Default::default());
-        let (r2, u2, i2, t2, exp) = (
-            r.to_string(),
-            user.clone(),
-            info.clone(),
-            token.clone(),
-            self.expires(),
-        );
-        self.write(move |s| s.issue(&r2, &u2, &i2, Some(&t2), exp))
-            .await?;
+        {
+            let (user, info, token, exp) =
+                (user.clone(), info.clone(), token.clone(), self.expires());
+            self.write(move |s| s.issue(&r, &user, &info, Some(&token), exp))
+                .await?;
+        }
         log::info!(
             "stored-token realm={} user={user:?} peer={}",
             quoted(realm),
@@ -549,28 +554,27 @@ impl Service {
         Ok(ok_text(format!("{token}\n{info}")))
     }
 
-    async fn get_key(&self, r: &str, p: &Params) -> Result<Response<Body>, StoreError> {
+    async fn get_key(&self, r: RealmHash, p: &Params) -> Result<Response<Body>, StoreError> {
         let Some(t) = p.get("token").cloned() else {
             return Ok(forbidden());
         };
-        let r2 = r.to_string();
-        Ok(match self.read(move |s| s.get_key(&r2, &t)).await? {
-            None => forbidden(),
-            Some(k) => ok_text(k.unwrap_or_default()),
+        Ok(match self.read(move |s| s.get_key(&r, &t)).await? {
+            UserKey::NotCurrent => forbidden(),
+            UserKey::None => ok_text(""),
+            UserKey::Key(k) => ok_text(k),
         })
     }
 
     async fn gen_key(
         &self,
-        r: &str,
+        r: RealmHash,
         realm: &str,
         p: &Params,
     ) -> Result<Response<Body>, StoreError> {
         let Some(t) = p.get("token").cloned() else {
             return Ok(forbidden());
         };
-        let r2 = r.to_string();
-        Ok(match self.write(move |s| s.gen_key(&r2, &t)).await? {
+        Ok(match self.write(move |s| s.gen_key(&r, &t)).await? {
             None => forbidden(),
             Some(k) => {
                 log::info!("key-generated realm={}", quoted(realm));
@@ -579,13 +583,12 @@ impl Service {
         })
     }
 
-    async fn create_group(&self, r: &str, p: &Params) -> Result<Response<Body>, StoreError> {
+    async fn create_group(&self, r: RealmHash, p: &Params) -> Result<Response<Body>, StoreError> {
         let (Some(t), Some(g)) = (p.get("token").cloned(), p.get("group").cloned()) else {
             return Ok(forbidden());
         };
-        let r2 = r.to_string();
         Ok(
-            match self.write(move |s| s.create_group(&r2, &t, &g)).await? {
+            match self.write(move |s| s.create_group(&r, &t, &g)).await? {
                 GroupCreate::Created => ok_text("OK\n"),
                 GroupCreate::Exists => {
                     http::text(StatusCode::FORBIDDEN, "text/plain", "ERROR: group exists")
@@ -595,20 +598,16 @@ impl Service {
         )
     }
 
-    async fn mod_group(&self, r: &str, p: &Params) -> Result<Response<Body>, StoreError> {
+    async fn mod_group(&self, r: RealmHash, p: &Params) -> Result<Response<Body>, StoreError> {
         let (Some(t), Some(g)) = (p.get("token").cloned(), p.get("group").cloned()) else {
             return Ok(forbidden());
         };
         let field = |k: &str| p.get(k).cloned().unwrap_or_default();
-        let (am, aa, rm, r2) = (
-            field("add_members"),
-            field("add_admins"),
-            field("remove"),
-            r.to_string(),
-        );
+        let (members, admins, remove) =
+            (field("add_members"), field("add_admins"), field("remove"));
         Ok(
             match self
-                .write(move |s| s.mod_group(&r2, &t, &g, &am, &aa, &rm))
+                .write(move |s| s.mod_group(&r, &t, &g, &members, &admins, &remove))
                 .await?
             {
                 None => forbidden(),
@@ -618,14 +617,13 @@ impl Service {
         )
     }
 
-    async fn group_hash(&self, r: &str, p: &Params) -> Result<Response<Body>, StoreError> {
+    async fn group_hash(&self, r: RealmHash, p: &Params) -> Result<Response<Body>, StoreError> {
         let (Some(t), Some(g)) = (p.get("token").cloned(), p.get("group").cloned()) else {
             return Ok(forbidden());
         };
         let salt = p.get("salt").cloned().unwrap_or_default();
-        let r2 = r.to_string();
         Ok(
-            match self.read(move |s| s.group_hash(&r2, &t, &g, &salt)).await? {
+            match self.read(move |s| s.group_hash(&r, &t, &g, &salt)).await? {
                 None => forbidden(),
                 Some(h) => ok_text(format!("{h}\n")),
             },
