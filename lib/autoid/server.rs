@@ -68,6 +68,28 @@ impl Default for Config {
     }
 }
 
+/// What a request asks for, by its path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    /// `POST /verify` (or `/Stage/verify`): the original's v1 exchange.
+    V1Verify,
+    /// `POST /v2/challenge`: a single-use nonce.
+    Challenge,
+    /// `POST /v2/verify`: the answer to a challenge.
+    V2Verify,
+}
+
+impl Route {
+    fn of(path: &str) -> Option<Route> {
+        match path {
+            "/verify" | "/Stage/verify" => Some(Route::V1Verify),
+            "/v2/challenge" => Some(Route::Challenge),
+            "/v2/verify" => Some(Route::V2Verify),
+            _ => None,
+        }
+    }
+}
+
 struct Material {
     key: PKey<Private>,
     entropy: Entropy,
@@ -227,13 +249,8 @@ impl Server {
         // Limits count per source group (127/8 as one, an IPv6 /64, a uid), not per address.
         let src = info.peer.source();
         let path = req.uri().path().to_string();
-        let route = match path.as_str() {
-            "/verify" | "/Stage/verify" => 1,
-            "/v2/challenge" => 2,
-            "/v2/verify" => 3,
-            _ => {
-                return http::text(StatusCode::NOT_FOUND, "text/plain", "not found\n");
-            }
+        let Some(route) = Route::of(&path) else {
+            return http::text(StatusCode::NOT_FOUND, "text/plain", "not found\n");
         };
         if req.method() != Method::POST {
             let mut r = http::text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST\n");
@@ -243,7 +260,7 @@ impl Server {
             );
             return r;
         }
-        let v2 = route != 1;
+        let v2 = route != Route::V1Verify;
         if !v2 && !self.cfg.v1 {
             log::info!("v1-refused peer={} reason=\"v1 disabled\"", info.peer);
             return v1_json(StatusCode::GONE, "v1 is disabled on this server");
@@ -281,9 +298,9 @@ impl Server {
         // RSA, file reads (secrets; the entropy file after a rotation): on the blocking pool.
         let srv = self.clone();
         let work = tokio::task::spawn_blocking(move || match route {
-            1 => srv.v1(&body),
-            2 => srv.challenge(src),
-            _ => srv.v2_verify(&body, src),
+            Route::V1Verify => srv.v1(&body),
+            Route::Challenge => srv.challenge(src),
+            Route::V2Verify => srv.v2_verify(&body, src),
         });
         let (resp, failed, what) = match work.await {
             Ok(o) => o,
@@ -302,7 +319,8 @@ impl Server {
                 what = quoted(&what)
             );
         } else if resp.status().is_success() {
-            if route != 2 {
+            // A challenge proves nothing: only a verification clears the failures.
+            if route != Route::Challenge {
                 self.throttle.succeeded(&src);
             }
             log::info!("{what} peer={} path={path}", info.peer);
