@@ -61,6 +61,24 @@ pub struct Server {
     stamps: std::sync::Mutex<[Option<Stamp>; 2]>,
 }
 
+/// Why the files are read again: SIGHUP reloads them as they are, a timer tick only when
+/// their [`Stamp`] changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reload {
+    Signal,
+    Changed,
+}
+
+impl std::fmt::Display for Reload {
+    /// As logged (`why=`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reload::Signal => "SIGHUP",
+            Reload::Changed => "changed",
+        })
+    }
+}
+
 /// The stamp of `p`; `None` when it cannot be read (a removed file is a change too).
 fn stamp(p: &std::path::Path) -> Option<Stamp> {
     Stamp::of(p).ok()
@@ -129,7 +147,7 @@ impl Server {
 
     /// Reads the configuration and the tokens again. A file that fails to load keeps the
     /// previous contents (logged); a tokens file that was removed empties the token set.
-    pub fn reload(&self, why: &str) {
+    fn reload(&self, why: Reload) {
         match config::load(&self.sources.config) {
             Ok(c) => {
                 log::info!("reload what=config why={why} commands={}", c.commands.len());
@@ -169,8 +187,8 @@ impl Server {
         loop {
             let why = tokio::select! {
                 _ = ctl.stopping() => return,
-                Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => "SIGHUP",
-                _ = tokio::time::sleep(every) => "changed",
+                Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => Reload::Signal,
+                _ = tokio::time::sleep(every) => Reload::Changed,
             };
             let now = [
                 stamp(&self.sources.config),
@@ -184,7 +202,7 @@ impl Server {
                 }
                 Err(_) => true,
             };
-            if why == "SIGHUP" || changed {
+            if why == Reload::Signal || changed {
                 self.reload(why);
                 ctl.set_status(&self.status());
             }
