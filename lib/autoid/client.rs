@@ -36,13 +36,6 @@ pub enum FetchError {
     Runtime(std::io::Error),
 }
 
-impl FetchError {
-    /// The server said no (as opposed to: could not be reached, or spoke nonsense).
-    pub fn is_refusal(&self) -> bool {
-        matches!(self, FetchError::Refused(_))
-    }
-}
-
 /// `http://host[:port][/path]` split up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {

@@ -63,10 +63,6 @@ impl Entropy {
         Ok(Entropy(buf))
     }
 
-    pub fn from_bytes(b: &[u8]) -> Entropy {
-        Entropy(Locked::from_slice(b))
-    }
-
     pub fn bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }

@@ -492,9 +492,4 @@ impl Client {
     pub async fn info(&mut self, sink: &mut dyn Write) -> Result<(), ClientError> {
         self.call("/info", None, b"", None, sink).await.map(|_| ())
     }
-
-    /// Sends a raw request with this session's cookie (tests: replays).
-    pub fn session_cookie(&self) -> Option<&str> {
-        self.cookie.as_deref()
-    }
 }

@@ -163,10 +163,6 @@ impl Server {
         )
     }
 
-    pub fn has_secret(&self) -> bool {
-        self.lock().secret.is_some()
-    }
-
     /// Takes the secret (from the prompt, standard input, a credential or `s5d put`).
     pub fn load(&self, secret: Locked, source: &str) -> Result<(), LoadError> {
         {
