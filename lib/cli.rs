@@ -135,7 +135,7 @@ pub fn translate_legacy(
 }
 
 /// Longest password [`read_password`] and [`read_password_file`] take.
-pub const MAX_PASSWORD: usize = 4096;
+const MAX_PASSWORD: usize = 4096;
 
 fn without_cr(mut l: Locked) -> Locked {
     if l.as_bytes().last() == Some(&b'\r') {

@@ -67,12 +67,8 @@ pub fn write_private(path: &Path, data: &[u8]) -> io::Result<FileId> {
 }
 
 /// Writes `data` to `path` as [`write_private`] does, with `mode` instead of 0600 (set on the
-/// temporary file through its descriptor, before it takes the name: never by path).
-pub fn write_with_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<FileId> {
-    write(path, data, mode, true)
-}
-
-/// [`write_with_mode`] for a key (or anything else that cannot be made again): unless
+/// temporary file through its descriptor, before it takes the name: never by path), for a
+/// key (or anything else that cannot be made again): unless
 /// `force`, an existing `path` (even a dangling symlink) is left alone and the error is
 /// [`exists`]'s. The check and the rename are one step (`RENAME_NOREPLACE`), so no race
 /// replaces a key.
@@ -185,7 +181,7 @@ mod tests {
         assert!(remove_if_same(&p, other).unwrap());
         assert!(!p.exists());
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
-        write_with_mode(&p, b"public", 0o644).unwrap();
+        write(&p, b"public", 0o644, true).unwrap();
         let m = std::fs::symlink_metadata(&p).unwrap();
         assert_eq!(m.permissions().mode() & 0o777, 0o644);
     }

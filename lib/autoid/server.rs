@@ -106,7 +106,7 @@ pub struct Server {
 }
 
 /// Loads the server's RSA private key (PKCS#8 or PKCS#1 PEM, unencrypted).
-pub fn load_private_key(path: &Path) -> Result<PKey<Private>, String> {
+fn load_private_key(path: &Path) -> Result<PKey<Private>, String> {
     let k = crate::keyfile::read_private_pem(path, None).map_err(|e| e.to_string())?;
     let rsa = k
         .rsa()

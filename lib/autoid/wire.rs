@@ -25,7 +25,7 @@ use crate::secret::{hex, random_bytes};
 pub const MAX_SNIPPETS: usize = 4;
 pub const MAX_SIZE: i64 = 2048;
 /// Length of the original's passphrase (characters of `[A-Za-z0-9]`).
-pub const PASSPHRASE_LEN: usize = 16;
+const PASSPHRASE_LEN: usize = 16;
 const ALNUM: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -556,7 +556,7 @@ mod tests {
     use super::*;
 
     /// The spec's synthetic entropy file (§6.1).
-    pub fn synthetic() -> Vec<u8> {
+    fn synthetic() -> Vec<u8> {
         let mut f = Vec::with_capacity(2048 * 2049);
         for l in 0..2048 {
             for j in 0..2048 {

@@ -27,7 +27,7 @@ struct Logger {
 }
 
 /// True when stderr is connected to journald (systemd sets `JOURNAL_STREAM=dev:ino`).
-pub fn stderr_is_journal() -> bool {
+fn stderr_is_journal() -> bool {
     let Ok(v) = std::env::var("JOURNAL_STREAM") else {
         return false;
     };

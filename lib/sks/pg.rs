@@ -28,7 +28,7 @@ use super::store::{Answers, Kv, Record, StoreError};
 use crate::daemon::log::quoted;
 
 /// The schema version this skd writes; a database at a newer one is refused.
-pub const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 1;
 
 /// Statements that bring the schema from version i to i + 1.
 const MIGRATIONS: &[&str] = &[
@@ -49,7 +49,7 @@ const MIGRATIONS: &[&str] = &[
 const SCHEMA_LOCK: i64 = 0x736b_645f_7363_6d61;
 
 /// Connections skd uses for requests (the listener holds one more).
-pub const POOL: usize = 4;
+const POOL: usize = 4;
 /// How long a request waits for a free connection before 503.
 const POOL_WAIT: Duration = Duration::from_secs(1);
 /// The listener proves its connection alive this often when no notification comes.
@@ -58,7 +58,7 @@ const HEARTBEAT: Duration = Duration::from_millis(200);
 const HEARTBEAT_WAIT: Duration = Duration::from_millis(400);
 /// The cache is used only if the channel was seen working this recently: a channel lost
 /// silently (a hung server, a cut network) stops cached answers within this time.
-pub const LEASE: Duration = Duration::from_millis(800);
+const LEASE: Duration = Duration::from_millis(800);
 /// Reconnection delays: from the first, doubling, up to the last.
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);

@@ -20,7 +20,7 @@ use crate::throttle::{Refused, Throttle};
 pub const DEFAULT_PAM_SERVICE: &str = "skd";
 
 /// Longest user name a login may give: longer ones are refused before PAM and the throttle.
-pub const MAX_USER: usize = 256;
+const MAX_USER: usize = 256;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -171,7 +171,7 @@ impl Service {
     }
 
     /// The PAM service of `realm`, or `None` when skd does not serve that realm.
-    pub fn pam_service(&self, realm: &str) -> Option<&str> {
+    fn pam_service(&self, realm: &str) -> Option<&str> {
         match &self.cfg.realms {
             Some(m) => m.get(realm).map(String::as_str),
             None => Some(self.cfg.pam_app.as_deref().unwrap_or(DEFAULT_PAM_SERVICE)),

@@ -381,7 +381,7 @@ struct Cached {
 
 /// Bytes of cached `/valid` answers kept at most (keys, answers and bookkeeping); past it the
 /// least recently used answers go.
-pub const CACHE_BYTES: usize = 4 << 20;
+const CACHE_BYTES: usize = 4 << 20;
 
 /// Bookkeeping bytes of one cache entry beside its strings (hash slot, links, lengths).
 const ENTRY_OVERHEAD: usize = 128;
@@ -636,7 +636,7 @@ impl Store {
 
     /// The store skd keeps in `dir`, which must exist already: a tool run as another user
     /// must not create a database the daemon cannot write.
-    pub fn open_existing(dir: &Path) -> Result<Store, StoreError> {
+    fn open_existing(dir: &Path) -> Result<Store, StoreError> {
         let db = dir.join("skd.sqlite");
         if !db.is_file() {
             let e = std::io::Error::new(
@@ -650,7 +650,7 @@ impl Store {
 
     /// The store in `dir` (created 0700 if missing) for a tool such as `tokenctl skd import`:
     /// it joins skd's change counter but never creates it.
-    pub fn open_by_tool(dir: &Path) -> Result<Store, StoreError> {
+    fn open_by_tool(dir: &Path) -> Result<Store, StoreError> {
         Store::open_as(Some(dir), false)
     }
 
