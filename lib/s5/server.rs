@@ -215,7 +215,7 @@ impl Server {
         }
         log::info!("limit-reached reason={reason}", reason = quoted(&reason));
         self.ctl.set_status(&format!("done: {reason}"));
-        self.ctl.stop(&reason);
+        self.ctl.stop(crate::daemon::Stop::Done(reason));
     }
 
     /// Drops the secret (zeroized) at shutdown.

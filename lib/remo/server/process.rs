@@ -77,7 +77,7 @@ pub fn network_process() -> i32 {
                 })
                 .await;
                 // Without the monitor nothing can be done: stop.
-                ctl.stop("monitor-gone");
+                ctl.stop(daemon::Stop::MonitorGone);
             });
         }
         service.spawn_purger();
@@ -90,7 +90,7 @@ pub fn network_process() -> i32 {
                     if ctl.active() > 0 || svc.sessions() > 0 {
                         quiet = Instant::now();
                     } else if quiet.elapsed() >= idle {
-                        ctl.stop("idle");
+                        ctl.stop(daemon::Stop::Idle);
                         break;
                     }
                 }
