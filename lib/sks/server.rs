@@ -121,7 +121,7 @@ fn store_failed(path: &str, e: StoreError) -> Response<Body> {
     if let StoreError::Unavailable(why) = &e {
         log::debug!(
             "store-unavailable path={path} error={why}",
-            why = quoted(&why)
+            why = quoted(why)
         );
         return busy(STORE_DOWN);
     }

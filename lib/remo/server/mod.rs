@@ -111,11 +111,7 @@ impl Service {
                 return plain(StatusCode::BAD_REQUEST, "Missing magic tokens");
             }
             Err(TokErr::Invalid(why)) => {
-                log::info!(
-                    "refused peer={} reason={why}",
-                    info.peer,
-                    why = quoted(&why)
-                );
+                log::info!("refused peer={} reason={why}", info.peer, why = quoted(why));
                 return plain(StatusCode::BAD_REQUEST, "Wrong initial token");
             }
         };

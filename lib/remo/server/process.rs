@@ -61,7 +61,7 @@ pub fn network_process() -> i32 {
         for what in confine::confine_network_process() {
             log::warn!(
                 "network-process-unconfined what={what}",
-                what = quoted(&what)
+                what = quoted(what)
             );
         }
         let link = Link::new(ch);
