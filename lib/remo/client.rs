@@ -13,11 +13,11 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, SET_COOKIE};
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 use openssl::pkey::{PKey, Private, Public};
 
 use super::server::STATUS_HEADER;
 use super::wire::{self, Fernet, Head};
+use crate::http::ConnectError;
 
 /// Payload bytes per uploaded token.
 const UP_CHUNK: usize = 64 * 1024;
@@ -188,18 +188,14 @@ impl Client {
             }
         }
         if self.sender.is_none() {
-            let addr = format!("{}:{}", self.t.host, self.t.port);
-            let host = self.t.host.trim_start_matches('[').trim_end_matches(']');
-            let stream = tokio::net::TcpStream::connect((host, self.t.port))
-                .await
-                .map_err(|e| ClientError::Connect(addr, e))?;
-            let _ = stream.set_nodelay(true);
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| ClientError::Http(e.to_string()))?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
+            let sender = match crate::http::connect(&self.t.host, self.t.port).await {
+                Ok(s) => s,
+                Err(ConnectError::Tcp(e)) => {
+                    let addr = format!("{}:{}", self.t.host, self.t.port);
+                    return Err(ClientError::Connect(addr, e));
+                }
+                Err(ConnectError::Handshake(e)) => return Err(ClientError::Http(e.to_string())),
+            };
             self.sender = Some(sender);
         }
         self.sender
