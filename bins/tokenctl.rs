@@ -182,9 +182,9 @@ enum SkdCmd {
     },
 }
 
-fn open(w: &Where) -> Result<(sks::Store, String), Fail> {
+fn open(w: &Where) -> Result<(sks::Store, sks::RealmHash), Fail> {
     let store = open_at(&w.at, false)?;
-    Ok((store, keysock::secret::sha1_hex(w.realm.as_bytes())))
+    Ok((store, sks::RealmHash::of(&w.realm)))
 }
 
 /// The store of `--db`/`--store`; an SQLite one must exist unless `create`.

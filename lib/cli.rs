@@ -135,7 +135,7 @@ pub fn translate_legacy(
 }
 
 /// Longest password [`read_password`] and [`read_password_file`] take.
-pub const MAX_PASSWORD: usize = 4096;
+const MAX_PASSWORD: usize = 4096;
 
 fn without_cr(mut l: Locked) -> Locked {
     if l.as_bytes().last() == Some(&b'\r') {
@@ -148,11 +148,7 @@ fn without_cr(mut l: Locked) -> Locked {
 /// terminal) when there is one, else one line of standard input (no prompt). Read a byte at
 /// a time, so no I/O buffer keeps a copy; the line end is not kept.
 pub fn read_password(prompt: &str) -> std::io::Result<Locked> {
-    let l = match locked::prompt(prompt, MAX_PASSWORD)? {
-        Some(l) => l,
-        None => locked::read_line(std::io::stdin(), MAX_PASSWORD)?,
-    };
-    Ok(without_cr(l))
+    Ok(without_cr(locked::prompt_or_stdin(prompt, MAX_PASSWORD)?))
 }
 
 /// The first line of `path` (a password file), into locked memory, line end not kept.

@@ -12,12 +12,30 @@ pub enum Side {
     Child,
 }
 
-/// Forks. Must be called while the process has a single thread (before any runtime starts).
-/// In the child: `setsid`, stdin from /dev/null, stdout to /dev/null unless `keep_stdout`,
-/// stderr to `stderr` when given (else unchanged).
+/// Forks. In the child: `setsid`, stdin from /dev/null, stdout to /dev/null unless
+/// `keep_stdout`, stderr to `stderr` when given (else unchanged). Refused (an error, no fork)
+/// unless the process has a single thread, which is what makes forking sound: call it before
+/// any runtime or other thread starts, or after all have been joined.
 pub fn fork(keep_stdout: bool, stderr: Option<File>) -> io::Result<Side> {
-    // SAFETY: the caller guarantees a single-threaded process, so the child is a complete
-    // copy with no lock held by a vanished thread.
+    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "{threads} threads: only a single-threaded process can fork"
+        )));
+    }
+    // SAFETY: one thread, the caller (counted just now: only it could have started another).
+    unsafe { fork_single_threaded(keep_stdout, stderr) }
+}
+
+/// [`fork`] without the check.
+///
+/// # Safety
+///
+/// The process must have one thread. Only the calling thread lives on in the child: a lock
+/// another thread held (the allocator's, stdio's) would stay locked there for ever.
+unsafe fn fork_single_threaded(keep_stdout: bool, stderr: Option<File>) -> io::Result<Side> {
+    // SAFETY: our caller promises a single-threaded process (this function's contract), so
+    // the child is a complete copy with no lock held by a vanished thread.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(io::Error::last_os_error());
@@ -40,4 +58,19 @@ pub fn fork(keep_stdout: bool, stderr: Option<File>) -> io::Result<Side> {
         }
     }
     Ok(Side::Child)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_to_fork_a_threaded_process() {
+        // The test harness runs each test on a thread of its own: two threads at least.
+        match fork(true, None) {
+            Err(e) => assert!(e.to_string().contains("threads"), "{e}"),
+            Ok(Side::Child) => std::process::exit(0),
+            Ok(Side::Parent(_)) => panic!("forked a threaded process"),
+        }
+    }
 }

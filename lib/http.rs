@@ -310,3 +310,35 @@ async fn run<I, H, Fut, B>(
         log::debug!("http-connection-closed peer={peer} error=\"{e}\"");
     }
 }
+
+/// How [`connect`] failed: the TCP connection, or the HTTP/1.1 handshake on it.
+#[derive(Debug)]
+pub enum ConnectError {
+    Tcp(std::io::Error),
+    Handshake(hyper::Error),
+}
+
+/// A client's HTTP/1.1 connection to `host` (an IPv6 literal with or without its brackets)
+/// on `port`, without Nagle's delay; the connection runs on a task of its own.
+pub async fn connect<B>(
+    host: &str,
+    port: u16,
+) -> Result<hyper::client::conn::http1::SendRequest<B>, ConnectError>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(ConnectError::Tcp)?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(ConnectError::Handshake)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}

@@ -29,7 +29,7 @@ fn disp(p: &Path) -> String {
 
 /// The private key as PKCS#8 PEM; encrypted (PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC) when a
 /// non-empty password is given.
-pub fn private_pem(key: &PKey<Private>, password: Option<&[u8]>) -> Result<Vec<u8>, KeyError> {
+fn private_pem(key: &PKey<Private>, password: Option<&[u8]>) -> Result<Vec<u8>, KeyError> {
     Ok(match password {
         Some(p) if !p.is_empty() => {
             key.private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), p)?
@@ -40,7 +40,7 @@ pub fn private_pem(key: &PKey<Private>, password: Option<&[u8]>) -> Result<Vec<u
 
 /// Writes `key` to `path` as PKCS#8 PEM, mode 0600, atomically (see [`private_pem`]); an
 /// existing `path` is replaced only with `force` ([`crate::privfile::write_key`]).
-pub fn write_private_pem(
+fn write_private_pem(
     path: &Path,
     key: &PKey<Private>,
     password: Option<&[u8]>,
@@ -53,11 +53,7 @@ pub fn write_private_pem(
 }
 
 /// Writes the public half of `key` to `path` as SubjectPublicKeyInfo PEM (mode 0644).
-pub fn write_public_pem<T: HasPublic>(
-    path: &Path,
-    key: &PKey<T>,
-    force: bool,
-) -> Result<(), KeyError> {
+fn write_public_pem<T: HasPublic>(path: &Path, key: &PKey<T>, force: bool) -> Result<(), KeyError> {
     let pem = key.public_key_to_pem()?;
     write_public_file(path, &pem, force)
 }
@@ -98,7 +94,7 @@ pub fn ssh_rsa_line<T: HasPublic>(rsa: &Rsa<T>, comment: &str) -> String {
 }
 
 /// Writes [`ssh_rsa_line`] plus a newline to `path` (mode 0644).
-pub fn write_ssh_rsa<T: HasPublic>(
+fn write_ssh_rsa<T: HasPublic>(
     path: &Path,
     rsa: &Rsa<T>,
     comment: &str,

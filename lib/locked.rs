@@ -199,9 +199,18 @@ pub fn read_all(fd: impl AsFd, max: usize) -> io::Result<Locked> {
     }
 }
 
+/// Reads a secret line: on the controlling terminal with echo off after showing `text` there,
+/// or, when there is no terminal, from standard input without a prompt. The `\n` is not kept.
+pub fn prompt_or_stdin(text: &str, max: usize) -> io::Result<Locked> {
+    match prompt(text, max)? {
+        Some(s) => Ok(s),
+        None => read_line(std::io::stdin(), max),
+    }
+}
+
 /// Prompts on the controlling terminal and reads one line with echo off. `Ok(None)` when
-/// there is no controlling terminal (the caller may then read standard input).
-pub fn prompt(text: &str, max: usize) -> io::Result<Option<Locked>> {
+/// there is no controlling terminal.
+fn prompt(text: &str, max: usize) -> io::Result<Option<Locked>> {
     use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
     let tty = match std::fs::OpenOptions::new()
         .read(true)

@@ -2,7 +2,8 @@
 //! with O_EXCL|O_NOFOLLOW, then renamed over the target, so a symlink planted at the target
 //! is replaced, never followed), and removed again only if they are still the file we wrote.
 //! Keys and other files nobody can make again ([`write_key`]) never replace an existing file
-//! unless told to (`--force` of the tools that write them).
+//! unless told to (`--force` of the tools that write them). [`Stamp`] tells a daemon that a
+//! file it loaded has changed since.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -15,6 +16,32 @@ use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 pub struct FileId {
     dev: u64,
     ino: u64,
+}
+
+/// What a daemon compares to notice that a file it loaded was changed or replaced: device,
+/// inode, size and modification time to the nanosecond.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl Stamp {
+    /// The stamp of the file at `path` now (following symlinks, as loading it does).
+    pub fn of(path: &Path) -> io::Result<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+        })
+    }
 }
 
 fn split(path: &Path) -> io::Result<(OwnedFd, std::ffi::OsString)> {
@@ -40,12 +67,8 @@ pub fn write_private(path: &Path, data: &[u8]) -> io::Result<FileId> {
 }
 
 /// Writes `data` to `path` as [`write_private`] does, with `mode` instead of 0600 (set on the
-/// temporary file through its descriptor, before it takes the name: never by path).
-pub fn write_with_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<FileId> {
-    write(path, data, mode, true)
-}
-
-/// [`write_with_mode`] for a key (or anything else that cannot be made again): unless
+/// temporary file through its descriptor, before it takes the name: never by path), for a
+/// key (or anything else that cannot be made again): unless
 /// `force`, an existing `path` (even a dangling symlink) is left alone and the error is
 /// [`exists`]'s. The check and the rename are one step (`RENAME_NOREPLACE`), so no race
 /// replaces a key.
@@ -158,7 +181,7 @@ mod tests {
         assert!(remove_if_same(&p, other).unwrap());
         assert!(!p.exists());
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
-        write_with_mode(&p, b"public", 0o644).unwrap();
+        write(&p, b"public", 0o644, true).unwrap();
         let m = std::fs::symlink_metadata(&p).unwrap();
         assert_eq!(m.permissions().mode() & 0o777, 0o644);
     }

@@ -28,6 +28,7 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
     buf
 }
 
+/// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -36,6 +37,24 @@ pub fn hex(bytes: &[u8]) -> String {
         s.push(DIGITS[(b & 15) as usize] as char);
     }
     s
+}
+
+/// The value of one hex digit, either case.
+pub fn hex_digit(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Hex digits (either case, nothing between them) to bytes, in memory wiped when dropped;
+/// `None` on an odd count or anything but a digit.
+pub fn unhex(digits: &[u8]) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+    if digits.len() % 2 != 0 {
+        return None;
+    }
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(digits.len() / 2));
+    for p in digits.chunks(2) {
+        out.push(hex_digit(p[0])? << 4 | hex_digit(p[1])?);
+    }
+    Some(out)
 }
 
 /// A lowercase hex token of `n` random bytes (`2n` characters).
@@ -78,6 +97,15 @@ mod tests {
             sha256_hex(b""),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    #[test]
+    fn unhex_reverses_hex_in_either_case() {
+        assert_eq!(*unhex(b"00aBff").unwrap(), [0, 0xab, 0xff]);
+        assert_eq!(*unhex(hex(b"key").as_bytes()).unwrap(), *b"key");
+        assert_eq!(unhex(b"abc"), None);
+        assert_eq!(unhex(b"0g"), None);
+        assert_eq!(unhex(b"0 "), None);
     }
 
     #[test]

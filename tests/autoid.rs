@@ -906,7 +906,7 @@ fn connection_cap_header_timeout_idle_exit_and_the_secret_size_limit() {
     let log = d.log_text();
     assert!(log.contains("stopped reason=idle"), "{log}");
     assert!(
-        log.contains("status=500 reason=\"secret \"over\": secret longer than 65536 bytes\""),
+        log.contains(r#"status=500 reason="secret \"over\": secret longer than 65536 bytes""#),
         "{log}"
     );
 }

@@ -7,12 +7,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 use openssl::pkey::{PKey, Public};
 use zeroize::Zeroizing;
 
 use super::wire::{self, WireError};
 use super::Entropy;
+use crate::http::ConnectError;
 use crate::secret::hex;
 
 /// Largest answer read.
@@ -34,13 +34,6 @@ pub enum FetchError {
     Wire(#[from] WireError),
     #[error("cannot start the I/O runtime: {0}")]
     Runtime(std::io::Error),
-}
-
-impl FetchError {
-    /// The server said no (as opposed to: could not be reached, or spoke nonsense).
-    pub fn is_refusal(&self) -> bool {
-        matches!(self, FetchError::Refused(_))
-    }
 }
 
 /// `http://host[:port][/path]` split up.
@@ -112,17 +105,11 @@ async fn connect(u: &Url) -> Result<Conn, FetchError> {
     } else {
         format!("{}:{}", u.host, u.port)
     };
-    let stream = tokio::net::TcpStream::connect((u.host.as_str(), u.port))
-        .await
-        .map_err(|e| FetchError::Connect(authority.clone(), e))?;
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| FetchError::Http(e.to_string()))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(Conn { sender, authority })
+    match crate::http::connect(&u.host, u.port).await {
+        Ok(sender) => Ok(Conn { sender, authority }),
+        Err(ConnectError::Tcp(e)) => Err(FetchError::Connect(authority, e)),
+        Err(ConnectError::Handshake(e)) => Err(FetchError::Http(e.to_string())),
+    }
 }
 
 async fn post(c: &mut Conn, path: &str, body: String) -> Result<(u16, Bytes), FetchError> {

@@ -19,11 +19,11 @@ use wire::Tuple;
 /// autoidd's default TCP port (autoidd(8), "PORT").
 pub const DEFAULT_PORT: u16 = 4440;
 /// The original's entropy file: 2048 lines of 2048 `[A-Za-z0-9]` characters and a LF.
-pub const ENTROPY_LINES: usize = 2048;
-pub const ENTROPY_WIDTH: usize = 2048;
+const ENTROPY_LINES: usize = 2048;
+const ENTROPY_WIDTH: usize = 2048;
 pub const ENTROPY_LEN: usize = ENTROPY_LINES * (ENTROPY_WIDTH + 1);
 /// Largest entropy file loaded.
-pub const MAX_ENTROPY: usize = 64 << 20;
+const MAX_ENTROPY: usize = 64 << 20;
 /// Smallest entropy file accepted (v2 needs room for its disjoint ranges).
 pub const MIN_ENTROPY: usize = 64 << 10;
 /// Largest secret served.
@@ -61,10 +61,6 @@ impl Entropy {
             ));
         }
         Ok(Entropy(buf))
-    }
-
-    pub fn from_bytes(b: &[u8]) -> Entropy {
-        Entropy(Locked::from_slice(b))
     }
 
     pub fn bytes(&self) -> &[u8] {

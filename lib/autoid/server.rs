@@ -3,7 +3,6 @@
 //! `POST /v2/verify`. The RSA key and the entropy file are re-read when they change on disk
 //! (a stat per request), so a rotation takes effect at the next request, as in the original.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -16,8 +15,10 @@ use zeroize::Zeroizing;
 use super::challenge::{self, Issuer, Minter, NonceError, Spent};
 use super::wire::{self, WireError};
 use super::{Entropy, Store, StoreError};
+use crate::daemon::log::quoted;
 use crate::daemon::Source;
 use crate::http::{self, Body, ConnInfo};
+use crate::privfile::Stamp;
 use crate::secret::{ct_eq, hex};
 use crate::throttle::Throttle;
 
@@ -67,13 +68,26 @@ impl Default for Config {
     }
 }
 
-/// Identity of a file on disk, to notice a rotation.
+/// What a request asks for, by its path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Stamp(u64, u64, u64, i64, i64);
+enum Route {
+    /// `POST /verify` (or `/Stage/verify`): the original's v1 exchange.
+    V1Verify,
+    /// `POST /v2/challenge`: a single-use nonce.
+    Challenge,
+    /// `POST /v2/verify`: the answer to a challenge.
+    V2Verify,
+}
 
-fn stamp(p: &Path) -> std::io::Result<Stamp> {
-    let m = std::fs::metadata(p)?;
-    Ok(Stamp(m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+impl Route {
+    fn of(path: &str) -> Option<Route> {
+        match path {
+            "/verify" | "/Stage/verify" => Some(Route::V1Verify),
+            "/v2/challenge" => Some(Route::Challenge),
+            "/v2/verify" => Some(Route::V2Verify),
+            _ => None,
+        }
+    }
 }
 
 struct Material {
@@ -92,7 +106,7 @@ pub struct Server {
 }
 
 /// Loads the server's RSA private key (PKCS#8 or PKCS#1 PEM, unencrypted).
-pub fn load_private_key(path: &Path) -> Result<PKey<Private>, String> {
+fn load_private_key(path: &Path) -> Result<PKey<Private>, String> {
     let k = crate::keyfile::read_private_pem(path, None).map_err(|e| e.to_string())?;
     let rsa = k
         .rsa()
@@ -109,9 +123,10 @@ pub fn load_private_key(path: &Path) -> Result<PKey<Private>, String> {
 
 impl Material {
     fn load(cfg: &Config) -> Result<Material, String> {
-        let ks = stamp(&cfg.key_path).map_err(|e| format!("{}: {e}", cfg.key_path.display()))?;
-        let es =
-            stamp(&cfg.entropy_path).map_err(|e| format!("{}: {e}", cfg.entropy_path.display()))?;
+        let ks =
+            Stamp::of(&cfg.key_path).map_err(|e| format!("{}: {e}", cfg.key_path.display()))?;
+        let es = Stamp::of(&cfg.entropy_path)
+            .map_err(|e| format!("{}: {e}", cfg.entropy_path.display()))?;
         let key = load_private_key(&cfg.key_path)?;
         let entropy = Entropy::load(&cfg.entropy_path)
             .map_err(|e| format!("{}: {e}", cfg.entropy_path.display()))?;
@@ -196,9 +211,9 @@ impl Server {
     /// The current key and entropy file, re-read if either changed on disk.
     fn material(&self) -> Result<Arc<Material>, String> {
         let now = (
-            stamp(&self.cfg.key_path)
+            Stamp::of(&self.cfg.key_path)
                 .map_err(|e| format!("{}: {e}", self.cfg.key_path.display()))?,
-            stamp(&self.cfg.entropy_path)
+            Stamp::of(&self.cfg.entropy_path)
                 .map_err(|e| format!("{}: {e}", self.cfg.entropy_path.display()))?,
         );
         if let Ok(g) = self.material.read() {
@@ -234,13 +249,8 @@ impl Server {
         // Limits count per source group (127/8 as one, an IPv6 /64, a uid), not per address.
         let src = info.peer.source();
         let path = req.uri().path().to_string();
-        let route = match path.as_str() {
-            "/verify" | "/Stage/verify" => 1,
-            "/v2/challenge" => 2,
-            "/v2/verify" => 3,
-            _ => {
-                return http::text(StatusCode::NOT_FOUND, "text/plain", "not found\n");
-            }
+        let Some(route) = Route::of(&path) else {
+            return http::text(StatusCode::NOT_FOUND, "text/plain", "not found\n");
         };
         if req.method() != Method::POST {
             let mut r = http::text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST\n");
@@ -250,7 +260,7 @@ impl Server {
             );
             return r;
         }
-        let v2 = route != 1;
+        let v2 = route != Route::V1Verify;
         if !v2 && !self.cfg.v1 {
             log::info!("v1-refused peer={} reason=\"v1 disabled\"", info.peer);
             return v1_json(StatusCode::GONE, "v1 is disabled on this server");
@@ -267,7 +277,11 @@ impl Server {
         let body = match http::read_body(req.into_body(), self.cfg.max_body).await {
             Ok(b) => b,
             Err(e) => {
-                log::warn!("bad-request peer={} path={path} reason=\"{e}\"", info.peer);
+                log::warn!(
+                    "bad-request peer={} path={path} reason={e}",
+                    info.peer,
+                    e = quoted(&e)
+                );
                 self.throttle.failed(&src);
                 let st = match e {
                     http::BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -284,9 +298,9 @@ impl Server {
         // RSA, file reads (secrets; the entropy file after a rotation): on the blocking pool.
         let srv = self.clone();
         let work = tokio::task::spawn_blocking(move || match route {
-            1 => srv.v1(&body),
-            2 => srv.challenge(src),
-            _ => srv.v2_verify(&body, src),
+            Route::V1Verify => srv.v1(&body),
+            Route::Challenge => srv.challenge(src),
+            Route::V2Verify => srv.v2_verify(&body, src),
         });
         let (resp, failed, what) = match work.await {
             Ok(o) => o,
@@ -299,20 +313,23 @@ impl Server {
         if failed {
             self.throttle.failed(&src);
             log::warn!(
-                "refused peer={} path={path} status={} reason=\"{what}\"",
+                "refused peer={} path={path} status={} reason={what}",
                 info.peer,
-                resp.status().as_u16()
+                resp.status().as_u16(),
+                what = quoted(&what)
             );
         } else if resp.status().is_success() {
-            if route != 2 {
+            // A challenge proves nothing: only a verification clears the failures.
+            if route != Route::Challenge {
                 self.throttle.succeeded(&src);
             }
             log::info!("{what} peer={} path={path}", info.peer);
         } else {
             log::warn!(
-                "error peer={} path={path} status={} reason=\"{what}\"",
+                "error peer={} path={path} status={} reason={what}",
                 info.peer,
-                resp.status().as_u16()
+                resp.status().as_u16(),
+                what = quoted(&what)
             );
         }
         resp

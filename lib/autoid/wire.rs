@@ -25,7 +25,7 @@ use crate::secret::{hex, random_bytes};
 pub const MAX_SNIPPETS: usize = 4;
 pub const MAX_SIZE: i64 = 2048;
 /// Length of the original's passphrase (characters of `[A-Za-z0-9]`).
-pub const PASSPHRASE_LEN: usize = 16;
+const PASSPHRASE_LEN: usize = 16;
 const ALNUM: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -79,15 +79,7 @@ pub fn hexb64_decode(text: &str, what: &'static str) -> Result<Zeroizing<Vec<u8>
 /// Hex to bytes, ignoring ASCII whitespace between pairs; None on anything else.
 pub fn unhex(text: &str) -> Option<Zeroizing<Vec<u8>>> {
     let digits: Vec<u8> = text.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
-    if digits.len() % 2 != 0 {
-        return None;
-    }
-    let val = |c: u8| (c as char).to_digit(16).map(|v| v as u8);
-    let mut out = Zeroizing::new(Vec::with_capacity(digits.len() / 2));
-    for p in digits.chunks(2) {
-        out.push(val(p[0])? << 4 | val(p[1])?);
-    }
-    Some(out)
+    crate::secret::unhex(&digits)
 }
 
 // ---------------------------------------------------------------- intervals and hash (v1)
@@ -564,7 +556,7 @@ mod tests {
     use super::*;
 
     /// The spec's synthetic entropy file (§6.1).
-    pub fn synthetic() -> Vec<u8> {
+    fn synthetic() -> Vec<u8> {
         let mut f = Vec::with_capacity(2048 * 2049);
         for l in 0..2048 {
             for j in 0..2048 {

@@ -59,6 +59,14 @@ impl Peer {
         matches!(self, Peer::Unix { .. })
     }
 
+    /// The peer's IP address; `None` on an AF_UNIX socket.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        match self {
+            Peer::Tcp(a) => Some(a.ip()),
+            Peer::Unix { .. } => None,
+        }
+    }
+
     /// The group this peer's limits count against (see [`Source`]).
     pub fn source(&self) -> Source {
         match self {

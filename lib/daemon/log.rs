@@ -8,6 +8,13 @@ use std::sync::Mutex;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
+/// A log field's value in double quotes, quotes, backslashes and control characters escaped
+/// (as Rust's `{:?}` does): a value from a peer or an error message can neither end its field
+/// early nor forge another one.
+pub fn quoted(value: impl std::fmt::Display) -> String {
+    format!("{:?}", value.to_string())
+}
+
 enum Sink {
     Journal,
     Stderr(&'static str),
@@ -20,7 +27,7 @@ struct Logger {
 }
 
 /// True when stderr is connected to journald (systemd sets `JOURNAL_STREAM=dev:ino`).
-pub fn stderr_is_journal() -> bool {
+fn stderr_is_journal() -> bool {
     let Ok(v) = std::env::var("JOURNAL_STREAM") else {
         return false;
     };
@@ -112,5 +119,14 @@ impl Log for Logger {
 
     fn flush(&self) {
         let _ = std::io::stderr().flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quoted_fields_cannot_end_early_or_forge_lines() {
+        assert_eq!(super::quoted("plain"), r#""plain""#);
+        assert_eq!(super::quoted("a\" forged=\"1\nx"), r#""a\" forged=\"1\nx""#);
     }
 }

@@ -109,6 +109,33 @@ enum Admission {
     Refuse,
 }
 
+/// Why a server stops, as `stopped reason=` and `STATUS=stopping:` say it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM or SIGINT (its name).
+    Signal(&'static str),
+    /// `--idle-exit` passed with nothing to do.
+    Idle,
+    /// The handlers for SIGTERM and SIGINT could not be installed.
+    NoSignalHandlers,
+    /// remod's network process lost its monitor.
+    MonitorGone,
+    /// The service says it is done (s5d: a limit reached), in its words.
+    Done(String),
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Signal(name) => f.write_str(name),
+            Stop::Idle => f.write_str("idle"),
+            Stop::NoSignalHandlers => f.write_str("signal handlers unavailable"),
+            Stop::MonitorGone => f.write_str("monitor-gone"),
+            Stop::Done(why) => f.write_str(why),
+        }
+    }
+}
+
 /// A handle to the running server: ask it to stop, publish a status line.
 #[derive(Clone)]
 pub struct Control(Arc<Shared>);
@@ -134,7 +161,7 @@ impl Control {
     }
 
     /// Asks the server to stop accepting and wind down; the first reason given is kept.
-    pub fn stop(&self, reason: &str) {
+    pub fn stop(&self, reason: Stop) {
         if let Ok(mut r) = self.0.reason.lock() {
             if r.is_empty() {
                 *r = reason.to_string();
@@ -353,7 +380,7 @@ where
         (Ok(t), Ok(i)) => (t, i),
         _ => {
             ::log::error!("cannot install signal handlers");
-            ctl.stop("signal handlers unavailable");
+            ctl.stop(Stop::NoSignalHandlers);
             return ctl.0.reason.lock().map(|r| r.clone()).unwrap_or_default();
         }
     };
@@ -362,14 +389,14 @@ where
         .map(|d| (d / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
     loop {
         tokio::select! {
-            _ = term.recv() => ctl.stop("SIGTERM"),
-            _ = int.recv() => ctl.stop("SIGINT"),
+            _ = term.recv() => ctl.stop(Stop::Signal("SIGTERM")),
+            _ = int.recv() => ctl.stop(Stop::Signal("SIGINT")),
             _ = ctl.stopping() => break,
             _ = tokio::time::sleep(tick.unwrap_or(Duration::from_secs(3600))), if tick.is_some() => {
                 let idle_for = ctl.0.last_idle.lock().map(|t| t.elapsed()).unwrap_or_default();
                 if let Some(limit) = opts.idle_exit {
                     if ctl.active() == 0 && idle_for >= limit {
-                        ctl.stop("idle");
+                        ctl.stop(Stop::Idle);
                     }
                 }
             }

@@ -6,7 +6,7 @@
 //! sent, as the original client does with the `openssl req -x509` certificate of its README
 //! (specs/iscep.md §2.9).
 
-use std::io::{Read as _, Write};
+use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
@@ -223,25 +223,6 @@ impl Client {
             Err(ClientError::Closed) => Ok(None),
             Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(None),
             Err(e) => Err(e),
-        }
-    }
-
-    /// Raw bytes, for tests that speak the protocol wrong on purpose.
-    pub fn write_raw(&mut self, b: &[u8]) -> Result<(), ClientError> {
-        self.s.write_all(b)?;
-        Ok(())
-    }
-
-    /// Reads until EOF (true) or the read timeout (false), dropping what arrives.
-    pub fn closed_by_peer(&mut self) -> bool {
-        let mut b = [0u8; 256];
-        loop {
-            match self.s.read(&mut b) {
-                Ok(0) => return true,
-                Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-                Err(_) => return false,
-            }
         }
     }
 }

@@ -138,8 +138,8 @@ impl Config {
     }
 }
 
-pub const DEFAULT_TIMEOUT: f64 = 30.0;
-pub const DEFAULT_MAX_OUTPUT: usize = 64 * 1024;
+const DEFAULT_TIMEOUT: f64 = 30.0;
+const DEFAULT_MAX_OUTPUT: usize = 64 * 1024;
 
 /// The file is also iscepd's configuration file (crate::config): the top-level keys other
 /// than `commands` are iscepd's options, checked there; here they are skipped, and only a
@@ -235,7 +235,7 @@ pub fn parse(
 }
 
 /// The system's user database (NSS).
-pub fn system_user(name: &str) -> Option<(u32, u32)> {
+fn system_user(name: &str) -> Option<(u32, u32)> {
     nix::unistd::User::from_name(name)
         .ok()
         .flatten()

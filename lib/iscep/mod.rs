@@ -21,8 +21,6 @@ pub const DEFAULT_CONFIG: &str = "/etc/keysock/iscepd.toml";
 pub const DEFAULT_TOKENS: &str = "/etc/keysock/iscep-tokens.json";
 /// Largest frame accepted by default (size field value).
 pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
-/// Frames this size or smaller fit one TLS record, which a Python peer reads with one `recv`.
-pub const PYTHON_TLS_FRAME: usize = 16 * 1024;
 
 /// A JSON or TOML object read and written in its file order (the original's dicts keep
 /// insertion order; DISCOVER lists commands and arguments in configuration order). A key

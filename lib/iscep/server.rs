@@ -20,7 +20,9 @@ use super::tokens::Tokens;
 use super::wire::{self, Body, Packet, Read, Type};
 use super::Ordered;
 use crate::child;
+use crate::daemon::log::quoted;
 use crate::daemon::{Conn, Control, Peer};
+use crate::privfile::Stamp;
 
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -59,16 +61,27 @@ pub struct Server {
     stamps: std::sync::Mutex<[Option<Stamp>; 2]>,
 }
 
-type Stamp = (u64, u64, i64, i64, u64);
-
-fn stamp(p: &std::path::Path) -> Option<Stamp> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(p).ok()?;
-    Some((m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
+/// Why the files are read again: SIGHUP reloads them as they are, a timer tick only when
+/// their [`Stamp`] changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reload {
+    Signal,
+    Changed,
 }
 
-fn what(e: &dyn std::fmt::Display) -> String {
-    format!("{:?}", e.to_string())
+impl std::fmt::Display for Reload {
+    /// As logged (`why=`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reload::Signal => "SIGHUP",
+            Reload::Changed => "changed",
+        })
+    }
+}
+
+/// The stamp of `p`; `None` when it cannot be read (a removed file is a change too).
+fn stamp(p: &std::path::Path) -> Option<Stamp> {
+    Stamp::of(p).ok()
 }
 
 impl Server {
@@ -134,7 +147,7 @@ impl Server {
 
     /// Reads the configuration and the tokens again. A file that fails to load keeps the
     /// previous contents (logged); a tokens file that was removed empties the token set.
-    pub fn reload(&self, why: &str) {
+    fn reload(&self, why: Reload) {
         match config::load(&self.sources.config) {
             Ok(c) => {
                 log::info!("reload what=config why={why} commands={}", c.commands.len());
@@ -142,7 +155,7 @@ impl Server {
                     *g = Arc::new(c);
                 }
             }
-            Err(e) => log::error!("reload-failed what=config why={why} error={}", what(&e)),
+            Err(e) => log::error!("reload-failed what=config why={why} error={}", quoted(&e)),
         }
         if let Some(p) = &self.sources.tokens {
             match Tokens::load_or_empty(p) {
@@ -156,7 +169,7 @@ impl Server {
                         *g = Arc::new(t);
                     }
                 }
-                Err(e) => log::error!("reload-failed what=tokens why={why} error={}", what(&e)),
+                Err(e) => log::error!("reload-failed what=tokens why={why} error={}", quoted(&e)),
             }
         }
     }
@@ -167,15 +180,15 @@ impl Server {
         let mut hup = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {
-                log::warn!("no-sighup error={}", what(&e));
+                log::warn!("no-sighup error={}", quoted(&e));
                 None
             }
         };
         loop {
             let why = tokio::select! {
                 _ = ctl.stopping() => return,
-                Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => "SIGHUP",
-                _ = tokio::time::sleep(every) => "changed",
+                Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => Reload::Signal,
+                _ = tokio::time::sleep(every) => Reload::Changed,
             };
             let now = [
                 stamp(&self.sources.config),
@@ -189,7 +202,7 @@ impl Server {
                 }
                 Err(_) => true,
             };
-            if why == "SIGHUP" || changed {
+            if why == Reload::Signal || changed {
                 self.reload(why);
                 ctl.set_status(&self.status());
             }
@@ -222,7 +235,7 @@ impl Server {
             Some(acc) => {
                 match crate::tls::accept(acc, conn.stream, self.settings.handshake_timeout).await {
                     Ok(s) => self.session(s, &peer, conn.over_capacity).await,
-                    Err(e) => log::warn!("connection-error peer={peer} error={}", what(&e)),
+                    Err(e) => log::warn!("connection-error peer={peer} error={}", quoted(&e)),
                 }
             }
             None => self.session(conn.stream, &peer, conn.over_capacity).await,
@@ -253,7 +266,7 @@ impl Server {
                 Ok(Ok(0)) => break,
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => {
-                    log::warn!("connection-error peer={peer} error={}", what(&e));
+                    log::warn!("connection-error peer={peer} error={}", quoted(&e));
                     break;
                 }
             };
@@ -266,7 +279,7 @@ impl Server {
             let read = match tokio::time::timeout(idle, rest).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
-                    log::warn!("connection-error peer={peer} error={}", what(&e));
+                    log::warn!("connection-error peer={peer} error={}", quoted(&e));
                     break;
                 }
                 Err(_) => {
@@ -294,14 +307,14 @@ impl Server {
                     return;
                 }
                 Read::Bad(e) => {
-                    log::warn!("request-error peer={peer} error={}", what(&e));
+                    log::warn!("request-error peer={peer} error={}", quoted(&e));
                     Some(wire::encode(Type::Error, &Body::default()))
                 }
                 Read::Packet(p) => self.handle(p, peer).await,
             };
             let Some(frame) = reply else { break };
             if let Err(e) = write_frame(&mut s, &frame).await {
-                log::warn!("connection-error peer={peer} error={}", what(&e));
+                log::warn!("connection-error peer={peer} error={}", quoted(&e));
                 break;
             }
         }
@@ -381,13 +394,13 @@ impl Server {
             Err(e) => {
                 log::warn!(
                     "request-error peer={peer} owner={by} command={name:?} error={}",
-                    what(&e)
+                    quoted(&e)
                 );
                 return (Type::Error, Body::default());
             }
         };
         let shown_args = if cmd.log_args {
-            format!(" args={}", what(&input))
+            format!(" args={}", quoted(&input))
         } else {
             String::new()
         };
@@ -410,7 +423,7 @@ impl Server {
             Err(e) => {
                 log::error!(
                     "command name={name:?} owner={by} peer={peer} ms={ms}{shown_args} error={}",
-                    what(&e)
+                    quoted(&e)
                 );
                 return (Type::Error, Body::default());
             }

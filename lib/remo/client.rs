@@ -13,11 +13,11 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, SET_COOKIE};
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 use openssl::pkey::{PKey, Private, Public};
 
 use super::server::STATUS_HEADER;
 use super::wire::{self, Fernet, Head};
+use crate::http::ConnectError;
 
 /// Payload bytes per uploaded token.
 const UP_CHUNK: usize = 64 * 1024;
@@ -44,6 +44,21 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     #[error("crypto: {0}")]
     Crypto(#[from] openssl::error::ErrorStack),
+}
+
+/// The error for an answer with `status`: its reason phrase, then the server's message if any.
+fn status_error(status: hyper::StatusCode, body: &[u8]) -> ClientError {
+    let reason = status.canonical_reason().unwrap_or("");
+    let msg = String::from_utf8_lossy(body);
+    let msg = msg.trim();
+    ClientError::Status(
+        status.as_u16(),
+        if msg.is_empty() {
+            reason.to_string()
+        } else {
+            format!("{reason}: {msg}")
+        },
+    )
 }
 
 /// A request body: whole, or a file streamed as tokens.
@@ -173,18 +188,14 @@ impl Client {
             }
         }
         if self.sender.is_none() {
-            let addr = format!("{}:{}", self.t.host, self.t.port);
-            let host = self.t.host.trim_start_matches('[').trim_end_matches(']');
-            let stream = tokio::net::TcpStream::connect((host, self.t.port))
-                .await
-                .map_err(|e| ClientError::Connect(addr, e))?;
-            let _ = stream.set_nodelay(true);
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| ClientError::Http(e.to_string()))?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
+            let sender = match crate::http::connect(&self.t.host, self.t.port).await {
+                Ok(s) => s,
+                Err(ConnectError::Tcp(e)) => {
+                    let addr = format!("{}:{}", self.t.host, self.t.port);
+                    return Err(ClientError::Connect(addr, e));
+                }
+                Err(ConnectError::Handshake(e)) => return Err(ClientError::Http(e.to_string())),
+            };
             self.sender = Some(sender);
         }
         self.sender
@@ -344,7 +355,6 @@ impl Client {
             .headers()
             .get(CONNECTION)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let reason = status.canonical_reason().unwrap_or("").to_string();
         if resp.headers().contains_key(CONTENT_LENGTH) {
             // Not encrypted: an error from the server itself.
             let body = Limited::new(resp.into_body(), MAX_ANSWER)
@@ -352,18 +362,10 @@ impl Client {
                 .await
                 .map(|c| c.to_bytes())
                 .unwrap_or_default();
-            let msg = String::from_utf8_lossy(&body).trim().to_string();
             if close {
                 self.sender = None;
             }
-            return Err(ClientError::Status(
-                status.as_u16(),
-                if msg.is_empty() {
-                    reason
-                } else {
-                    format!("{reason}: {msg}")
-                },
-            ));
+            return Err(status_error(status, &body));
         }
         let mut body = resp.into_body();
         let mut split = wire::LineSplitter::default();
@@ -434,15 +436,7 @@ impl Client {
             return Err(ClientError::NoFinalToken);
         }
         if !ok {
-            let msg = String::from_utf8_lossy(&err_text).trim().to_string();
-            return Err(ClientError::Status(
-                status.as_u16(),
-                if msg.is_empty() {
-                    reason
-                } else {
-                    format!("{reason}: {msg}")
-                },
-            ));
+            return Err(status_error(status, &err_text));
         }
         Ok(out)
     }
@@ -493,10 +487,5 @@ impl Client {
 
     pub async fn info(&mut self, sink: &mut dyn Write) -> Result<(), ClientError> {
         self.call("/info", None, b"", None, sink).await.map(|_| ())
-    }
-
-    /// Sends a raw request with this session's cookie (tests: replays).
-    pub fn session_cookie(&self) -> Option<&str> {
-        self.cookie.as_deref()
     }
 }

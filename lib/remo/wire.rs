@@ -9,15 +9,15 @@ use openssl::symm::{Cipher, Crypter, Mode};
 /// The protocol version we speak (reported by `/info`).
 pub const VERSION: &str = "0.6.0";
 /// ConcatKDF other-info.
-pub const KDF_INFO: &[u8] = b"remo_serv";
+const KDF_INFO: &[u8] = b"remo_serv";
 /// Fernet time-to-live of body tokens, both directions, in seconds.
 pub const TTL: u64 = 10;
 /// Tokens dated further in the future than this are refused too.
-pub const MAX_SKEW: u64 = 10;
+const MAX_SKEW: u64 = 10;
 /// Length of the raw X448 public key.
-pub const X448_LEN: usize = 56;
+const X448_LEN: usize = 56;
 /// Header length of every body token.
-pub const HEAD_LEN: usize = 6;
+const HEAD_LEN: usize = 6;
 /// Length of SHA-384.
 pub const HASH_LEN: usize = 48;
 
@@ -378,9 +378,7 @@ mod tests {
     use super::*;
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len() / 2)
-            .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
-            .collect()
+        crate::secret::unhex(s.as_bytes()).unwrap().to_vec()
     }
 
     fn x448_priv(bytes: &[u8]) -> PKey<Private> {

@@ -165,10 +165,7 @@ pub fn read_prompted() -> std::io::Result<crate::locked::Locked> {
     if !rustix::termios::isatty(&stdin) {
         return crate::locked::read_line(stdin, MAX_SECRET);
     }
-    match crate::locked::prompt("Enter secret: ", MAX_SECRET)? {
-        Some(s) => Ok(s),
-        None => crate::locked::read_line(stdin, MAX_SECRET),
-    }
+    crate::locked::prompt_or_stdin("Enter secret: ", MAX_SECRET)
 }
 
 /// Binds the first free port of `min..=max` on `addr`, as s5server does.

@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::wire;
 use super::ClientFile;
+use crate::daemon::log::quoted;
 use crate::daemon::{Conn, Control, Peer};
 use crate::http::{self, Body, ConnInfo};
 use crate::locked::Locked;
@@ -162,10 +163,6 @@ impl Server {
         )
     }
 
-    pub fn has_secret(&self) -> bool {
-        self.lock().secret.is_some()
-    }
-
     /// Takes the secret (from the prompt, standard input, a credential or `s5d put`).
     pub fn load(&self, secret: Locked, source: &str) -> Result<(), LoadError> {
         {
@@ -216,9 +213,9 @@ impl Server {
             st.secret = None;
             st.closed = Some(reason.clone());
         }
-        log::info!("limit-reached reason=\"{reason}\"");
+        log::info!("limit-reached reason={reason}", reason = quoted(&reason));
         self.ctl.set_status(&format!("done: {reason}"));
-        self.ctl.stop(&reason);
+        self.ctl.stop(crate::daemon::Stop::Done(reason));
     }
 
     /// Drops the secret (zeroized) at shutdown.
@@ -310,7 +307,7 @@ impl Server {
         let body = match body {
             Ok(b) => Some(b),
             Err(e) => {
-                log::info!("bad-body error=\"{e}\"");
+                log::info!("bad-body error={e}", e = quoted(&e));
                 None
             }
         };
@@ -364,7 +361,7 @@ impl Server {
                         )
                     }
                     Err(e) => {
-                        log::error!("seal-failed error=\"{e}\"");
+                        log::error!("seal-failed error={e}", e = quoted(&e));
                         (http::bare(StatusCode::INTERNAL_SERVER_ERROR), "error")
                     }
                 }
@@ -394,10 +391,7 @@ impl Server {
         status: StatusCode,
         len: u64,
     ) {
-        let ip = match peer {
-            Peer::Tcp(a) => a.ip().to_string(),
-            Peer::Unix { .. } => "-".into(),
-        };
+        let ip = peer.ip().map_or("-".into(), |ip| ip.to_string());
         let line = format!(
             "{ip} - - [{}] \"{method} {} {version:?}\" {} {len}\n",
             log_time(),
@@ -488,7 +482,7 @@ impl Server {
                 match self.load(secret, &format!("put(uid={uid},pid={pid})")) {
                     Ok(()) => ok(self),
                     Err(e) => {
-                        log::warn!("put-refused peer_uid={uid} reason=\"{e}\"");
+                        log::warn!("put-refused peer_uid={uid} reason={e}", e = quoted(&e));
                         format!("ERR {e}\n")
                     }
                 }

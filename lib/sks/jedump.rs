@@ -5,6 +5,8 @@
 //! record is a key line and a data line, each starting with one space, between the header's
 //! `HEADER=END` and `DATA=END`.
 
+use crate::secret::hex_digit;
+
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DumpError {
     #[error("line {0}: {1}")]
@@ -13,10 +15,6 @@ pub enum DumpError {
     NoHeader,
     #[error("a key without its data line at the end")]
     OddRecords,
-}
-
-fn hexval(c: u8) -> Option<u8> {
-    (c as char).to_digit(16).map(|d| d as u8)
 }
 
 fn unprint(s: &[u8]) -> Option<Vec<u8>> {
@@ -29,7 +27,7 @@ fn unprint(s: &[u8]) -> Option<Vec<u8>> {
                 i += 2;
                 continue;
             }
-            let (h, l) = (hexval(*s.get(i + 1)?)?, hexval(*s.get(i + 2)?)?);
+            let (h, l) = (hex_digit(*s.get(i + 1)?)?, hex_digit(*s.get(i + 2)?)?);
             out.push(h << 4 | l);
             i += 3;
         } else {
@@ -38,15 +36,6 @@ fn unprint(s: &[u8]) -> Option<Vec<u8>> {
         }
     }
     Some(out)
-}
-
-fn unhex(s: &[u8]) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    s.chunks(2)
-        .map(|p| Some(hexval(p[0])? << 4 | hexval(p[1])?))
-        .collect()
 }
 
 /// The key/value pairs of a dump, as UTF-8 strings (the original stored UTF-8).
@@ -81,7 +70,7 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>, DumpError> {
         let bytes = if printable {
             unprint(body.as_bytes())
         } else {
-            unhex(body.as_bytes())
+            crate::secret::unhex(body.as_bytes()).map(|b| b.to_vec())
         };
         let bytes =
             bytes.ok_or_else(|| DumpError::Line(n + 1, "bad escape or hex digits".into()))?;

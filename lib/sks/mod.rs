@@ -9,4 +9,4 @@ pub mod store;
 pub mod wire;
 
 pub use server::{realm_services, Config, Service, DEFAULT_PAM_SERVICE};
-pub use store::{Store, Validity};
+pub use store::{RealmHash, Store, Validity};

@@ -25,9 +25,10 @@ use postgres::types::Type;
 use postgres::{Client, NoTls, Statement};
 
 use super::store::{Answers, Kv, Record, StoreError};
+use crate::daemon::log::quoted;
 
 /// The schema version this skd writes; a database at a newer one is refused.
-pub const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 1;
 
 /// Statements that bring the schema from version i to i + 1.
 const MIGRATIONS: &[&str] = &[
@@ -48,7 +49,7 @@ const MIGRATIONS: &[&str] = &[
 const SCHEMA_LOCK: i64 = 0x736b_645f_7363_6d61;
 
 /// Connections skd uses for requests (the listener holds one more).
-pub const POOL: usize = 4;
+const POOL: usize = 4;
 /// How long a request waits for a free connection before 503.
 const POOL_WAIT: Duration = Duration::from_secs(1);
 /// The listener proves its connection alive this often when no notification comes.
@@ -57,7 +58,7 @@ const HEARTBEAT: Duration = Duration::from_millis(200);
 const HEARTBEAT_WAIT: Duration = Duration::from_millis(400);
 /// The cache is used only if the channel was seen working this recently: a channel lost
 /// silently (a hung server, a cut network) stops cached answers within this time.
-pub const LEASE: Duration = Duration::from_millis(800);
+const LEASE: Duration = Duration::from_millis(800);
 /// Reconnection delays: from the first, doubling, up to the last.
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
@@ -403,9 +404,8 @@ impl Pg {
             // A daemon starts anyway (its host may boot before the database): 503 until
             // the database is reachable, then the schema is checked on first contact.
             Err(StoreError::Unavailable(e)) if daemon => log::warn!(
-                "store-unreachable store={} error=\"{e}\" effect=\"logins and /valid answer 503 until it is reachable; skd keeps trying\"",
-                shared.text
-            ),
+                "store-unreachable store={} error={e} effect=\"logins and /valid answer 503 until it is reachable; skd keeps trying\"",
+                shared.text, e = quoted(&e)),
             Err(e) => return Err(e),
         }
         if daemon {
@@ -546,9 +546,8 @@ fn listen(s: Arc<Shared>) {
             Err(e) => {
                 if !down_logged {
                     log::error!(
-                        "store-channel-down store={} error=\"{e}\" effect=\"no cached answers; logins answer 503; retrying\"",
-                        s.text
-                    );
+                        "store-channel-down store={} error={e} effect=\"no cached answers; logins answer 503; retrying\"",
+                        s.text, e = quoted(&e));
                     down_logged = true;
                 }
                 std::thread::sleep(delay);
@@ -596,9 +595,8 @@ fn listen(s: Arc<Shared>) {
         s.epoch.fetch_add(1, Ordering::SeqCst);
         s.answers.forget();
         log::error!(
-            "store-channel-lost store={} error=\"{lost}\" effect=\"cache emptied; logins answer 503 until it is back; retrying\"",
-            s.text
-        );
+            "store-channel-lost store={} error={lost} effect=\"cache emptied; logins answer 503 until it is back; retrying\"",
+            s.text, lost = quoted(&lost));
         down_logged = true;
     }
 }

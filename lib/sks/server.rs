@@ -9,8 +9,9 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::store::{GroupCreate, Store, StoreError, Validity};
+use super::store::{GroupCreate, RealmHash, Store, StoreError, UserKey, Validity};
 use super::wire;
+use crate::daemon::log::quoted;
 use crate::daemon::{Peer, Source};
 use crate::http::{self, Body, ConnInfo};
 use crate::throttle::{Refused, Throttle};
@@ -19,7 +20,7 @@ use crate::throttle::{Refused, Throttle};
 pub const DEFAULT_PAM_SERVICE: &str = "skd";
 
 /// Longest user name a login may give: longer ones are refused before PAM and the throttle.
-pub const MAX_USER: usize = 256;
+const MAX_USER: usize = 256;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -118,10 +119,13 @@ const STORE_DOWN: &str = "token store unavailable, try later";
 /// debug: the listener logs the outage once), else 500.
 fn store_failed(path: &str, e: StoreError) -> Response<Body> {
     if let StoreError::Unavailable(why) = &e {
-        log::debug!("store-unavailable path={path} error=\"{why}\"");
+        log::debug!(
+            "store-unavailable path={path} error={why}",
+            why = quoted(why)
+        );
         return busy(STORE_DOWN);
     }
-    log::error!("store-error path={path} error=\"{e}\"");
+    log::error!("store-error path={path} error={e}", e = quoted(&e));
     http::bare(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
@@ -153,11 +157,6 @@ const NAME_PARAMS: &[&str] = &[
     "module",
 ];
 
-/// Short, non-secret label for a realm in log lines.
-fn realm_label(realm: &str) -> String {
-    format!("{realm:?}")
-}
-
 impl Service {
     pub fn new(store: Arc<Store>, cfg: Config) -> Self {
         let (n, w) = (cfg.login_failures, cfg.login_window);
@@ -172,7 +171,7 @@ impl Service {
     }
 
     /// The PAM service of `realm`, or `None` when skd does not serve that realm.
-    pub fn pam_service(&self, realm: &str) -> Option<&str> {
+    fn pam_service(&self, realm: &str) -> Option<&str> {
         match &self.cfg.realms {
             Some(m) => m.get(realm).map(String::as_str),
             None => Some(self.cfg.pam_app.as_deref().unwrap_or(DEFAULT_PAM_SERVICE)),
@@ -201,7 +200,7 @@ impl Service {
                 let s = store.clone();
                 match tokio::task::spawn_blocking(move || s.purge_expired()).await {
                     Ok(Ok(n)) if n > 0 => log::info!("purged expired-tokens={n}"),
-                    Ok(Err(e)) => log::error!("store-error path=purge error=\"{e}\""),
+                    Ok(Err(e)) => log::error!("store-error path=purge error={e}", e = quoted(&e)),
                     _ => {}
                 }
                 tokio::time::sleep(Duration::from_secs(600)).await;
@@ -274,22 +273,22 @@ impl Service {
         let Some(realm) = params.get("realm").cloned() else {
             return err400("missing realm");
         };
-        let r = crate::secret::sha1_hex(realm.as_bytes());
+        let r = RealmHash::of(&realm);
         if !is_get && !form_login {
             return http::text(StatusCode::NOT_FOUND, "text/plain", "Unknown path");
         }
         let res = match path.as_str() {
-            "/valid" => self.valid(&r, &params).await,
-            "/revoke" => self.revoke(&r, &realm, &params).await,
-            "/replace" => self.replace(&r, &realm, &params).await,
-            "/auth_token" => return self.login(&r, &realm, params, &conn.peer, false).await,
-            "/pam_token" => return self.login(&r, &realm, params, &conn.peer, true).await,
-            "/stored_token" => self.stored_token(&r, &realm, &params, &conn).await,
-            "/get_key" => self.get_key(&r, &params).await,
-            "/gen_key" => self.gen_key(&r, &realm, &params).await,
-            "/create_group" => self.create_group(&r, &params).await,
-            "/mod_group" => self.mod_group(&r, &params).await,
-            "/group_hash" => self.group_hash(&r, &params).await,
+            "/valid" => self.valid(r, &params).await,
+            "/revoke" => self.revoke(r, &realm, &params).await,
+            "/replace" => self.replace(r, &realm, &params).await,
+            "/auth_token" => return self.login(r, &realm, params, &conn.peer, false).await,
+            "/pam_token" => return self.login(r, &realm, params, &conn.peer, true).await,
+            "/stored_token" => self.stored_token(r, &realm, &params, &conn).await,
+            "/get_key" => self.get_key(r, &params).await,
+            "/gen_key" => self.gen_key(r, &realm, &params).await,
+            "/create_group" => self.create_group(r, &params).await,
+            "/mod_group" => self.mod_group(r, &params).await,
+            "/group_hash" => self.group_hash(r, &params).await,
             _ => Ok(http::bare(StatusCode::NOT_FOUND)),
         };
         res.unwrap_or_else(|e| store_failed(&path, e))
@@ -319,7 +318,7 @@ impl Service {
             .unwrap_or(Err(StoreError::Poisoned))
     }
 
-    async fn valid(&self, r: &str, p: &Params) -> Result<Response<Body>, StoreError> {
+    async fn valid(&self, r: RealmHash, p: &Params) -> Result<Response<Body>, StoreError> {
         let Some(t) = p.get("token") else {
             return Ok(ok_text("NO\n"));
         };
@@ -329,12 +328,12 @@ impl Service {
         }
         // PostgreSQL: a cached answer without leaving this thread, else the blocking pool.
         let v = if !self.store.is_remote() {
-            self.store.check(r, t)?
-        } else if let Some(v) = self.store.check_cached(r, t) {
+            self.store.check(&r, t)?
+        } else if let Some(v) = self.store.check_cached(&r, t) {
             v
         } else {
-            let (r2, t2) = (r.to_string(), t.clone());
-            self.read(move |s| s.check(&r2, &t2)).await?
+            let t = t.clone();
+            self.read(move |s| s.check(&r, &t)).await?
         };
         Ok(match v {
             Validity::Current(info) => ok_text(format!("YES\n{info}\n")),
@@ -343,13 +342,17 @@ impl Service {
         })
     }
 
-    async fn revoke(&self, r: &str, realm: &str, p: &Params) -> Result<Response<Body>, StoreError> {
+    async fn revoke(
+        &self,
+        r: RealmHash,
+        realm: &str,
+        p: &Params,
+    ) -> Result<Response<Body>, StoreError> {
         let Some(t) = p.get("token").cloned() else {
             return Ok(ok_text("INVALID\n"));
         };
-        let r2 = r.to_string();
-        if self.write(move |s| s.revoke(&r2, &t)).await? {
-            log::info!("revoked realm={}", realm_label(realm));
+        if self.write(move |s| s.revoke(&r, &t)).await? {
+            log::info!("revoked realm={}", quoted(realm));
             Ok(ok_text("OK\n"))
         } else {
             Ok(ok_text("INVALID\n"))
@@ -358,19 +361,19 @@ impl Service {
 
     async fn replace(
         &self,
-        r: &str,
+        r: RealmHash,
         realm: &str,
         p: &Params,
     ) -> Result<Response<Body>, StoreError> {
         let Some(t) = p.get("token").cloned() else {
             return Ok(forbidden());
         };
-        let (r2, exp) = (r.to_string(), self.expires());
-        Ok(match self.write(move |s| s.replace(&r2, &t, exp)).await? {
+        let exp = self.expires();
+        Ok(match self.write(move |s| s.replace(&r, &t, exp)).await? {
             Some((n, info)) => {
                 log::info!(
                     "replaced realm={} user={:?}",
-                    realm_label(realm),
+                    quoted(realm),
                     wire::info_user(&info).unwrap_or("")
                 );
                 ok_text(format!("{n}\n{info}\n"))
@@ -381,7 +384,7 @@ impl Service {
 
     async fn login(
         &self,
-        r: &str,
+        r: RealmHash,
         realm: &str,
         mut p: Params,
         peer: &Peer,
@@ -395,7 +398,7 @@ impl Service {
                 .unwrap_or(self.cfg.default_module.clone())
         };
         let event = if legacy { "pam-login" } else { "login" };
-        let rl = realm_label(realm);
+        let rl = quoted(realm);
         let Some(user) = p.get("user").cloned() else {
             log::info!("{event} realm={rl} result=refused reason=no-user");
             return forbidden();
@@ -452,10 +455,7 @@ impl Service {
             log::warn!("{event} realm={rl} user={user:?} peer={peer} result=refused reason=too-many-logins-in-progress");
             return busy("too many logins in progress, try later");
         };
-        let rhost = match peer {
-            Peer::Tcp(a) => Some(a.ip().to_string()),
-            Peer::Unix { .. } => None,
-        };
+        let rhost = peer.ip().map(|ip| ip.to_string());
         let (svc, u) = (service.clone(), user.clone());
         let checked = tokio::task::spawn_blocking(move || {
             crate::pam::authenticate(&svc, &u, pwd.as_bytes(), rhost.as_deref())
@@ -468,13 +468,14 @@ impl Service {
                 by_user.succeeded();
                 by_source.succeeded();
                 log::error!(
-                    "{event} realm={rl} user={user:?} peer={peer} result=error reason=\"{e}\""
+                    "{event} realm={rl} user={user:?} peer={peer} result=error reason={e}",
+                    e = quoted(&e)
                 );
                 return busy("login is not configured for this realm");
             }
             Ok(Err(e)) => {
                 // The attempts stay counted.
-                log::info!("{event} realm={rl} user={user:?} peer={peer} service={service} result=failed reason=\"{e}\"");
+                log::info!("{event} realm={rl} user={user:?} peer={peer} service={service} result=failed reason={e}", e = quoted(&e));
                 return forbidden();
             }
             Err(_) => return http::bare(StatusCode::INTERNAL_SERVER_ERROR),
@@ -487,8 +488,12 @@ impl Service {
             format!("auth/{module}")
         };
         let info = wire::info(&user, &source, ids);
-        let (r2, u2, i2, exp) = (r.to_string(), user.clone(), info.clone(), self.expires());
-        match self.write(move |s| s.issue(&r2, &u2, &i2, None, exp)).await {
+        let issued = {
+            let (user, info, exp) = (user.clone(), info.clone(), self.expires());
+            self.write(move |s| s.issue(&r, &user, &info, None, exp))
+                .await
+        };
+        match issued {
             Ok(n) => {
                 log::info!(
                     "{event} realm={rl} user={user:?} peer={peer} source={source} uid={} result=ok",
@@ -502,7 +507,7 @@ impl Service {
 
     async fn stored_token(
         &self,
-        r: &str,
+        r: RealmHash,
         realm: &str,
         p: &Params,
         conn: &ConnInfo,
@@ -510,7 +515,7 @@ impl Service {
         if !conn.peer.is_unix() && !self.cfg.allow_stored_token_tcp {
             log::warn!(
                 "stored-token realm={} peer={} result=refused reason=tcp-not-allowed",
-                realm_label(realm),
+                quoted(realm),
                 conn.peer
             );
             return Ok(forbidden_because(
@@ -535,60 +540,55 @@ impl Service {
             )));
         }
         let info = wire::info(user, "stored", Default::default());
-        let (r2, u2, i2, t2, exp) = (
-            r.to_string(),
-            user.clone(),
-            info.clone(),
-            token.clone(),
-            self.expires(),
-        );
-        self.write(move |s| s.issue(&r2, &u2, &i2, Some(&t2), exp))
-            .await?;
+        {
+            let (user, info, token, exp) =
+                (user.clone(), info.clone(), token.clone(), self.expires());
+            self.write(move |s| s.issue(&r, &user, &info, Some(&token), exp))
+                .await?;
+        }
         log::info!(
             "stored-token realm={} user={user:?} peer={}",
-            realm_label(realm),
+            quoted(realm),
             conn.peer
         );
         Ok(ok_text(format!("{token}\n{info}")))
     }
 
-    async fn get_key(&self, r: &str, p: &Params) -> Result<Response<Body>, StoreError> {
+    async fn get_key(&self, r: RealmHash, p: &Params) -> Result<Response<Body>, StoreError> {
         let Some(t) = p.get("token").cloned() else {
             return Ok(forbidden());
         };
-        let r2 = r.to_string();
-        Ok(match self.read(move |s| s.get_key(&r2, &t)).await? {
-            None => forbidden(),
-            Some(k) => ok_text(k.unwrap_or_default()),
+        Ok(match self.read(move |s| s.get_key(&r, &t)).await? {
+            UserKey::NotCurrent => forbidden(),
+            UserKey::None => ok_text(""),
+            UserKey::Key(k) => ok_text(k),
         })
     }
 
     async fn gen_key(
         &self,
-        r: &str,
+        r: RealmHash,
         realm: &str,
         p: &Params,
     ) -> Result<Response<Body>, StoreError> {
         let Some(t) = p.get("token").cloned() else {
             return Ok(forbidden());
         };
-        let r2 = r.to_string();
-        Ok(match self.write(move |s| s.gen_key(&r2, &t)).await? {
+        Ok(match self.write(move |s| s.gen_key(&r, &t)).await? {
             None => forbidden(),
             Some(k) => {
-                log::info!("key-generated realm={}", realm_label(realm));
+                log::info!("key-generated realm={}", quoted(realm));
                 ok_text(k)
             }
         })
     }
 
-    async fn create_group(&self, r: &str, p: &Params) -> Result<Response<Body>, StoreError> {
+    async fn create_group(&self, r: RealmHash, p: &Params) -> Result<Response<Body>, StoreError> {
         let (Some(t), Some(g)) = (p.get("token").cloned(), p.get("group").cloned()) else {
             return Ok(forbidden());
         };
-        let r2 = r.to_string();
         Ok(
-            match self.write(move |s| s.create_group(&r2, &t, &g)).await? {
+            match self.write(move |s| s.create_group(&r, &t, &g)).await? {
                 GroupCreate::Created => ok_text("OK\n"),
                 GroupCreate::Exists => {
                     http::text(StatusCode::FORBIDDEN, "text/plain", "ERROR: group exists")
@@ -598,20 +598,16 @@ impl Service {
         )
     }
 
-    async fn mod_group(&self, r: &str, p: &Params) -> Result<Response<Body>, StoreError> {
+    async fn mod_group(&self, r: RealmHash, p: &Params) -> Result<Response<Body>, StoreError> {
         let (Some(t), Some(g)) = (p.get("token").cloned(), p.get("group").cloned()) else {
             return Ok(forbidden());
         };
         let field = |k: &str| p.get(k).cloned().unwrap_or_default();
-        let (am, aa, rm, r2) = (
-            field("add_members"),
-            field("add_admins"),
-            field("remove"),
-            r.to_string(),
-        );
+        let (members, admins, remove) =
+            (field("add_members"), field("add_admins"), field("remove"));
         Ok(
             match self
-                .write(move |s| s.mod_group(&r2, &t, &g, &am, &aa, &rm))
+                .write(move |s| s.mod_group(&r, &t, &g, &members, &admins, &remove))
                 .await?
             {
                 None => forbidden(),
@@ -621,14 +617,13 @@ impl Service {
         )
     }
 
-    async fn group_hash(&self, r: &str, p: &Params) -> Result<Response<Body>, StoreError> {
+    async fn group_hash(&self, r: RealmHash, p: &Params) -> Result<Response<Body>, StoreError> {
         let (Some(t), Some(g)) = (p.get("token").cloned(), p.get("group").cloned()) else {
             return Ok(forbidden());
         };
         let salt = p.get("salt").cloned().unwrap_or_default();
-        let r2 = r.to_string();
         Ok(
-            match self.read(move |s| s.group_hash(&r2, &t, &g, &salt)).await? {
+            match self.read(move |s| s.group_hash(&r, &t, &g, &salt)).await? {
                 None => forbidden(),
                 Some(h) => ok_text(format!("{h}\n")),
             },

@@ -24,6 +24,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::pg::Pg;
 use super::wire;
+use crate::daemon::log::quoted;
 use crate::secret;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS kv (
@@ -96,6 +97,33 @@ impl Location {
             Location::Postgres(t) => t.describe(),
         }
     }
+}
+
+/// A realm as the store knows it: the lowercase hex SHA-1 of its name (the original's key
+/// layout, spec §2.3). Realm names never reach the store.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RealmHash(String);
+
+impl RealmHash {
+    pub fn of(realm: &str) -> RealmHash {
+        RealmHash(secret::sha1_hex(realm.as_bytes()))
+    }
+}
+
+impl std::fmt::Display for RealmHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What `/get_key` finds for a token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserKey {
+    /// The token is not current: no answer.
+    NotCurrent,
+    /// Current, but its user has no key yet (an empty answer).
+    None,
+    Key(String),
 }
 
 /// What a token is in a realm.
@@ -353,7 +381,7 @@ struct Cached {
 
 /// Bytes of cached `/valid` answers kept at most (keys, answers and bookkeeping); past it the
 /// least recently used answers go.
-pub const CACHE_BYTES: usize = 4 << 20;
+const CACHE_BYTES: usize = 4 << 20;
 
 /// Bookkeeping bytes of one cache entry beside its strings (hash slot, links, lengths).
 const ENTRY_OVERHEAD: usize = 128;
@@ -405,25 +433,25 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
-fn tkey(r: &str, token: &str) -> String {
+fn tkey(r: &RealmHash, token: &str) -> String {
     format!("t:{r}:{token}")
 }
-fn ukey(r: &str, user: &str) -> String {
+fn ukey(r: &RealmHash, user: &str) -> String {
     format!("ut:{r}:{user}")
 }
-fn gkey(g: &str, r: &str, user: &str) -> String {
+fn gkey(g: &str, r: &RealmHash, user: &str) -> String {
     format!("gr:{g}:{r}:{user}")
 }
 
 /// The token's state in realm `r` (spec §2.3).
-fn validity(c: &mut dyn Kv, r: &str, token: &str) -> Result<Validity, StoreError> {
+fn validity(c: &mut dyn Kv, r: &RealmHash, token: &str) -> Result<Validity, StoreError> {
     Ok(validity_expiring(c, r, token)?.0)
 }
 
 /// The token's state and, if it has one, its entry's expiry.
 fn validity_expiring(
     c: &mut dyn Kv,
-    r: &str,
+    r: &RealmHash,
     token: &str,
 ) -> Result<(Validity, Option<i64>), StoreError> {
     let Some((info, expires)) = c.get_exp(&tkey(r, token))? else {
@@ -446,7 +474,7 @@ fn validity_expiring(
     ))
 }
 
-fn current_info(c: &mut dyn Kv, r: &str, token: &str) -> Result<Option<String>, StoreError> {
+fn current_info(c: &mut dyn Kv, r: &RealmHash, token: &str) -> Result<Option<String>, StoreError> {
     Ok(match validity(c, r, token)? {
         Validity::Current(i) => Some(i),
         _ => None,
@@ -494,7 +522,7 @@ impl Sqlite {
     }
 
     /// `/valid` on SQLite: the cached answer while nobody changed the store.
-    fn check(&self, answers: &Answers, r: &str, token: &str) -> Result<Validity, StoreError> {
+    fn check(&self, answers: &Answers, r: &RealmHash, token: &str) -> Result<Validity, StoreError> {
         let key = (r.to_string(), token.to_string());
         if self.readers.is_empty() {
             // In memory only this process writes: a hit needs no connection at all.
@@ -588,9 +616,8 @@ impl Store {
             Ok(c) => Some(c),
             Err(e) => {
                 log::warn!(
-                    "change-counter-unavailable path={} error=\"{e}\" effect=\"changes by other processes are seen within a second\"",
-                    dir.join("skd.changes").display()
-                );
+                    "change-counter-unavailable path={} error={e} effect=\"changes by other processes are seen within a second\"",
+                    dir.join("skd.changes").display(), e = quoted(&e));
                 None
             }
         };
@@ -609,7 +636,7 @@ impl Store {
 
     /// The store skd keeps in `dir`, which must exist already: a tool run as another user
     /// must not create a database the daemon cannot write.
-    pub fn open_existing(dir: &Path) -> Result<Store, StoreError> {
+    fn open_existing(dir: &Path) -> Result<Store, StoreError> {
         let db = dir.join("skd.sqlite");
         if !db.is_file() {
             let e = std::io::Error::new(
@@ -623,7 +650,7 @@ impl Store {
 
     /// The store in `dir` (created 0700 if missing) for a tool such as `tokenctl skd import`:
     /// it joins skd's change counter but never creates it.
-    pub fn open_by_tool(dir: &Path) -> Result<Store, StoreError> {
+    fn open_by_tool(dir: &Path) -> Result<Store, StoreError> {
         Store::open_as(Some(dir), false)
     }
 
@@ -702,7 +729,7 @@ impl Store {
     }
 
     /// `/valid`.
-    pub fn check(&self, r: &str, token: &str) -> Result<Validity, StoreError> {
+    pub fn check(&self, r: &RealmHash, token: &str) -> Result<Validity, StoreError> {
         let p = match &self.backend {
             Backend::Sqlite(l) => return l.check(&self.answers, r, token),
             Backend::Pg(p) => p,
@@ -726,7 +753,7 @@ impl Store {
 
     /// `/valid` from the cache of a PostgreSQL store, without waiting: `None` when the
     /// answer needs the database (then call [`Store::check`] on the blocking pool).
-    pub fn check_cached(&self, r: &str, token: &str) -> Option<Validity> {
+    pub fn check_cached(&self, r: &RealmHash, token: &str) -> Option<Validity> {
         let Backend::Pg(p) = &self.backend else {
             return None;
         };
@@ -741,7 +768,7 @@ impl Store {
     /// `token` if given, else a new random one. Returns the token.
     pub fn issue(
         &self,
-        r: &str,
+        r: &RealmHash,
         user: &str,
         info: &str,
         token: Option<&str>,
@@ -758,7 +785,7 @@ impl Store {
     }
 
     /// `/revoke`: true if the token was known (current or superseded).
-    pub fn revoke(&self, r: &str, token: &str) -> Result<bool, StoreError> {
+    pub fn revoke(&self, r: &RealmHash, token: &str) -> Result<bool, StoreError> {
         self.write(|c| {
             let info = match validity(c, r, token)? {
                 Validity::No => return Ok(false),
@@ -776,7 +803,7 @@ impl Store {
     /// `/replace`: a new current token with the same info; the old one is deleted.
     pub fn replace(
         &self,
-        r: &str,
+        r: &RealmHash,
         token: &str,
         expires: Option<i64>,
     ) -> Result<Option<(String, String)>, StoreError> {
@@ -795,16 +822,21 @@ impl Store {
         })
     }
 
-    /// `/get_key`: `None` if the token is not current, else the user key if one exists.
-    pub fn get_key(&self, r: &str, token: &str) -> Result<Option<Option<String>>, StoreError> {
-        self.read(|c| match current_info(c, r, token)? {
-            None => Ok(None),
-            Some(info) => Ok(Some(c.get(&format!("k:{info}"))?)),
+    /// `/get_key`: the user key of a current token.
+    pub fn get_key(&self, r: &RealmHash, token: &str) -> Result<UserKey, StoreError> {
+        self.read(|c| {
+            let Some(info) = current_info(c, r, token)? else {
+                return Ok(UserKey::NotCurrent);
+            };
+            Ok(match c.get(&format!("k:{info}"))? {
+                Some(k) => UserKey::Key(k),
+                None => UserKey::None,
+            })
         })
     }
 
     /// `/gen_key`: a new 512-bit user key (replacing any old one), or `None` if not current.
-    pub fn gen_key(&self, r: &str, token: &str) -> Result<Option<String>, StoreError> {
+    pub fn gen_key(&self, r: &RealmHash, token: &str) -> Result<Option<String>, StoreError> {
         self.write(|c| {
             let Some(info) = current_info(c, r, token)? else {
                 return Ok(None);
@@ -818,7 +850,7 @@ impl Store {
     /// `/create_group`.
     pub fn create_group(
         &self,
-        r: &str,
+        r: &RealmHash,
         token: &str,
         group: &str,
     ) -> Result<GroupCreate, StoreError> {
@@ -842,7 +874,7 @@ impl Store {
     /// `/mod_group`: `None` if not allowed, else whether a self-removal was skipped.
     pub fn mod_group(
         &self,
-        r: &str,
+        r: &RealmHash,
         token: &str,
         group: &str,
         add_members: &str,
@@ -888,7 +920,7 @@ impl Store {
     /// `/group_hash`: hex SHA-256 of `salt \n group-key`, for members and admins.
     pub fn group_hash(
         &self,
-        r: &str,
+        r: &RealmHash,
         token: &str,
         group: &str,
         salt: &str,
@@ -919,7 +951,7 @@ impl Store {
     /// never held whole.
     pub fn list_each(
         &self,
-        r: &str,
+        r: &RealmHash,
         user: Option<&str>,
         mut each: impl FnMut(TokenEntry),
     ) -> Result<(), StoreError> {
@@ -1056,7 +1088,7 @@ mod tests {
     #[test]
     fn lifecycle_matches_spec() {
         let s = Store::open(None).unwrap();
-        let r = secret::sha1_hex(b"realm");
+        let r = RealmHash::of("realm");
         let t1 = s
             .issue(&r, "alice", "alice\nauth/pam\n", None, None)
             .unwrap();
@@ -1072,11 +1104,11 @@ mod tests {
         assert_eq!(s.replace(&r, &t1, None).unwrap(), None);
         let (t3, _) = s.replace(&r, &t2, None).unwrap().unwrap();
         assert_eq!(s.check(&r, &t2).unwrap(), Validity::No);
-        assert_eq!(s.get_key(&r, &t3).unwrap(), Some(None));
+        assert_eq!(s.get_key(&r, &t3).unwrap(), UserKey::None);
         let k = s.gen_key(&r, &t3).unwrap().unwrap();
         assert_eq!(k.len(), 128);
-        assert_eq!(s.get_key(&r, &t3).unwrap(), Some(Some(k)));
-        assert_eq!(s.get_key(&r, &t1).unwrap(), None);
+        assert_eq!(s.get_key(&r, &t3).unwrap(), UserKey::Key(k));
+        assert_eq!(s.get_key(&r, &t1).unwrap(), UserKey::NotCurrent);
         assert!(s.revoke(&r, &t1).unwrap());
         assert!(!s.revoke(&r, &t1).unwrap());
         assert!(s.revoke(&r, &t3).unwrap());
@@ -1086,7 +1118,7 @@ mod tests {
     #[test]
     fn groups() {
         let s = Store::open(None).unwrap();
-        let r = secret::sha1_hex(b"r");
+        let r = RealmHash::of("r");
         let adm = s.issue(&r, "adm", "adm\nstored\n", None, None).unwrap();
         let mem = s.issue(&r, "mem", "mem\nstored\n", None, None).unwrap();
         assert_eq!(s.create_group(&r, &adm, "g").unwrap(), GroupCreate::Created);
@@ -1109,10 +1141,11 @@ mod tests {
     #[test]
     fn expired_tokens_answer_no() {
         let s = Store::open(None).unwrap();
+        let r = RealmHash::of("r");
         let t = s
-            .issue("r", "u", "u\nstored\n", None, Some(now() - 1))
+            .issue(&r, "u", "u\nstored\n", None, Some(now() - 1))
             .unwrap();
-        assert_eq!(s.check("r", &t).unwrap(), Validity::No);
+        assert_eq!(s.check(&r, &t).unwrap(), Validity::No);
         assert_eq!(s.purge_expired().unwrap(), 1);
     }
 }

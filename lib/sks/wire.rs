@@ -4,15 +4,13 @@
 
 use std::collections::HashMap;
 
+use crate::secret::hex_digit;
+
 /// The protocol version the original reports at `/version`; clients may check it.
 pub const VERSION: &str = "1.5";
 
 /// Body of the original's answer to a malformed `%` escape (a JDK artefact kept byte for byte).
 pub const BAD_ESCAPE_BODY: &str = "<h1>400 Bad Request</h1>URISyntaxException thrown";
-
-fn hexval(c: u8) -> Option<u8> {
-    (c as char).to_digit(16).map(|d| d as u8)
-}
 
 /// True if `s` has a `%` not followed by two hex digits.
 pub fn has_bad_escape(s: &str) -> bool {
@@ -23,7 +21,7 @@ pub fn has_bad_escape(s: &str) -> bool {
             if i + 2 >= b.len() {
                 return true;
             }
-            if hexval(b[i + 1]).is_none() || hexval(b[i + 2]).is_none() {
+            if hex_digit(b[i + 1]).is_none() || hex_digit(b[i + 2]).is_none() {
                 return true;
             }
             i += 3;
@@ -41,7 +39,7 @@ fn decode(s: &str, plus_is_space: bool) -> Vec<u8> {
     while i < b.len() {
         match b[i] {
             b'+' if plus_is_space => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hexval(b[i + 1]), hexval(b[i + 2])) {
+            b'%' if i + 2 < b.len() => match (hex_digit(b[i + 1]), hex_digit(b[i + 2])) {
                 (Some(h), Some(l)) => {
                     out.push(h << 4 | l);
                     i += 3;

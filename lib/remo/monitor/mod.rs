@@ -29,7 +29,7 @@ use proto::{Channel, NetConfig, Reply, Request, Run};
 /// to pass the session timeout rather than forget one (which would let its replay in).
 const SEEN_KEYS_MAX: usize = 100_000;
 
-/// The working directory and `PATH` of commands.
+/// The `PATH` of commands (they start in the user's home directory, when it exists).
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What the monitor is configured with.

@@ -36,6 +36,7 @@ use tokio::sync::mpsc;
 
 use super::monitor::proto::{self, NetConfig, Run};
 use super::wire::{self, Fernet, Head};
+use crate::daemon::log::quoted;
 use crate::http::ConnInfo;
 use crate::throttle::Throttle;
 use link::{Link, Proc};
@@ -110,7 +111,7 @@ impl Service {
                 return plain(StatusCode::BAD_REQUEST, "Missing magic tokens");
             }
             Err(TokErr::Invalid(why)) => {
-                log::info!("refused peer={} reason=\"{why}\"", info.peer);
+                log::info!("refused peer={} reason={why}", info.peer, why = quoted(why));
                 return plain(StatusCode::BAD_REQUEST, "Wrong initial token");
             }
         };

@@ -5,6 +5,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 use super::*;
 use crate::daemon;
+use crate::daemon::log::quoted;
 use crate::remo::monitor::{confine, proto::Channel};
 
 /// Runs the network process; returns its exit status (0: stopped by SIGTERM or idle).
@@ -48,7 +49,7 @@ pub fn network_process() -> i32 {
                     own_path: None,
                 }),
                 Err(e) => {
-                    log::error!("network-process listener={name} error=\"{e}\"");
+                    log::error!("network-process listener={name} error={e}", e = quoted(&e));
                     return 71;
                 }
             }
@@ -58,7 +59,10 @@ pub fn network_process() -> i32 {
         let f = Fernet::new([0; 32]);
         let _ = f.decrypt(f.encrypt(b"").as_bytes(), None);
         for what in confine::confine_network_process() {
-            log::warn!("network-process-unconfined what=\"{what}\"");
+            log::warn!(
+                "network-process-unconfined what={what}",
+                what = quoted(what)
+            );
         }
         let link = Link::new(ch);
         let service = Arc::new(Service::new(cfg.clone(), link.clone()));
@@ -73,7 +77,7 @@ pub fn network_process() -> i32 {
                 })
                 .await;
                 // Without the monitor nothing can be done: stop.
-                ctl.stop("monitor-gone");
+                ctl.stop(daemon::Stop::MonitorGone);
             });
         }
         service.spawn_purger();
@@ -86,7 +90,7 @@ pub fn network_process() -> i32 {
                     if ctl.active() > 0 || svc.sessions() > 0 {
                         quiet = Instant::now();
                     } else if quiet.elapsed() >= idle {
-                        ctl.stop("idle");
+                        ctl.stop(daemon::Stop::Idle);
                         break;
                     }
                 }
