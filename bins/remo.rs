@@ -334,25 +334,16 @@ async fn session(c: &mut Client, cmd: &[String]) -> Result<i32, Fail> {
     }
     let tty = std::io::stdin().is_terminal();
     let prompt = format!("{}> ", c.base_url());
+    let mut lines = read_ahead()?;
     loop {
         if tty {
             print!("{prompt}");
             let _ = std::io::stdout().flush();
         }
-        // Read on the blocking pool, so a signal still reaches the select in `run`.
-        let read = tokio::task::spawn_blocking(|| {
-            let mut buf = String::new();
-            std::io::stdin()
-                .lock()
-                .read_line(&mut buf)
-                .map(|n| (n, buf))
-        })
-        .await
-        .map_err(|e| Fail::new(exit::SOFTWARE, format!("reading commands: {e}")))?;
-        let buf = match read {
-            Ok((0, _)) => break,
-            Ok((_, b)) => b,
-            Err(e) => return Err(Fail::new(exit::IOERR, format!("reading commands: {e}"))),
+        let buf = match lines.recv().await {
+            None => break,
+            Some(Ok(b)) => b,
+            Some(Err(e)) => return Err(Fail::new(exit::IOERR, format!("reading commands: {e}"))),
         };
         match line(c, &buf).await {
             Ok(true) => {}
@@ -361,6 +352,32 @@ async fn session(c: &mut Client, cmd: &[String]) -> Result<i32, Fail> {
         }
     }
     Ok(0)
+}
+
+/// Standard input's lines, read ahead on a thread of their own: a line already read costs the
+/// session loop no wait on another thread (the loop runs one command per line), and a signal
+/// still reaches the select in `run` while the thread waits for input.
+fn read_ahead() -> Result<tokio::sync::mpsc::Receiver<std::io::Result<String>>, Fail> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            loop {
+                let mut buf = String::new();
+                let r = match stdin.read_line(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => Ok(buf),
+                    Err(e) => Err(e),
+                };
+                let failed = r.is_err();
+                if tx.blocking_send(r).is_err() || failed {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| Fail::new(exit::OSERR, format!("reading commands: {e}")))?;
+    Ok(rx)
 }
 
 fn main() {

@@ -93,17 +93,11 @@ impl Log for Logger {
         }
         // One event is one line: a newline from a peer must not forge a second log line.
         let msg = r.args().to_string().replace(['\n', '\r'], " ");
-        match &self.sink {
-            Sink::Journal => {
-                let _ = writeln!(std::io::stderr().lock(), "<{}>{}", priority(r.level()), msg);
-            }
-            Sink::Stderr(p) => {
-                let _ = writeln!(
-                    std::io::stderr().lock(),
-                    "{p}: {}: {msg}",
-                    r.level().as_str().to_lowercase()
-                );
-            }
+        // Each line in one write(2): stderr is unbuffered, and pieces of a line written one by
+        // one cost a system call each and can interleave with another process's on the stream.
+        let line = match &self.sink {
+            Sink::Journal => format!("<{}>{msg}\n", priority(r.level())),
+            Sink::Stderr(p) => format!("{p}: {}: {msg}\n", r.level().as_str().to_lowercase()),
             Sink::Syslog(s) => {
                 if let Ok(mut s) = s.lock() {
                     let _ = match r.level() {
@@ -113,8 +107,10 @@ impl Log for Logger {
                         _ => s.debug(msg),
                     };
                 }
+                return;
             }
-        }
+        };
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 
     fn flush(&self) {

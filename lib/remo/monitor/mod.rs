@@ -114,6 +114,18 @@ pub struct Monitor {
 }
 
 /// A refusal: the HTTP status for the client and the reason for the log.
+/// A login that [`Monitor::verify`] accepted.
+struct Verified {
+    /// Whom its commands run as.
+    unix: Arc<UnixUser>,
+    /// The programs it may run (the users database's allowlist); `None`: any.
+    allow: Option<Vec<String>>,
+    /// The session's Fernet key (from the X448 exchange).
+    fernet: Vec<u8>,
+    /// The signed answer for the client.
+    answer: String,
+}
+
 fn refused(status: u16, why: &str) -> Reply {
     Reply::Refused {
         status,
@@ -204,7 +216,12 @@ impl Monitor {
         sign: Vec<u8>,
         replaces: Option<String>,
     ) -> (Reply, Vec<String>) {
-        let (unix, allow, fernet, answer) = match self.verify(&user, &key, &sign).await {
+        let Verified {
+            unix,
+            allow,
+            fernet,
+            answer,
+        } = match self.verify(&user, &key, &sign).await {
             Ok(x) => x,
             Err(why) => return (refused(403, why), vec![]),
         };
@@ -273,12 +290,7 @@ impl Monitor {
 
     /// Checks a login; the reason for a refusal is for the log only (the client always
     /// gets the same 403).
-    async fn verify(
-        &self,
-        user: &str,
-        key: &[u8],
-        sign: &[u8],
-    ) -> Result<(Arc<UnixUser>, Option<Vec<String>>, Vec<u8>, String), &'static str> {
+    async fn verify(&self, user: &str, key: &[u8], sign: &[u8]) -> Result<Verified, &'static str> {
         let db = self.cfg.users_db.clone();
         let name = user.to_string();
         let row = tokio::task::spawn_blocking(move || {
@@ -339,7 +351,12 @@ impl Monitor {
         let fernet = wire::concat_kdf(&z).to_vec();
         let answer =
             wire::auth_answer(&self.cfg.server_key, &eph_pub).map_err(|_| "signing failed")?;
-        Ok((unix, row.allow, fernet, answer))
+        Ok(Verified {
+            unix,
+            allow: row.allow,
+            fernet,
+            answer,
+        })
     }
 
     /// Ends a session: its processes are killed. Returns its user.
