@@ -219,7 +219,12 @@ fn run(a: Serve, conf: config::Source) -> Result<(), Fail> {
         );
         let ctl = daemon::Control::new();
         let status = srv.status();
-        let reason = http::serve(bound, opts, ctl, &status, None, limits, move |req, info| {
+        let opts = http::Options {
+            daemon: opts,
+            tls: None,
+            limits,
+        };
+        let reason = http::serve(bound, opts, ctl, &status, move |req, info| {
             srv.clone().handle(req, info)
         })
         .await;

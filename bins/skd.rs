@@ -296,15 +296,14 @@ fn run(mut a: Args, conf: config::Source) -> Result<(), Fail> {
             "serving SessionKeyServer {} protocol, store {store_desc}",
             sks::wire::VERSION
         );
-        let reason = http::serve(
-            bound,
-            opts,
-            ctl,
-            &status,
-            acceptor,
+        let opts = http::Options {
+            daemon: opts,
+            tls: acceptor,
             limits,
-            move |req, info| service.clone().handle(req, info),
-        )
+        };
+        let reason = http::serve(bound, opts, ctl, &status, move |req, info| {
+            service.clone().handle(req, info)
+        })
         .await;
         log::info!("stopped reason={reason}");
         Ok(())

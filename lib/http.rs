@@ -158,16 +158,21 @@ pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, BodyError> {
     }
 }
 
+/// How [`serve`] serves: the daemon's limits, TLS or not, and HTTP's own limits.
+#[derive(Clone, Default)]
+pub struct Options {
+    pub daemon: crate::daemon::Options,
+    pub tls: Option<Arc<SslAcceptor>>,
+    pub limits: Arc<Limits>,
+}
+
 /// Serves HTTP/1.1 on every listener in `bound` until the daemon stops ([`daemon::serve`]),
 /// each connection with [`serve_conn`]; returns the reason for stopping.
-#[allow(clippy::too_many_arguments)]
 pub async fn serve<H, Fut, B>(
     bound: Vec<crate::daemon::Bound>,
-    opts: crate::daemon::Options,
+    opts: Options,
     ctl: Control,
     status: &str,
-    tls: Option<Arc<SslAcceptor>>,
-    limits: Arc<Limits>,
     handler: H,
 ) -> String
 where
@@ -176,8 +181,13 @@ where
     B: hyper::body::Body<Data = Bytes> + From<Body> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let Options {
+        daemon,
+        tls,
+        limits,
+    } = opts;
     let c2 = ctl.clone();
-    crate::daemon::serve(bound, opts, ctl, status, move |conn| {
+    crate::daemon::serve(bound, daemon, ctl, status, move |conn| {
         serve_conn(
             conn,
             c2.clone(),

@@ -77,40 +77,31 @@ pub fn network_process() -> i32 {
             });
         }
         service.spawn_purger();
-        if let Some(idle) = cfg.idle_exit {
-            let (svc, ctl) = (service.clone(), ctl.clone());
-            tokio::spawn(async move {
-                let mut quiet = Instant::now();
-                loop {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    if ctl.active() > 0 || svc.sessions() > 0 {
-                        quiet = Instant::now();
-                    } else if quiet.elapsed() >= idle {
-                        ctl.stop("idle");
-                        break;
-                    }
-                }
-            });
-        }
-        let opts = daemon::Options {
-            // Sessions live in memory: never exit idle while one is open (checked above).
-            idle_exit: None,
-            max_connections: cfg.max_connections,
-            max_per_source: cfg.max_per_source,
-            ..Default::default()
+        let svc = Arc::downgrade(&service);
+        let opts = crate::http::Options {
+            daemon: daemon::Options {
+                idle_exit: cfg.idle_exit,
+                // Sessions live in memory: never exit idle while one is open.
+                is_busy: Some(daemon::IsBusy::new(move || {
+                    svc.upgrade().is_some_and(|s| s.sessions() > 0)
+                })),
+                max_connections: cfg.max_connections,
+                max_per_source: cfg.max_per_source,
+                ..Default::default()
+            },
+            tls: None,
+            limits: Arc::new(crate::http::Limits {
+                header_timeout: cfg.header_timeout,
+                body_timeout: cfg.body_timeout,
+                request_timeout: cfg.request_timeout,
+                ..Default::default()
+            }),
         };
-        let limits = Arc::new(crate::http::Limits {
-            header_timeout: cfg.header_timeout,
-            body_timeout: cfg.body_timeout,
-            request_timeout: cfg.request_timeout,
-            ..Default::default()
-        });
         let status = cfg.status.clone();
-        let reason =
-            crate::http::serve(bound, opts, ctl, &status, None, limits, move |req, info| {
-                service.clone().handle(req, info)
-            })
-            .await;
+        let reason = crate::http::serve(bound, opts, ctl, &status, move |req, info| {
+            service.clone().handle(req, info)
+        })
+        .await;
         log::info!("stopped reason={reason}");
         if reason == "monitor-gone" {
             70
