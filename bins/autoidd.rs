@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keysock::autoid::{self, server};
-use keysock::cli::{self, exit, Fail};
+use keysock::cli::{self, exit, Fail, FailContext};
 use keysock::{config, daemon, http};
 
 const PROGRAM: &str = "autoidd";
@@ -143,7 +143,7 @@ fn gen_entropy(file: &Path, force: bool, if_missing: bool) -> Result<(), Fail> {
         return Ok(());
     }
     autoid::write_entropy(file, force)
-        .map_err(|e| Fail::new(exit::CANTCREAT, format!("{}: {e}", file.display())))?;
+        .map_err_context(exit::CANTCREAT, || file.display().to_string())?;
     eprintln!(
         "{PROGRAM}: wrote {} ({} bytes, mode 0600)",
         file.display(),
@@ -153,7 +153,7 @@ fn gen_entropy(file: &Path, force: bool, if_missing: bool) -> Result<(), Fail> {
 }
 
 fn run(a: Serve, conf: config::Source) -> Result<(), Fail> {
-    daemon::log::init(PROGRAM, a.syslog, a.verbose).map_err(|e| Fail::new(exit::OSERR, e))?;
+    daemon::log::init(PROGRAM, a.syslog, a.verbose).map_err_code(exit::OSERR)?;
     let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     let state = state_dir();
     let cfg = server::Config {
@@ -190,7 +190,7 @@ fn run(a: Serve, conf: config::Source) -> Result<(), Fail> {
             ),
         ));
     }
-    let srv = Arc::new(server::Server::new(cfg).map_err(|e| Fail::new(exit::NOINPUT, e))?);
+    let srv = Arc::new(server::Server::new(cfg).map_err_code(exit::NOINPUT)?);
     if a.check {
         println!("{PROGRAM}: configuration ok: file {conf}; {}", srv.status());
         return Ok(());
@@ -210,8 +210,7 @@ fn run(a: Serve, conf: config::Source) -> Result<(), Fail> {
     let fallback = [format!("127.0.0.1:{}", autoid::DEFAULT_PORT)];
     let rt = cli::runtime()?;
     rt.block_on(async move {
-        let bound = daemon::listen::open(&a.listen, &fallback)
-            .map_err(|e| Fail::new(exit::UNAVAILABLE, e))?;
+        let bound = daemon::listen::open(&a.listen, &fallback).map_err_code(exit::UNAVAILABLE)?;
         log::info!(
             "starting version={} {}",
             env!("CARGO_PKG_VERSION"),

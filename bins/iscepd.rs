@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keysock::cli::{self, exit, Fail};
+use keysock::cli::{self, exit, Fail, FailContext};
 use keysock::iscep::{self, server};
 use keysock::{config, daemon, tls};
 
@@ -86,29 +86,30 @@ struct Args {
 }
 
 fn run(a: Args) -> Result<(), Fail> {
-    daemon::log::init(PROGRAM, a.syslog, a.verbose).map_err(|e| Fail::new(exit::OSERR, e))?;
+    daemon::log::init(PROGRAM, a.syslog, a.verbose).map_err_code(exit::OSERR)?;
     let acceptor = match (&a.tls_cert, &a.tls_key) {
-        (Some(c), Some(k)) => Some(
-            tls::from_pem(c, k)
-                .map_err(|e| Fail::new(exit::CONFIG, format!("cannot set up TLS: {e}")))?,
-        ),
+        (Some(c), Some(k)) => {
+            Some(tls::from_pem(c, k).map_err_context(exit::CONFIG, || "cannot set up TLS".into())?)
+        }
         _ => None,
     };
-    let settings = server::Settings {
+    let cfg = server::Config {
         max_frame: a.max_frame.max(64),
         idle_timeout: Duration::from_secs(a.idle_timeout.max(1)),
         handshake_timeout: Duration::from_secs(a.handshake_timeout.max(1)),
+        sources: server::Sources {
+            config: a.config.clone(),
+            tokens: (!a.no_auth).then(|| a.tokens.clone()),
+        },
+        tls: acceptor,
         ..Default::default()
     };
-    let sources = server::Sources {
-        config: a.config.clone(),
-        tokens: (!a.no_auth).then(|| a.tokens.clone()),
-    };
-    let srv = server::Server::new(settings, sources, acceptor).map_err(|e| {
-        let hint = if !a.no_auth && e.contains(&a.tokens.display().to_string()) {
-            " (create it with `tokenctl iscep add OWNER --tokens FILE`, or run with --no-auth)"
-        } else {
-            ""
+    let srv = server::Server::new(cfg).map_err(|e| {
+        let hint = match e {
+            server::Error::Tokens(_) => {
+                " (create it with `tokenctl iscep add OWNER --tokens FILE`, or run with --no-auth)"
+            }
+            server::Error::Commands(_) => "",
         };
         Fail::new(exit::CONFIG, format!("{e}{hint}"))
     })?;
@@ -126,8 +127,7 @@ fn run(a: Args) -> Result<(), Fail> {
     let fallback = [daemon::listen::host_port(&a.address, a.port)];
     let rt = cli::runtime()?;
     rt.block_on(async move {
-        let bound = daemon::listen::open(&a.listen, &fallback)
-            .map_err(|e| Fail::new(exit::UNAVAILABLE, e))?;
+        let bound = daemon::listen::open(&a.listen, &fallback).map_err_code(exit::UNAVAILABLE)?;
         log::info!(
             "starting version={} config={} auth={} tls={}",
             env!("CARGO_PKG_VERSION"),
@@ -136,7 +136,7 @@ fn run(a: Args) -> Result<(), Fail> {
             a.tls_cert.is_some()
         );
         let ctl = daemon::Control::new();
-        tokio::spawn(srv.clone().watch(ctl.clone(), Duration::from_secs(2)));
+        srv.spawn_tasks(&ctl);
         let status = srv.status();
         let reason = daemon::serve(bound, opts, ctl, &status, move |conn| {
             srv.clone().serve_conn(conn)

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keysock::cli::{self, exit, Fail};
+use keysock::cli::{self, exit, Fail, FailContext};
 use keysock::remo::monitor::{self, confine, proto::NetConfig, Monitor};
 use keysock::remo::server;
 use keysock::{config, daemon, keyfile};
@@ -122,7 +122,7 @@ fn network_user(spec: Option<&str>) -> Result<Option<(u32, u32)>, Fail> {
     match spec {
         Some(s) => confine::network_user(s)
             .map(Some)
-            .map_err(|e| Fail::new(exit::CONFIG, e)),
+            .map_err_code(exit::CONFIG),
         None => match confine::network_user("_remod") {
             Ok(ids) => Ok(Some(ids)),
             Err(_) => {
@@ -149,8 +149,7 @@ fn user_db(spec: &str) -> Result<PathBuf, Fail> {
 }
 
 fn load_key(path: &Path) -> Result<openssl::pkey::PKey<openssl::pkey::Private>, Fail> {
-    let k = keyfile::read_private_pem(path, None)
-        .map_err(|e| Fail::new(exit::CONFIG, e.to_string()))?;
+    let k = keyfile::read_private_pem(path, None).map_err_code(exit::CONFIG)?;
     if k.id() != openssl::pkey::Id::ED448 {
         return Err(Fail::new(
             exit::CONFIG,
@@ -161,8 +160,7 @@ fn load_key(path: &Path) -> Result<openssl::pkey::PKey<openssl::pkey::Private>, 
 }
 
 fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
-    keysock::daemon::log::init(PROGRAM, a.syslog, a.debug)
-        .map_err(|e| Fail::new(exit::OSERR, e))?;
+    keysock::daemon::log::init(PROGRAM, a.syslog, a.debug).map_err_code(exit::OSERR)?;
     if a.log.is_some() {
         log::warn!("ignoring the Python logging configuration (--log): remod logs to the journal, syslog or stderr");
     }
@@ -197,9 +195,9 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
     }
     // The database must open (and gets our columns) before we serve.
     keysock::remo::users::open(&users_db)
-        .map_err(|e| Fail::new(exit::CONFIG, format!("{}: {e}", users_db.display())))?;
+        .map_err_context(exit::CONFIG, || users_db.display().to_string())?;
     let exe = std::env::current_exe()
-        .map_err(|e| Fail::new(exit::OSERR, format!("cannot find own executable: {e}")))?;
+        .map_err_context(exit::OSERR, || "cannot find own executable".into())?;
     let network_user = network_user(a.privsep_user.as_deref())?;
     let cmd_timeout = Duration::from_secs(a.cmd_timeout.max(1));
     let cfg = monitor::Config {
@@ -216,8 +214,7 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
         put_helper: vec![exe.to_string_lossy().into_owned(), "--put-helper".into()],
         network_user,
     };
-    let monitor =
-        Monitor::new(cfg).map_err(|e| Fail::new(exit::SOFTWARE, format!("cannot start: {e}")))?;
+    let monitor = Monitor::new(cfg).map_err_context(exit::SOFTWARE, || "cannot start".into())?;
     let mut net = NetConfig {
         session_timeout: Duration::from_secs_f64(timeout),
         cmd_timeout,
@@ -241,14 +238,13 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
     let fallback = [daemon::listen::host_port(&host, port)];
     let rt = cli::runtime()?;
     rt.block_on(async move {
-        let bound = daemon::listen::open(&a.listen, &fallback)
-            .map_err(|e| Fail::new(exit::UNAVAILABLE, e))?;
+        let bound = daemon::listen::open(&a.listen, &fallback).map_err_code(exit::UNAVAILABLE)?;
         let mut fds = Vec::new();
         for b in &bound {
             fds.push(
                 b.listener
                     .duplicate()
-                    .map_err(|e| Fail::new(exit::OSERR, format!("{}: {e}", b.name)))?,
+                    .map_err_context(exit::OSERR, || b.name.to_string())?,
             );
             net.listeners.push(b.name.clone());
         }
@@ -262,7 +258,7 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
         for p in bound.iter().filter_map(|b| b.own_path.as_ref()) {
             let _ = std::fs::remove_file(p);
         }
-        r.map_err(|e| Fail::new(exit::SOFTWARE, e))
+        r.map_err_code(exit::SOFTWARE)
     })
 }
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keysock::cli::{self, exit, Fail};
+use keysock::cli::{self, exit, Fail, FailContext};
 use keysock::daemon::{self, Bound, Listener};
 use keysock::s5::server::{AccessLog, Config, Server};
 use keysock::s5::{self, client, Source};
@@ -173,7 +173,7 @@ fn intake(src: Source) -> Result<Option<Locked>, Fail> {
             })?
         }
         Source::Prompt => s5::read_prompted()
-            .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot read the secret: {e}")))?,
+            .map_err_context(exit::NOINPUT, || "cannot read the secret".into())?,
     };
     Ok(Some(s))
 }
@@ -205,7 +205,7 @@ fn access_log(a: &Args, activated: bool) -> Result<(AccessLog, Option<std::fs::F
         .append(true)
         .create(true)
         .open(&path)
-        .map_err(|e| Fail::new(exit::CANTCREAT, format!("{}: {e}", path.display())))?;
+        .map_err_context(exit::CANTCREAT, || path.display().to_string())?;
     let dup = f.try_clone().ok();
     Ok((AccessLog::File(Mutex::new(f)), dup))
 }
@@ -236,11 +236,11 @@ fn check(a: &Args, conf: &config::Source) -> Result<(), Fail> {
         let p = s5::credential_path()
             .ok_or_else(|| Fail::new(exit::NOINPUT, format!("no credential {}", s5::CREDENTIAL)))?;
         std::fs::File::open(&p)
-            .map_err(|e| Fail::new(exit::NOINPUT, format!("{}: cannot read: {e}", p.display())))?;
+            .map_err_context(exit::NOINPUT, || format!("{}: cannot read", p.display()))?;
     }
     if let Some(l) = &a.listen {
         std::net::ToSocketAddrs::to_socket_addrs(l.as_str())
-            .map_err(|e| Fail::new(exit::CONFIG, format!("--listen {l}: {e}")))?;
+            .map_err_context(exit::CONFIG, || format!("--listen {l}"))?;
     } else if a.bind_address.parse::<std::net::IpAddr>().is_err() || a.port_min > a.port_max {
         return Err(Fail::new(
             exit::CONFIG,
@@ -261,7 +261,7 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
     if a.check {
         return check(&a, &conf);
     }
-    daemon::log::init(PROGRAM, a.syslog, a.verbose).map_err(|e| Fail::new(exit::OSERR, e))?;
+    daemon::log::init(PROGRAM, a.syslog, a.verbose).map_err_code(exit::OSERR)?;
     let activated = socket_activated();
     let src = source(&a, activated);
     let token = Server::new_token();
@@ -301,15 +301,10 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
         .build();
     // The runtime's threads must not exist before a fork: build it after, unless activated.
     let (mut bound, rt) = if activated {
-        let rt = rt.map_err(|e| Fail::new(exit::OSERR, format!("cannot start runtime: {e}")))?;
+        let rt = rt.map_err_context(exit::OSERR, || "cannot start runtime".into())?;
         let b = rt
             .block_on(async { daemon::listen::from_systemd() })
-            .map_err(|e| {
-                Fail::new(
-                    exit::OSERR,
-                    format!("cannot take sockets from systemd: {e}"),
-                )
-            })?
+            .map_err_context(exit::OSERR, || "cannot take sockets from systemd".into())?
             .unwrap_or_default();
         (b, Some(rt))
     } else {
@@ -326,9 +321,9 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
     };
     let (host, bind_address, port) = match &tcp {
         Some(l) => {
-            let addr = l.local_addr().map_err(|e| {
-                Fail::new(exit::OSERR, format!("cannot read the bound address: {e}"))
-            })?;
+            let addr = l
+                .local_addr()
+                .map_err_context(exit::OSERR, || "cannot read the bound address".into())?;
             let bind_address = match &a.listen {
                 Some(_) => addr.ip().to_string(),
                 None => a.bind_address.clone(),
@@ -360,7 +355,7 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
     let written = match &client_path {
         Some(p) => Some(
             privfile::write_private(p, server.client_file().to_json().as_bytes())
-                .map_err(|e| Fail::new(exit::CANTCREAT, format!("{}: {e}", p.display())))?,
+                .map_err_context(exit::CANTCREAT, || p.display().to_string())?,
         ),
         None => None,
     };
@@ -402,7 +397,7 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
             .worker_threads(2)
             .enable_all()
             .build()
-            .map_err(|e| Fail::new(exit::OSERR, format!("cannot start runtime: {e}")))?,
+            .map_err_context(exit::OSERR, || "cannot start runtime".into())?,
     };
     let limits = Arc::new(http::Limits {
         header_timeout: Duration::from_secs(a.timeout.max(1)),
@@ -420,7 +415,7 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
     let reason = rt.block_on(async {
         if let Some(l) = tcp {
             let l = tokio::net::TcpListener::from_std(l)
-                .map_err(|e| Fail::new(exit::OSERR, format!("cannot use the socket: {e}")))?;
+                .map_err_context(exit::OSERR, || "cannot use the socket".into())?;
             bound.push(Bound {
                 name: "http".into(),
                 listener: Listener::Tcp(l),
@@ -429,7 +424,7 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
         }
         if let (Some(l), Some(p)) = (control, &control_path) {
             let l = tokio::net::UnixListener::from_std(l)
-                .map_err(|e| Fail::new(exit::OSERR, format!("cannot use the socket: {e}")))?;
+                .map_err_context(exit::OSERR, || "cannot use the socket".into())?;
             bound.push(Bound {
                 name: "control".into(),
                 listener: Listener::Unix(l),
@@ -479,12 +474,12 @@ fn local(l: Local, put: bool) -> Result<(), Fail> {
     let timeout = Duration::from_secs(l.timeout.max(1));
     let answer = if put {
         let secret = s5::read_prompted()
-            .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot read the secret: {e}")))?;
+            .map_err_context(exit::NOINPUT, || "cannot read the secret".into())?;
         client::put(&path, &secret, timeout)
     } else {
         client::token(&path, timeout)
     }
-    .map_err(|e| Fail::new(exit::UNAVAILABLE, e.to_string()))?;
+    .map_err_code(exit::UNAVAILABLE)?;
     let what = if put {
         "secret loaded"
     } else {
@@ -503,7 +498,7 @@ fn local(l: Local, put: bool) -> Result<(), Fail> {
     } else {
         let p = s5::expand_tilde(&l.client_file);
         privfile::write_private(&p, c.to_json().as_bytes())
-            .map_err(|e| Fail::new(exit::CANTCREAT, format!("{}: {e}", p.display())))?;
+            .map_err_context(exit::CANTCREAT, || p.display().to_string())?;
         eprintln!(
             "{PROGRAM}: {what}; port {}; client file {} written",
             c.port,

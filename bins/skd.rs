@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keysock::cli::{self, exit, Fail};
+use keysock::cli::{self, exit, Fail, FailContext};
 use keysock::{config, daemon, http, sks, tls};
 
 /// The original's single-dash flags, rewritten before parsing; -d -l -p -P are listed so that
@@ -156,10 +156,9 @@ fn tls_acceptor(a: &Args) -> Result<Option<openssl::ssl::SslAcceptor>, Fail> {
     // beats a file beats a literal (skd(8)).
     let password = if a.password_prompt {
         cli::read_password("Keystore password: ")
-            .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot read password: {e}")))?
+            .map_err_context(exit::NOINPUT, || "cannot read password".into())?
     } else if let Some(f) = &a.password_file {
-        cli::read_password_file(f)
-            .map_err(|e| Fail::new(exit::NOINPUT, format!("{}: {e}", f.display())))?
+        cli::read_password_file(f).map_err_context(exit::NOINPUT, || f.display().to_string())?
     } else {
         let p = a.password.as_deref().unwrap_or("SessionKeyServer");
         keysock::locked::Locked::from_slice(p.as_bytes())
@@ -169,34 +168,8 @@ fn tls_acceptor(a: &Args) -> Result<Option<openssl::ssl::SslAcceptor>, Fail> {
         .map_err(bad)
 }
 
-/// The store skd serves. PostgreSQL: started even while the database is unreachable (503
-/// until it is back); a refused login, missing rights or a newer schema stop skd at once.
-fn open_store(
-    at: &sks::store::Location,
-    password_file: Option<&std::path::Path>,
-) -> Result<sks::Store, Fail> {
-    use sks::store::{Location, StoreError};
-    let opened = match at {
-        Location::Memory => sks::Store::open(None),
-        Location::Sqlite(d) => sks::Store::open(Some(d)),
-        Location::Postgres(t) => {
-            let pw = sks::pg::password(password_file)
-                .map_err(|(p, e)| Fail::new(exit::NOINPUT, format!("{}: {e}", p.display())))?;
-            sks::Store::open_postgres(t, pw, true)
-        }
-    };
-    opened.map_err(|e| {
-        let code = match e {
-            StoreError::Setup(_) => exit::CONFIG,
-            _ => exit::CANTCREAT,
-        };
-        Fail::new(code, format!("cannot open store {}: {e}", at.describe()))
-    })
-}
-
 fn run(mut a: Args, conf: config::Source) -> Result<(), Fail> {
-    keysock::daemon::log::init(PROGRAM, a.syslog, a.verbose)
-        .map_err(|e| Fail::new(exit::OSERR, e))?;
+    keysock::daemon::log::init(PROGRAM, a.syslog, a.verbose).map_err_code(exit::OSERR)?;
     if !a.default_module.eq_ignore_ascii_case("pam") {
         return Err(Fail::new(
             exit::CONFIG,
@@ -211,8 +184,9 @@ fn run(mut a: Args, conf: config::Source) -> Result<(), Fail> {
         log::warn!("ignoring -jaas/-krb5conf: skd has no JAAS; logins use PAM");
     }
     let location = match (&a.store, &a.dir) {
-        (Some(url), _) => sks::store::Location::parse(url)
-            .map_err(|e| Fail::new(exit::USAGE, format!("--store: {e}")))?,
+        (Some(url), _) => {
+            sks::store::Location::parse(url).map_err_context(exit::USAGE, || "--store".into())?
+        }
         (None, Some(d)) => sks::store::Location::Sqlite(d.clone()),
         (None, None) => sks::store::Location::Memory,
     };
@@ -230,23 +204,22 @@ fn run(mut a: Args, conf: config::Source) -> Result<(), Fail> {
     let realms = if a.realm.is_empty() {
         None
     } else {
-        Some(
-            sks::realm_services(&a.realm, a.pam_app.as_deref())
-                .map_err(|e| Fail::new(exit::USAGE, e))?,
-        )
+        Some(sks::realm_services(&a.realm, a.pam_app.as_deref()).map_err_code(exit::USAGE)?)
     };
+    let location_desc = location.describe();
     if a.check {
         println!(
             "{PROGRAM}: configuration ok: file {conf}; store {}; tls {}",
-            location.describe(),
+            location_desc,
             acceptor.is_some()
         );
         return Ok(());
     }
-    let store = open_store(&location, a.store_password_file.as_deref())?;
     // clap's copy of -P (the command line itself stays readable in /proc/PID/cmdline).
     drop(a.password.take().map(zeroize::Zeroizing::new));
     let cfg = sks::Config {
+        store: location,
+        store_password_file: a.store_password_file.clone(),
         default_module: a.default_module.clone(),
         realms,
         pam_app: a.pam_app.clone(),
@@ -257,8 +230,16 @@ fn run(mut a: Args, conf: config::Source) -> Result<(), Fail> {
         login_concurrency: a.login_concurrency.max(1),
         ..Default::default()
     };
-    let service = Arc::new(sks::Service::new(Arc::new(store), cfg));
-    for s in service.pam_services() {
+    let server = sks::Server::new(cfg).map_err(|e| {
+        let code = match &e {
+            sks::Error::Password(..) => exit::NOINPUT,
+            sks::Error::Store(_, sks::store::StoreError::Setup(_)) => exit::CONFIG,
+            sks::Error::Store(..) => exit::CANTCREAT,
+        };
+        Fail::new(code, e.to_string())
+    })?;
+    let server = Arc::new(server);
+    for s in server.pam_services() {
         if !keysock::pam::service_exists(s) {
             log::warn!("pam-service-missing service={s} effect=\"logins through it answer 503 until /etc/pam.d/{s} exists\"");
         }
@@ -278,31 +259,27 @@ fn run(mut a: Args, conf: config::Source) -> Result<(), Fail> {
         ..Default::default()
     };
     let fallback = [daemon::listen::host_port(&a.address, a.port)];
+    let store_desc = location_desc;
 
     let rt = cli::runtime()?;
     rt.block_on(async move {
-        let bound = daemon::listen::open(&a.listen, &fallback)
-            .map_err(|e| Fail::new(exit::UNAVAILABLE, e))?;
-        let store_desc = location.describe();
+        let bound = daemon::listen::open(&a.listen, &fallback).map_err_code(exit::UNAVAILABLE)?;
         log::info!(
             "starting version={} protocol={} store={store_desc} tls={} config=\"{conf}\"",
             env!("CARGO_PKG_VERSION"),
             sks::wire::VERSION,
             acceptor.is_some()
         );
-        service.spawn_purger();
+        server.spawn_tasks();
         let ctl = daemon::Control::new();
-        let status = format!(
-            "serving SessionKeyServer {} protocol, store {store_desc}",
-            sks::wire::VERSION
-        );
+        let status = server.status();
         let opts = http::Options {
             daemon: opts,
             tls: acceptor,
             limits,
         };
         let reason = http::serve(bound, opts, ctl, &status, move |req, info| {
-            service.clone().handle(req, info)
+            server.clone().handle(req, info)
         })
         .await;
         log::info!("stopped reason={reason}");

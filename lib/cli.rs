@@ -36,6 +36,25 @@ impl Fail {
     }
 }
 
+/// Turns any error into a [`Fail`] at the binary's boundary, as uutils' `map_err_context`:
+/// the one place where a library's typed error gets its exit code and its wording.
+pub trait FailContext<T> {
+    /// `context: error`, exiting with `code`.
+    fn map_err_context(self, code: i32, context: impl FnOnce() -> String) -> Result<T, Fail>;
+    /// The error's own message, exiting with `code`.
+    fn map_err_code(self, code: i32) -> Result<T, Fail>;
+}
+
+impl<T, E: std::fmt::Display> FailContext<T> for Result<T, E> {
+    fn map_err_context(self, code: i32, context: impl FnOnce() -> String) -> Result<T, Fail> {
+        self.map_err(|e| Fail::new(code, format!("{}: {e}", context())))
+    }
+
+    fn map_err_code(self, code: i32) -> Result<T, Fail> {
+        self.map_err(|e| Fail::new(code, e.to_string()))
+    }
+}
+
 /// Prints `program: msg` and exits with the failure's code.
 pub fn exit_with(program: &str, f: Fail) -> ! {
     eprintln!("{program}: {}", f.msg);
@@ -48,7 +67,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Fail::new(exit::OSERR, format!("cannot start runtime: {e}")))
+        .map_err_context(exit::OSERR, || "cannot start runtime".into())
 }
 
 /// Parses the command line with clap; `--help`/`--version` print and exit 0, a usage error

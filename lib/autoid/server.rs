@@ -91,30 +91,42 @@ pub struct Server {
     throttle: Throttle<Source>,
 }
 
+/// Why the key or the entropy file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The key or entropy file cannot be read (or looked at).
+    #[error("{}: {1}", .0.display())]
+    File(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Key(#[from] crate::keyfile::KeyError),
+    #[error("{}: not an RSA key", .0.display())]
+    NotRsa(PathBuf),
+    #[error("{}: RSA key of {1} bits: at least 2048 are needed", .0.display())]
+    ShortKey(PathBuf, u32),
+    #[error("lock poisoned")]
+    Poisoned,
+}
+
+fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::File(path.into(), e)
+}
+
 /// Loads the server's RSA private key (PKCS#8 or PKCS#1 PEM, unencrypted).
-pub fn load_private_key(path: &Path) -> Result<PKey<Private>, String> {
-    let k = crate::keyfile::read_private_pem(path, None).map_err(|e| e.to_string())?;
-    let rsa = k
-        .rsa()
-        .map_err(|_| format!("{}: not an RSA key", path.display()))?;
+pub fn load_private_key(path: &Path) -> Result<PKey<Private>, Error> {
+    let k = crate::keyfile::read_private_pem(path, None)?;
+    let rsa = k.rsa().map_err(|_| Error::NotRsa(path.into()))?;
     if rsa.size() < 256 {
-        return Err(format!(
-            "{}: RSA key of {} bits: at least 2048 are needed",
-            path.display(),
-            rsa.size() * 8
-        ));
+        return Err(Error::ShortKey(path.into(), rsa.size() * 8));
     }
     Ok(k)
 }
 
 impl Material {
-    fn load(cfg: &Config) -> Result<Material, String> {
-        let ks = stamp(&cfg.key_path).map_err(|e| format!("{}: {e}", cfg.key_path.display()))?;
-        let es =
-            stamp(&cfg.entropy_path).map_err(|e| format!("{}: {e}", cfg.entropy_path.display()))?;
+    fn load(cfg: &Config) -> Result<Material, Error> {
+        let ks = stamp(&cfg.key_path).map_err(file_error(&cfg.key_path))?;
+        let es = stamp(&cfg.entropy_path).map_err(file_error(&cfg.entropy_path))?;
         let key = load_private_key(&cfg.key_path)?;
-        let entropy = Entropy::load(&cfg.entropy_path)
-            .map_err(|e| format!("{}: {e}", cfg.entropy_path.display()))?;
+        let entropy = Entropy::load(&cfg.entropy_path).map_err(file_error(&cfg.entropy_path))?;
         Ok(Material {
             key,
             entropy,
@@ -172,7 +184,7 @@ fn v2_internal(msg: &str, why: impl ToString) -> Outcome {
 
 impl Server {
     /// Loads the key and entropy file once, so a bad configuration fails at start-up.
-    pub fn new(cfg: Config) -> Result<Server, String> {
+    pub fn new(cfg: Config) -> Result<Server, Error> {
         let m = Material::load(&cfg)?;
         let throttle = Throttle::new(cfg.failures, cfg.failure_window);
         Ok(Server {
@@ -194,22 +206,17 @@ impl Server {
     }
 
     /// The current key and entropy file, re-read if either changed on disk.
-    fn material(&self) -> Result<Arc<Material>, String> {
+    fn material(&self) -> Result<Arc<Material>, Error> {
         let now = (
-            stamp(&self.cfg.key_path)
-                .map_err(|e| format!("{}: {e}", self.cfg.key_path.display()))?,
-            stamp(&self.cfg.entropy_path)
-                .map_err(|e| format!("{}: {e}", self.cfg.entropy_path.display()))?,
+            stamp(&self.cfg.key_path).map_err(file_error(&self.cfg.key_path))?,
+            stamp(&self.cfg.entropy_path).map_err(file_error(&self.cfg.entropy_path))?,
         );
         if let Ok(g) = self.material.read() {
             if let Some(m) = g.as_ref().filter(|m| m.stamps == now) {
                 return Ok(m.clone());
             }
         }
-        let mut g = self
-            .material
-            .write()
-            .map_err(|_| "lock poisoned".to_string())?;
+        let mut g = self.material.write().map_err(|_| Error::Poisoned)?;
         if let Some(m) = g.as_ref().filter(|m| m.stamps == now) {
             return Ok(m.clone());
         }

@@ -15,46 +15,58 @@ use openssl::ssl::SslAcceptor;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::config::{self, Config, Output};
+use super::config::{self, Config as Commands, Output};
 use super::tokens::Tokens;
 use super::wire::{self, Body, Packet, Read, Type};
 use super::Ordered;
 use crate::child;
 use crate::daemon::{Conn, Control, Peer};
 
-#[derive(Clone, Debug)]
-pub struct Settings {
+/// iscepd's parsed options: limits, where the commands and tokens are, TLS.
+pub struct Config {
     pub max_frame: usize,
     pub idle_timeout: Duration,
     pub handshake_timeout: Duration,
     /// Environment given to every command.
     pub command_env: Vec<(String, String)>,
+    pub sources: Sources,
+    /// `None`: plain TCP.
+    pub tls: Option<SslAcceptor>,
 }
 
-impl Default for Settings {
+impl Default for Config {
     fn default() -> Self {
-        Settings {
+        Config {
             max_frame: super::DEFAULT_MAX_FRAME,
             idle_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             command_env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())],
+            sources: Sources::default(),
+            tls: None,
         }
     }
 }
 
 /// Where the configuration and tokens come from.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Sources {
     pub config: PathBuf,
     /// None: --no-auth.
     pub tokens: Option<PathBuf>,
 }
 
+/// Why [`Server::new`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Commands(#[from] config::LoadError),
+    #[error(transparent)]
+    Tokens(#[from] super::tokens::TokensError),
+}
+
 pub struct Server {
-    pub settings: Settings,
-    sources: Sources,
-    tls: Option<SslAcceptor>,
-    config: RwLock<Arc<Config>>,
+    cfg: Config,
+    config: RwLock<Arc<Commands>>,
     tokens: RwLock<Arc<Tokens>>,
     stamps: std::sync::Mutex<[Option<Stamp>; 2]>,
 }
@@ -73,31 +85,26 @@ fn what(e: &dyn std::fmt::Display) -> String {
 
 impl Server {
     /// Loads the configuration and the tokens; any failure is an error (no silent fallback).
-    pub fn new(
-        settings: Settings,
-        sources: Sources,
-        tls: Option<SslAcceptor>,
-    ) -> Result<Server, String> {
+    pub fn new(cfg: Config) -> Result<Server, Error> {
+        let sources = &cfg.sources;
         let stamps = [
             stamp(&sources.config),
             sources.tokens.as_deref().and_then(stamp),
         ];
-        let cfg = config::load(&sources.config)?;
+        let commands = config::load(&sources.config)?;
         let tokens = match &sources.tokens {
-            Some(p) => Tokens::load(p).map_err(|e| e.to_string())?,
+            Some(p) => Tokens::load(p)?,
             None => Tokens::default(),
         };
         Ok(Server {
-            settings,
-            sources,
-            tls,
-            config: RwLock::new(Arc::new(cfg)),
+            cfg,
+            config: RwLock::new(Arc::new(commands)),
             tokens: RwLock::new(Arc::new(tokens)),
             stamps: std::sync::Mutex::new(stamps),
         })
     }
 
-    pub fn commands(&self) -> Arc<Config> {
+    pub fn commands(&self) -> Arc<Commands> {
         match self.config.read() {
             Ok(c) => c.clone(),
             Err(p) => p.into_inner().clone(),
@@ -112,7 +119,7 @@ impl Server {
     }
 
     pub fn auth(&self) -> bool {
-        self.sources.tokens.is_some()
+        self.cfg.sources.tokens.is_some()
     }
 
     pub fn status(&self) -> String {
@@ -124,7 +131,7 @@ impl Server {
             } else {
                 "no auth".into()
             },
-            if self.tls.is_some() {
+            if self.cfg.tls.is_some() {
                 "TLS"
             } else {
                 "plain TCP"
@@ -135,7 +142,7 @@ impl Server {
     /// Reads the configuration and the tokens again. A file that fails to load keeps the
     /// previous contents (logged); a tokens file that was removed empties the token set.
     pub fn reload(&self, why: &str) {
-        match config::load(&self.sources.config) {
+        match config::load(&self.cfg.sources.config) {
             Ok(c) => {
                 log::info!("reload what=config why={why} commands={}", c.commands.len());
                 if let Ok(mut g) = self.config.write() {
@@ -144,7 +151,7 @@ impl Server {
             }
             Err(e) => log::error!("reload-failed what=config why={why} error={}", what(&e)),
         }
-        if let Some(p) = &self.sources.tokens {
+        if let Some(p) = &self.cfg.sources.tokens {
             match Tokens::load_or_empty(p) {
                 Ok(t) => {
                     if t.is_empty() {
@@ -161,8 +168,13 @@ impl Server {
         }
     }
 
+    /// The background tasks: [`Server::watch`] every two seconds.
+    pub fn spawn_tasks(self: &Arc<Self>, ctl: &Control) {
+        tokio::spawn(self.clone().watch(ctl.clone(), Duration::from_secs(2)));
+    }
+
     /// Reloads on SIGHUP, and when either file changes (checked every `every`), until stop.
-    pub async fn watch(self: Arc<Self>, ctl: Control, every: Duration) {
+    async fn watch(self: Arc<Self>, ctl: Control, every: Duration) {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hup = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
@@ -178,8 +190,8 @@ impl Server {
                 _ = tokio::time::sleep(every) => "changed",
             };
             let now = [
-                stamp(&self.sources.config),
-                self.sources.tokens.as_deref().and_then(stamp),
+                stamp(&self.cfg.sources.config),
+                self.cfg.sources.tokens.as_deref().and_then(stamp),
             ];
             let changed = match self.stamps.lock() {
                 Ok(mut s) => {
@@ -202,7 +214,7 @@ impl Server {
         log::info!(
             "access peer={peer} listener={} tls={}{}",
             conn.listener,
-            self.tls.is_some(),
+            self.cfg.tls.is_some(),
             if conn.over_capacity {
                 " refused=over-capacity"
             } else {
@@ -215,12 +227,12 @@ impl Server {
             // initial 16 KiB would split larger answers.
             let _ = rustix::net::sockopt::set_socket_send_buffer_size(
                 t,
-                (self.settings.max_frame + 64).min(SNDBUF_MAX),
+                (self.cfg.max_frame + 64).min(SNDBUF_MAX),
             );
         }
-        match &self.tls {
+        match &self.cfg.tls {
             Some(acc) => {
-                match crate::tls::accept(acc, conn.stream, self.settings.handshake_timeout).await {
+                match crate::tls::accept(acc, conn.stream, self.cfg.handshake_timeout).await {
                     Ok(s) => self.session(s, &peer, conn.over_capacity).await,
                     Err(e) => log::warn!("connection-error peer={peer} error={}", what(&e)),
                 }
@@ -240,7 +252,7 @@ impl Server {
             let _ = s.shutdown().await;
             return;
         }
-        let idle = self.settings.idle_timeout;
+        let idle = self.cfg.idle_timeout;
         loop {
             // The idle timeout counts from the last reply to the first byte of a frame; the
             // rest of the frame must then follow within the same time again.
@@ -261,7 +273,7 @@ impl Server {
                 if first < 4 {
                     s.read_exact(&mut head[first..]).await?;
                 }
-                wire::read_content(&mut s, u32::from_be_bytes(head), self.settings.max_frame).await
+                wire::read_content(&mut s, u32::from_be_bytes(head), self.cfg.max_frame).await
             };
             let read = match tokio::time::timeout(idle, rest).await {
                 Ok(Ok(r)) => r,
@@ -281,7 +293,7 @@ impl Server {
                 Read::TooLarge(n) => {
                     log::warn!(
                         "request-error peer={peer} error=\"frame of {n} bytes over the limit of {}\"",
-                        self.settings.max_frame
+                        self.cfg.max_frame
                     );
                     let _ = send(&mut s, Type::Error, &Body::error("frame too large")).await;
                     // Close gently: a close with the peer's data still unread would send a
@@ -399,7 +411,7 @@ impl Server {
                 .map(|(n, u, g)| child::RunAs::of(n, *u, *g)),
             timeout: cmd.timeout,
             max_output: cmd.max_output,
-            env: self.settings.command_env.clone(),
+            env: self.cfg.command_env.clone(),
         };
         let t0 = Instant::now();
         let stdin = crate::pyjson::dumps(&input);

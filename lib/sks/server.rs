@@ -3,13 +3,14 @@
 //! login throttling, 400 answers where the original dropped or hung the connection).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::store::{GroupCreate, Store, StoreError, Validity};
+use super::store::{GroupCreate, Location, Store, StoreError, Validity};
 use super::wire;
 use crate::daemon::{Peer, Source};
 use crate::http::{self, Body, ConnInfo};
@@ -23,6 +24,11 @@ pub const MAX_USER: usize = 256;
 
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Where the tokens are kept (`--store`, `--dir`).
+    pub store: Location,
+    /// The PostgreSQL password's file (`--store-password-file`; default: the systemd
+    /// credential `store-password`, if any).
+    pub store_password_file: Option<PathBuf>,
     /// Module for `/auth_token` without `module=` (the original's `-default`).
     pub default_module: String,
     /// The realms skd serves, each with its PAM service (`--realm NAME[=SERVICE]`); `None`:
@@ -49,6 +55,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            store: Location::Memory,
+            store_password_file: None,
             default_module: "pam".into(),
             realms: None,
             pam_app: None,
@@ -89,7 +97,16 @@ pub fn realm_services(
     Ok(m)
 }
 
-pub struct Service {
+/// Why [`Server::new`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {1}", .0.display())]
+    Password(PathBuf, std::io::Error),
+    #[error("cannot open store {0}: {1}")]
+    Store(String, StoreError),
+}
+
+pub struct Server {
     store: Arc<Store>,
     cfg: Config,
     by_user: Throttle<(String, String)>,
@@ -158,17 +175,38 @@ fn realm_label(realm: &str) -> String {
     format!("{realm:?}")
 }
 
-impl Service {
-    pub fn new(store: Arc<Store>, cfg: Config) -> Self {
+impl Server {
+    /// Opens the store. PostgreSQL: started even while the database is unreachable (503
+    /// until it is back); a refused login, missing rights or a newer schema are errors.
+    pub fn new(cfg: Config) -> Result<Server, Error> {
+        let opened = match &cfg.store {
+            Location::Memory => Store::open(None),
+            Location::Sqlite(d) => Store::open(Some(d)),
+            Location::Postgres(t) => {
+                let pw = super::pg::password(cfg.store_password_file.as_deref())
+                    .map_err(|(p, e)| Error::Password(p, e))?;
+                Store::open_postgres(t, pw, true)
+            }
+        };
+        let store = opened.map_err(|e| Error::Store(cfg.store.describe(), e))?;
         let (n, w) = (cfg.login_failures, cfg.login_window);
         let slots = cfg.login_concurrency.max(1);
-        Service {
-            store,
+        Ok(Server {
+            store: Arc::new(store),
             cfg,
             by_user: Throttle::new(n, w),
             by_source: Throttle::new(n.saturating_mul(4), w),
             pam_slots: tokio::sync::Semaphore::new(slots),
-        }
+        })
+    }
+
+    /// The `STATUS=` line for systemd.
+    pub fn status(&self) -> String {
+        format!(
+            "serving SessionKeyServer {} protocol, store {}",
+            wire::VERSION,
+            self.cfg.store.describe()
+        )
     }
 
     /// The PAM service of `realm`, or `None` when skd does not serve that realm.
@@ -190,8 +228,9 @@ impl Service {
         v
     }
 
-    /// With `--token-ttl`, deletes expired tokens at start and every ten minutes.
-    pub fn spawn_purger(&self) {
+    /// The background tasks: with `--token-ttl`, deletes expired tokens at start and every
+    /// ten minutes.
+    pub fn spawn_tasks(&self) {
         if self.cfg.token_ttl.is_none() {
             return;
         }

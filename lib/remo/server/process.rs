@@ -60,30 +60,19 @@ pub fn network_process() -> i32 {
         for what in confine::confine_network_process() {
             log::warn!("network-process-unconfined what=\"{what}\"");
         }
-        let link = Link::new(ch);
-        let service = Arc::new(Service::new(cfg.clone(), link.clone()));
+        let server = match Server::new(cfg.clone(), Link::new(ch)) {
+            Ok(s) => Arc::new(s),
+            Err(e) => match e {},
+        };
         let ctl = daemon::Control::new();
-        {
-            let (svc, ctl) = (Arc::downgrade(&service), ctl.clone());
-            tokio::spawn(async move {
-                link.read(move |sid| {
-                    if let Some(s) = svc.upgrade() {
-                        s.ended(&sid);
-                    }
-                })
-                .await;
-                // Without the monitor nothing can be done: stop.
-                ctl.stop("monitor-gone");
-            });
-        }
-        service.spawn_purger();
-        let svc = Arc::downgrade(&service);
+        server.spawn_tasks(&ctl);
+        let svc = Arc::downgrade(&server);
         let opts = crate::http::Options {
             daemon: daemon::Options {
                 idle_exit: cfg.idle_exit,
                 // Sessions live in memory: never exit idle while one is open.
                 is_busy: Some(daemon::IsBusy::new(move || {
-                    svc.upgrade().is_some_and(|s| s.sessions() > 0)
+                    svc.upgrade().is_some_and(|s| s.is_busy())
                 })),
                 max_connections: cfg.max_connections,
                 max_per_source: cfg.max_per_source,
@@ -97,9 +86,9 @@ pub fn network_process() -> i32 {
                 ..Default::default()
             }),
         };
-        let status = cfg.status.clone();
+        let status = server.status();
         let reason = crate::http::serve(bound, opts, ctl, &status, move |req, info| {
-            service.clone().handle(req, info)
+            server.clone().handle(req, info)
         })
         .await;
         log::info!("stopped reason={reason}");
