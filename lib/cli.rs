@@ -61,6 +61,58 @@ pub fn exit_with(program: &str, f: Fail) -> ! {
     std::process::exit(f.code)
 }
 
+/// The connection caps every daemon takes, flattened into its clap `Args`
+/// (`#[command(flatten)]`); a daemon with another default or wording changes it with
+/// `#[command(mut_arg(..))]`. Keys of the configuration file like any option.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Connections {
+    /// Most connections served at once; more get 503
+    #[arg(long = "max-connections", value_name = "N", default_value_t = 256)]
+    pub max_connections: usize,
+    /// Most connections served at once from one source (an IPv4 address, all of 127/8, an
+    /// IPv6 /64, a Unix uid); more get 503 [default: a quarter of --max-connections]
+    #[arg(long = "max-connections-per-source", value_name = "N")]
+    pub max_connections_per_source: Option<usize>,
+}
+
+impl Connections {
+    /// The daemon's serving options: these caps, `--idle-exit SECONDS` if any, defaults for
+    /// the rest.
+    pub fn options(&self, idle_exit: Option<u64>) -> crate::daemon::Options {
+        crate::daemon::Options {
+            idle_exit: idle_exit.map(std::time::Duration::from_secs),
+            max_connections: self.max_connections.max(1),
+            max_per_source: crate::daemon::per_source(
+                self.max_connections,
+                self.max_connections_per_source,
+            ),
+            ..Default::default()
+        }
+    }
+}
+
+/// The request timeouts of the HTTP daemons, flattened as [`Connections`] is.
+#[derive(clap::Args, Clone, Debug)]
+pub struct HttpTimeouts {
+    /// Seconds allowed to send a request head (and to idle between requests)
+    #[arg(long = "header-timeout", value_name = "SECONDS", default_value_t = 10)]
+    pub header_timeout: u64,
+    /// Seconds allowed to send a whole request body
+    #[arg(long = "body-timeout", value_name = "SECONDS", default_value_t = 10)]
+    pub body_timeout: u64,
+}
+
+impl HttpTimeouts {
+    /// HTTP limits with these timeouts (at least a second each), defaults for the rest.
+    pub fn limits(&self) -> crate::http::Limits {
+        crate::http::Limits {
+            header_timeout: std::time::Duration::from_secs(self.header_timeout.max(1)),
+            body_timeout: std::time::Duration::from_secs(self.body_timeout.max(1)),
+            ..Default::default()
+        }
+    }
+}
+
 /// The single-threaded tokio runtime a daemon's `main` runs on (more threads come from
 /// `daemon::Options::workers` and tokio's blocking pool).
 pub fn runtime() -> Result<tokio::runtime::Runtime, Fail> {

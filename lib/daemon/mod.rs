@@ -1,6 +1,34 @@
 //! What every daemon shares: listeners (systemd's or `--listen`), `sd_notify` (READY, STATUS,
 //! STOPPING, watchdog), idle exit, connection caps (overall and per [`Source`]), graceful
 //! shutdown on SIGTERM/SIGINT, and logging (see [`log`]).
+//!
+//! # One shape for every daemon
+//!
+//! The five daemons (s5d, skd, iscepd, autoidd, remod) follow one convention, written here so
+//! that a sixth is built the same way. It is a convention, not a trait: nothing calls these
+//! methods generically, and each protocol's request type differs.
+//!
+//! - **`Config`**, in the protocol's `server` module: the parsed options and file, plain
+//!   data. The bin turns its clap `Args` into it and does nothing else of substance.
+//! - **`Server::new(config) -> Result<Server, Error>`**: loads what must be right at start
+//!   (keys, stores, command files) so that a bad configuration fails before serving. `Error`
+//!   is the module's `thiserror` enum; a server that cannot fail says
+//!   `Result<Server, Infallible>`. A handle from the serving loop it needs (s5d's
+//!   [`Control`], remod's link to its monitor) is a second argument. Never `Arc<Server>`:
+//!   the caller wraps it.
+//! - **`status()`**: the `STATUS=` line for systemd, passed to [`serve`] and sent again
+//!   through [`Control::set_status`] when it changes.
+//! - **`is_busy()`**, only where the daemon holds state that idle exit must not drop
+//!   (remod's sessions): handed to [`Options::is_busy`], as systemd's own `check_idle`, so no
+//!   daemon runs an idle loop of its own.
+//! - **`spawn_tasks()`**: every timer and background task (purgers, reloads, expiry),
+//!   started by the library, called once inside the runtime before serving.
+//! - **`handle(request)`** for HTTP daemons (given to [`crate::http::serve`]), or
+//!   `serve_conn(conn)` for a framed protocol (given to [`serve`]).
+//!
+//! Errors are typed inside the library and turned into an answer once, at the boundary: an
+//! HTTP status or an error frame in the server, an exit status and `PROGRAM: message` in
+//! the bin (through [`crate::cli::FailContext::map_err_context`]).
 
 pub mod listen;
 pub mod log;

@@ -45,6 +45,14 @@ pub struct Config {
     pub access_log: AccessLog,
     /// The client file s5d wrote, if any (reported to `s5d put`).
     pub client_file: Option<PathBuf>,
+    /// Stop after this long, served or not (`--expire`).
+    pub expire: Option<Duration>,
+    /// identifier ‖ pad ([`Server::new_token`]).
+    pub token: Locked,
+    /// Where clients reach s5d, as written to the client file.
+    pub host: String,
+    pub bind_address: String,
+    pub port: u16,
 }
 
 struct State {
@@ -58,14 +66,10 @@ struct State {
 pub struct Server {
     cfg: Config,
     ctl: Control,
-    /// identifier ‖ pad.
-    token: Locked,
-    host: String,
-    bind_address: String,
-    port: u16,
     state: Mutex<State>,
 }
 
+/// Why [`Server::load`] took no secret.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("a secret is already loaded")]
@@ -83,21 +87,12 @@ fn limit(n: u64) -> String {
 }
 
 impl Server {
-    pub fn new(
-        cfg: Config,
-        ctl: Control,
-        token: Locked,
-        host: String,
-        bind_address: String,
-        port: u16,
-    ) -> Arc<Server> {
-        Arc::new(Server {
+    /// A server with no secret yet ([`Server::load`]); `ctl` is the serving loop's, which
+    /// it stops once a limit is reached. Cannot fail.
+    pub fn new(cfg: Config, ctl: Control) -> Result<Server, std::convert::Infallible> {
+        Ok(Server {
             cfg,
             ctl,
-            token,
-            host,
-            bind_address,
-            port,
             state: Mutex::new(State {
                 secret: None,
                 successes: 0,
@@ -116,20 +111,20 @@ impl Server {
     }
 
     fn identifier(&self) -> &[u8] {
-        &self.token.as_bytes()[..wire::ID_LEN]
+        &self.cfg.token.as_bytes()[..wire::ID_LEN]
     }
 
     fn pad(&self) -> &[u8] {
-        &self.token.as_bytes()[wire::ID_LEN..]
+        &self.cfg.token.as_bytes()[wire::ID_LEN..]
     }
 
     /// The connection details, as written to the client file.
     pub fn client_file(&self) -> ClientFile {
         ClientFile {
-            host: self.host.clone(),
-            bind_address: self.bind_address.clone(),
-            port: self.port,
-            token: zeroize::Zeroizing::new(wire::b64encode(self.token.as_bytes())),
+            host: self.cfg.host.clone(),
+            bind_address: self.cfg.bind_address.clone(),
+            port: self.cfg.port,
+            token: zeroize::Zeroizing::new(wire::b64encode(self.cfg.token.as_bytes())),
             v2: true,
         }
     }
@@ -148,13 +143,13 @@ impl Server {
         if st.secret.is_none() {
             return format!(
                 "waiting for a secret (s5d put) on port {}, success-max {}",
-                self.port,
+                self.cfg.port,
                 limit(self.cfg.success_max)
             );
         }
         format!(
             "serving a secret on port {}: {} of {} served, {} of {} failed",
-            self.port,
+            self.cfg.port,
             st.successes,
             limit(self.cfg.success_max),
             st.failures,
@@ -197,8 +192,11 @@ impl Server {
         Ok(())
     }
 
-    /// Stops serving after `after` (`--expire`).
-    pub fn expire_after(self: &Arc<Self>, after: Duration) {
+    /// The background tasks: with `--expire`, stops serving after that long.
+    pub fn spawn_tasks(self: &Arc<Self>) {
+        let Some(after) = self.cfg.expire else {
+            return;
+        };
         let me = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
