@@ -103,19 +103,10 @@ struct Serve {
     /// Largest request body, in bytes
     #[arg(long, value_name = "BYTES", default_value_t = 16384)]
     max_body: usize,
-    /// Most connections served at once; more get 503
-    #[arg(long, value_name = "N", default_value_t = 256)]
-    max_connections: usize,
-    /// Most connections served at once from one source (an IPv4 address, all of 127/8, an
-    /// IPv6 /64, a Unix uid); more get 503 [default: a quarter of --max-connections]
-    #[arg(long = "max-connections-per-source", value_name = "N")]
-    max_connections_per_source: Option<usize>,
-    /// Seconds allowed to send a request head (and to idle between requests)
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    header_timeout: u64,
-    /// Seconds allowed to send a whole request body
-    #[arg(long = "body-timeout", value_name = "SECONDS", default_value_t = 10)]
-    body_timeout: u64,
+    #[command(flatten)]
+    conn: cli::Connections,
+    #[command(flatten)]
+    timeouts: cli::HttpTimeouts,
     /// Exit after SECONDS with no open connection (for socket activation)
     #[arg(long, value_name = "SECONDS")]
     idle_exit: Option<u64>,
@@ -195,17 +186,13 @@ fn run(a: Serve, conf: config::Source) -> Result<(), Fail> {
         println!("{PROGRAM}: configuration ok: file {conf}; {}", srv.status());
         return Ok(());
     }
-    let limits = Arc::new(http::Limits {
-        header_timeout: Duration::from_secs(a.header_timeout.max(1)),
-        body_timeout: Duration::from_secs(a.body_timeout.max(1)),
-        max_head: 16 * 1024,
-        ..Default::default()
-    });
-    let opts = daemon::Options {
-        idle_exit: a.idle_exit.map(Duration::from_secs),
-        max_connections: a.max_connections.max(1),
-        max_per_source: daemon::per_source(a.max_connections, a.max_connections_per_source),
-        ..Default::default()
+    let opts = http::Options {
+        daemon: a.conn.options(a.idle_exit),
+        tls: None,
+        limits: Arc::new(http::Limits {
+            max_head: 16 * 1024,
+            ..a.timeouts.limits()
+        }),
     };
     let fallback = [format!("127.0.0.1:{}", autoid::DEFAULT_PORT)];
     let rt = cli::runtime()?;
@@ -218,11 +205,6 @@ fn run(a: Serve, conf: config::Source) -> Result<(), Fail> {
         );
         let ctl = daemon::Control::new();
         let status = srv.status();
-        let opts = http::Options {
-            daemon: opts,
-            tls: None,
-            limits,
-        };
         let reason = http::serve(bound, opts, ctl, &status, move |req, info| {
             srv.clone().handle(req, info)
         })

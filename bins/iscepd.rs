@@ -18,7 +18,9 @@ const PROGRAM: &str = "iscepd";
     name = "iscepd",
     version,
     about = "Run configured commands for other services over the iscep protocol",
-    after_help = "Every option but --config and --check is also a key of the configuration file (idle-exit = 300);\nthe command line wins. See iscepd(8) and iscepd.toml(5)."
+    after_help = "Every option but --config and --check is also a key of the configuration file (idle-exit = 300);\nthe command line wins. See iscepd(8) and iscepd.toml(5).",
+    mut_arg("max_connections", |a| a.default_value("64").help("Most connections served at once; more get an ERROR frame and a close")),
+    mut_arg("max_connections_per_source", |a| a.help("Most connections served at once from one source (an IPv4 address, all of 127/8, an IPv6 /64, a Unix uid); more get an ERROR frame and a close [default: a quarter of --max-connections]"))
 )]
 struct Args {
     /// Configuration file: options and the commands to serve (TOML, iscepd.toml(5)); a missing default file means defaults and no command
@@ -60,14 +62,8 @@ struct Args {
     /// Largest frame accepted, in bytes (size field); larger ones get ERROR and a close
     #[arg(long = "max-frame", value_name = "BYTES", default_value_t = iscep::DEFAULT_MAX_FRAME)]
     max_frame: usize,
-    /// Most connections served at once; more get an ERROR frame and a close
-    #[arg(long = "max-connections", value_name = "N", default_value_t = 64)]
-    max_connections: usize,
-    /// Most connections served at once from one source (an IPv4 address, all of 127/8, an
-    /// IPv6 /64, a Unix uid); more get an ERROR frame and a close [default: a quarter of
-    /// --max-connections]
-    #[arg(long = "max-connections-per-source", value_name = "N")]
-    max_connections_per_source: Option<usize>,
+    #[command(flatten)]
+    conn: cli::Connections,
     /// Close a connection after SECONDS without a packet
     #[arg(long = "idle-timeout", value_name = "SECONDS", default_value_t = 10)]
     idle_timeout: u64,
@@ -118,12 +114,7 @@ fn run(a: Args) -> Result<(), Fail> {
         return Ok(());
     }
     let srv = Arc::new(srv);
-    let opts = daemon::Options {
-        idle_exit: a.idle_exit.map(Duration::from_secs),
-        max_connections: a.max_connections.max(1),
-        max_per_source: daemon::per_source(a.max_connections, a.max_connections_per_source),
-        ..Default::default()
-    };
+    let opts = a.conn.options(a.idle_exit);
     let fallback = [daemon::listen::host_port(&a.address, a.port)];
     let rt = cli::runtime()?;
     rt.block_on(async move {

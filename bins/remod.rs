@@ -17,7 +17,8 @@ const PROGRAM: &str = "remod";
     name = "remod",
     version,
     about = "Remote administration over HTTP, wire-compatible with remo_serv 0.6.0",
-    after_help = "Every option but --config and --check is also a key of the configuration file (idle-exit = 600),\nas are the original's keys host and timeout; the command line wins. See remod(8)."
+    after_help = "Every option but --config and --check is also a key of the configuration file (idle-exit = 600),\nas are the original's keys host and timeout; the command line wins. See remod(8).",
+    mut_arg("body_timeout", |a| a.help("Seconds allowed to send a whole request body (uploads and command input: --cmd-timeout)"))
 )]
 struct Args {
     /// Configuration file (TOML; keys are the long options, and the original's); a missing default file means defaults
@@ -88,19 +89,10 @@ struct Args {
     /// Window of the failed-login count, in seconds
     #[arg(long = "login-window", value_name = "SECONDS", default_value_t = 60)]
     login_window: u64,
-    /// Most connections served at once; more get 503
-    #[arg(long = "max-connections", value_name = "N", default_value_t = 256)]
-    max_connections: usize,
-    /// Most connections served at once from one source (an IPv4 address, all of 127/8, an
-    /// IPv6 /64, a Unix uid); more get 503 [default: a quarter of --max-connections]
-    #[arg(long = "max-connections-per-source", value_name = "N")]
-    max_connections_per_source: Option<usize>,
-    /// Seconds allowed to send a request head (and to idle between requests)
-    #[arg(long = "header-timeout", value_name = "SECONDS", default_value_t = 10)]
-    header_timeout: u64,
-    /// Seconds allowed to send a whole request body (uploads and command input: --cmd-timeout)
-    #[arg(long = "body-timeout", value_name = "SECONDS", default_value_t = 10)]
-    body_timeout: u64,
+    #[command(flatten)]
+    conn: cli::Connections,
+    #[command(flatten)]
+    timeouts: cli::HttpTimeouts,
     /// Exit after SECONDS with no open connection and no session (for socket activation)
     #[arg(long = "idle-exit", value_name = "SECONDS")]
     idle_exit: Option<u64>,
@@ -215,15 +207,19 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
         network_user,
     };
     let monitor = Monitor::new(cfg).map_err_context(exit::SOFTWARE, || "cannot start".into())?;
+    let limits = a.timeouts.limits();
     let mut net = NetConfig {
         session_timeout: Duration::from_secs_f64(timeout),
         cmd_timeout,
         login_failures: a.login_failures,
         login_window: Duration::from_secs(a.login_window),
-        max_connections: a.max_connections.max(1),
-        max_per_source: daemon::per_source(a.max_connections, a.max_connections_per_source),
-        header_timeout: Duration::from_secs(a.header_timeout.max(1)),
-        body_timeout: Duration::from_secs(a.body_timeout.max(1)),
+        max_connections: a.conn.max_connections.max(1),
+        max_per_source: daemon::per_source(
+            a.conn.max_connections,
+            a.conn.max_connections_per_source,
+        ),
+        header_timeout: limits.header_timeout,
+        body_timeout: limits.body_timeout,
         // An upload is read within --cmd-timeout before it is answered.
         request_timeout: cmd_timeout + Duration::from_secs(60),
         idle_exit: a.idle_exit.map(Duration::from_secs),

@@ -122,19 +122,10 @@ struct Args {
     /// Window of the failed-login count, in seconds
     #[arg(long = "login-window", value_name = "SECONDS", default_value_t = 60)]
     login_window: u64,
-    /// Most connections served at once; more get 503
-    #[arg(long = "max-connections", value_name = "N", default_value_t = 256)]
-    max_connections: usize,
-    /// Most connections served at once from one source (an IPv4 address, all of 127/8, an
-    /// IPv6 /64, a Unix uid); more get 503 [default: a quarter of --max-connections]
-    #[arg(long = "max-connections-per-source", value_name = "N")]
-    max_connections_per_source: Option<usize>,
-    /// Seconds allowed to send a request head (and to idle between requests)
-    #[arg(long = "header-timeout", value_name = "SECONDS", default_value_t = 10)]
-    header_timeout: u64,
-    /// Seconds allowed to send a whole request body
-    #[arg(long = "body-timeout", value_name = "SECONDS", default_value_t = 10)]
-    body_timeout: u64,
+    #[command(flatten)]
+    conn: cli::Connections,
+    #[command(flatten)]
+    timeouts: cli::HttpTimeouts,
     /// Exit after SECONDS with no open connection (for socket activation)
     #[arg(long = "idle-exit", value_name = "SECONDS")]
     idle_exit: Option<u64>,
@@ -247,16 +238,10 @@ fn run(mut a: Args, conf: config::Source) -> Result<(), Fail> {
     if rustix::process::geteuid().is_root() {
         log::warn!("running-as-root effect=\"not needed: PAM's pam_unix reads /etc/shadow as a member of group shadow, as the shipped unit runs skd (DynamicUser=yes, SupplementaryGroups=shadow)\"");
     }
-    let limits = Arc::new(http::Limits {
-        header_timeout: Duration::from_secs(a.header_timeout.max(1)),
-        body_timeout: Duration::from_secs(a.body_timeout.max(1)),
-        ..Default::default()
-    });
-    let opts = daemon::Options {
-        idle_exit: a.idle_exit.map(Duration::from_secs),
-        max_connections: a.max_connections.max(1),
-        max_per_source: daemon::per_source(a.max_connections, a.max_connections_per_source),
-        ..Default::default()
+    let opts = http::Options {
+        daemon: a.conn.options(a.idle_exit),
+        tls: acceptor.clone(),
+        limits: Arc::new(a.timeouts.limits()),
     };
     let fallback = [daemon::listen::host_port(&a.address, a.port)];
     let store_desc = location_desc;
@@ -273,11 +258,6 @@ fn run(mut a: Args, conf: config::Source) -> Result<(), Fail> {
         server.spawn_tasks();
         let ctl = daemon::Control::new();
         let status = server.status();
-        let opts = http::Options {
-            daemon: opts,
-            tls: acceptor,
-            limits,
-        };
         let reason = http::serve(bound, opts, ctl, &status, move |req, info| {
             server.clone().handle(req, info)
         })
