@@ -104,15 +104,9 @@ struct Serve {
     #[arg(long, value_name = "BYTES", default_value_t = 16384)]
     max_body: usize,
     #[command(flatten)]
-    conn: cli::Connections,
+    daemon: cli::Daemon,
     #[command(flatten)]
     timeouts: cli::HttpTimeouts,
-    /// Exit after SECONDS with no open connection (for socket activation)
-    #[arg(long, value_name = "SECONDS")]
-    idle_exit: Option<u64>,
-    /// Log to syslog instead of stderr
-    #[arg(long)]
-    syslog: bool,
     /// Log debug messages too
     #[arg(short = 'v', long)]
     verbose: bool,
@@ -144,7 +138,7 @@ fn gen_entropy(file: &Path, force: bool, if_missing: bool) -> Result<(), Fail> {
 }
 
 fn run(a: Serve, conf: config::Source) -> Result<(), Fail> {
-    daemon::log::init(PROGRAM, a.syslog, a.verbose).map_err_code(exit::OSERR)?;
+    daemon::log::init(PROGRAM, a.daemon.syslog, a.verbose).map_err_code(exit::OSERR)?;
     let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     let state = state_dir();
     let cfg = server::Config {
@@ -187,7 +181,7 @@ fn run(a: Serve, conf: config::Source) -> Result<(), Fail> {
         return Ok(());
     }
     let opts = http::Options {
-        daemon: a.conn.options(a.idle_exit),
+        daemon: a.daemon.options(),
         tls: None,
         limits: Arc::new(http::Limits {
             max_head: 16 * 1024,

@@ -63,26 +63,20 @@ struct Args {
     #[arg(long = "max-frame", value_name = "BYTES", default_value_t = iscep::DEFAULT_MAX_FRAME)]
     max_frame: usize,
     #[command(flatten)]
-    conn: cli::Connections,
+    daemon: cli::Daemon,
     /// Close a connection after SECONDS without a packet
     #[arg(long = "idle-timeout", value_name = "SECONDS", default_value_t = 10)]
     idle_timeout: u64,
-    /// Exit after SECONDS with no open connection (for socket activation)
-    #[arg(long = "idle-exit", value_name = "SECONDS")]
-    idle_exit: Option<u64>,
     /// Check the configuration, tokens and TLS files, report, and exit (non-zero on a problem)
     #[arg(long = "check")]
     check: bool,
-    /// Log to syslog instead of stderr
-    #[arg(long = "syslog")]
-    syslog: bool,
     /// Log debug messages too (one line per packet)
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
 }
 
 fn run(a: Args) -> Result<(), Fail> {
-    daemon::log::init(PROGRAM, a.syslog, a.verbose).map_err_code(exit::OSERR)?;
+    daemon::log::init(PROGRAM, a.daemon.syslog, a.verbose).map_err_code(exit::OSERR)?;
     let acceptor = match (&a.tls_cert, &a.tls_key) {
         (Some(c), Some(k)) => {
             Some(tls::from_pem(c, k).map_err_context(exit::CONFIG, || "cannot set up TLS".into())?)
@@ -114,7 +108,7 @@ fn run(a: Args) -> Result<(), Fail> {
         return Ok(());
     }
     let srv = Arc::new(srv);
-    let opts = a.conn.options(a.idle_exit);
+    let opts = a.daemon.options();
     let fallback = [daemon::listen::host_port(&a.address, a.port)];
     let rt = cli::runtime()?;
     rt.block_on(async move {

@@ -18,6 +18,7 @@ const PROGRAM: &str = "remod";
     version,
     about = "Remote administration over HTTP, wire-compatible with remo_serv 0.6.0",
     after_help = "Every option but --config and --check is also a key of the configuration file (idle-exit = 600),\nas are the original's keys host and timeout; the command line wins. See remod(8).",
+    mut_arg("idle_exit", |a| a.help("Exit after SECONDS with no open connection and no session (for socket activation)")),
     mut_arg("body_timeout", |a| a.help("Seconds allowed to send a whole request body (uploads and command input: --cmd-timeout)"))
 )]
 struct Args {
@@ -90,15 +91,9 @@ struct Args {
     #[arg(long = "login-window", value_name = "SECONDS", default_value_t = 60)]
     login_window: u64,
     #[command(flatten)]
-    conn: cli::Connections,
+    daemon: cli::Daemon,
     #[command(flatten)]
     timeouts: cli::HttpTimeouts,
-    /// Exit after SECONDS with no open connection and no session (for socket activation)
-    #[arg(long = "idle-exit", value_name = "SECONDS")]
-    idle_exit: Option<u64>,
-    /// Log to syslog instead of stderr
-    #[arg(long = "syslog")]
-    syslog: bool,
     /// Identity of the unprivileged network process: a user name or UID[:GID] [default:
     /// _remod, else an unused id of systemd's dynamic range]
     #[arg(long = "privsep-user", value_name = "USER")]
@@ -152,7 +147,7 @@ fn load_key(path: &Path) -> Result<openssl::pkey::PKey<openssl::pkey::Private>, 
 }
 
 fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
-    keysock::daemon::log::init(PROGRAM, a.syslog, a.debug).map_err_code(exit::OSERR)?;
+    keysock::daemon::log::init(PROGRAM, a.daemon.syslog, a.debug).map_err_code(exit::OSERR)?;
     if a.log.is_some() {
         log::warn!("ignoring the Python logging configuration (--log): remod logs to the journal, syslog or stderr");
     }
@@ -213,17 +208,17 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
         cmd_timeout,
         login_failures: a.login_failures,
         login_window: Duration::from_secs(a.login_window),
-        max_connections: a.conn.max_connections.max(1),
+        max_connections: a.daemon.conn.max_connections.max(1),
         max_per_source: daemon::per_source(
-            a.conn.max_connections,
-            a.conn.max_connections_per_source,
+            a.daemon.conn.max_connections,
+            a.daemon.conn.max_connections_per_source,
         ),
         header_timeout: limits.header_timeout,
         body_timeout: limits.body_timeout,
         // An upload is read within --cmd-timeout before it is answered.
         request_timeout: cmd_timeout + Duration::from_secs(60),
-        idle_exit: a.idle_exit.map(Duration::from_secs),
-        syslog: a.syslog,
+        idle_exit: a.daemon.idle_exit.map(Duration::from_secs),
+        syslog: a.daemon.syslog,
         debug: a.debug,
         status: format!(
             "serving remo_serv 0.6.0 protocol, users {}",

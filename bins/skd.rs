@@ -123,15 +123,9 @@ struct Args {
     #[arg(long = "login-window", value_name = "SECONDS", default_value_t = 60)]
     login_window: u64,
     #[command(flatten)]
-    conn: cli::Connections,
+    daemon: cli::Daemon,
     #[command(flatten)]
     timeouts: cli::HttpTimeouts,
-    /// Exit after SECONDS with no open connection (for socket activation)
-    #[arg(long = "idle-exit", value_name = "SECONDS")]
-    idle_exit: Option<u64>,
-    /// Log to syslog instead of stderr
-    #[arg(long = "syslog")]
-    syslog: bool,
     /// Log debug messages too
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
@@ -160,7 +154,7 @@ fn tls_acceptor(a: &Args) -> Result<Option<openssl::ssl::SslAcceptor>, Fail> {
 }
 
 fn run(mut a: Args, conf: config::Source) -> Result<(), Fail> {
-    keysock::daemon::log::init(PROGRAM, a.syslog, a.verbose).map_err_code(exit::OSERR)?;
+    keysock::daemon::log::init(PROGRAM, a.daemon.syslog, a.verbose).map_err_code(exit::OSERR)?;
     if !a.default_module.eq_ignore_ascii_case("pam") {
         return Err(Fail::new(
             exit::CONFIG,
@@ -239,7 +233,7 @@ fn run(mut a: Args, conf: config::Source) -> Result<(), Fail> {
         log::warn!("running-as-root effect=\"not needed: PAM's pam_unix reads /etc/shadow as a member of group shadow, as the shipped unit runs skd (DynamicUser=yes, SupplementaryGroups=shadow)\"");
     }
     let opts = http::Options {
-        daemon: a.conn.options(a.idle_exit),
+        daemon: a.daemon.options(),
         tls: acceptor.clone(),
         limits: Arc::new(a.timeouts.limits()),
     };

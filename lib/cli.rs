@@ -91,6 +91,27 @@ impl Connections {
     }
 }
 
+/// What every socket-activated daemon takes besides its own options: [`Connections`],
+/// `--idle-exit` and `--syslog`, flattened as [`Connections`] is.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Daemon {
+    #[command(flatten)]
+    pub conn: Connections,
+    /// Exit after SECONDS with no open connection (for socket activation)
+    #[arg(long = "idle-exit", value_name = "SECONDS")]
+    pub idle_exit: Option<u64>,
+    /// Log to syslog instead of stderr
+    #[arg(long = "syslog")]
+    pub syslog: bool,
+}
+
+impl Daemon {
+    /// The daemon's serving options: caps, idle exit, defaults for the rest.
+    pub fn options(&self) -> crate::daemon::Options {
+        self.conn.options(self.idle_exit)
+    }
+}
+
 /// The request timeouts of the HTTP daemons, flattened as [`Connections`] is.
 #[derive(clap::Args, Clone, Debug)]
 pub struct HttpTimeouts {

@@ -372,15 +372,24 @@ pub fn host_port(host: &str, port: u16) -> String {
     }
 }
 
+/// Why [`open`] has no listeners.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot take sockets from systemd: {0}")]
+    Systemd(io::Error),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(String, io::Error),
+}
+
 /// The listeners to serve: systemd's if socket-activated, else `listen`, else `fallback`.
-pub fn open(listen: &[String], fallback: &[String]) -> Result<Vec<Bound>, String> {
-    if let Some(v) = from_systemd().map_err(|e| format!("cannot take sockets from systemd: {e}"))? {
+pub fn open(listen: &[String], fallback: &[String]) -> Result<Vec<Bound>, OpenError> {
+    if let Some(v) = from_systemd().map_err(OpenError::Systemd)? {
         return Ok(v);
     }
     let addrs = if listen.is_empty() { fallback } else { listen };
     addrs
         .iter()
-        .map(|a| bind(a).map_err(|e| format!("cannot listen on {a}: {e}")))
+        .map(|a| bind(a).map_err(|e| OpenError::Bind(a.clone(), e)))
         .collect()
 }
 
