@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::store::{GroupCreate, Location, Store, StoreError, Validity};
@@ -254,12 +253,13 @@ impl Server {
             .map(|t| super::store::now() + t.as_secs() as i64)
     }
 
-    /// Answers one request.
-    pub async fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        conn: Arc<ConnInfo>,
-    ) -> Response<Body> {
+    /// Answers one request. Generic over the body, so that unit tests build requests
+    /// directly; skd serves hyper's `Incoming`.
+    pub async fn handle<B>(self: Arc<Self>, req: Request<B>, conn: Arc<ConnInfo>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let (parts, body) = req.into_parts();
         let raw_path = parts.uri.path();
         let raw_query = parts.uri.query().unwrap_or("");
@@ -672,5 +672,99 @@ impl Server {
                 Some(h) => ok_text(format!("{h}\n")),
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn server(cfg: Config) -> Arc<Server> {
+        Arc::new(Server::new(cfg).unwrap())
+    }
+
+    fn tcp() -> Arc<ConnInfo> {
+        Arc::new(ConnInfo::for_test(Peer::Tcp(
+            "127.0.0.1:5000".parse().unwrap(),
+        )))
+    }
+
+    fn unix() -> Arc<ConnInfo> {
+        let peer = Peer::Unix {
+            uid: 1000,
+            gid: 1000,
+            pid: 1,
+        };
+        Arc::new(ConnInfo::for_test(peer))
+    }
+
+    /// Answers one request built here: status and body text.
+    async fn ask(
+        s: &Arc<Server>,
+        conn: Arc<ConnInfo>,
+        method: &str,
+        uri: &str,
+        body: &str,
+    ) -> (StatusCode, String) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(http::Body::from(body.to_string()))
+            .unwrap();
+        let resp = s.clone().handle(req, conn).await;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn version_bad_escapes_and_missing_realm() {
+        let s = server(Config::default());
+        let (st, body) = ask(&s, tcp(), "GET", "/version", "").await;
+        assert_eq!((st, body), (StatusCode::OK, format!("{}\n", wire::VERSION)));
+        let (st, body) = ask(&s, tcp(), "GET", "/valid?realm=%zz", "").await;
+        assert_eq!(
+            (st, body.as_str()),
+            (StatusCode::BAD_REQUEST, wire::BAD_ESCAPE_BODY)
+        );
+        let (st, body) = ask(&s, tcp(), "GET", "/valid?token=x", "").await;
+        assert_eq!(
+            (st, body.as_str()),
+            (StatusCode::BAD_REQUEST, "ERR: missing realm\n")
+        );
+        let (st, _) = ask(&s, tcp(), "GET", "/nothing?realm=r", "").await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+        let (st, body) = ask(&s, tcp(), "GET", "/valid?realm=r&token=nonsense", "").await;
+        assert_eq!((st, body.as_str()), (StatusCode::OK, "NO\n"));
+    }
+
+    #[tokio::test]
+    async fn login_form_over_the_limit_is_413() {
+        let s = server(Config {
+            max_form: 16,
+            ..Default::default()
+        });
+        let form = "realm=r&user=u&password=0123456789";
+        let (st, body) = ask(&s, tcp(), "POST", "/auth_token", form).await;
+        assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(body, "ERR: form body over 16 bytes\n");
+    }
+
+    #[tokio::test]
+    async fn stored_token_only_on_unix_sockets_unless_allowed() {
+        let s = server(Config::default());
+        let q = "/stored_token?realm=r&user=u&token=t";
+        let (st, body) = ask(&s, tcp(), "GET", q, "").await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+        assert!(body.contains("Unix socket only"), "{body}");
+        let (st, body) = ask(&s, unix(), "GET", q, "").await;
+        assert!(!body.contains("Unix socket only"), "{st} {body}");
+        let s = server(Config {
+            allow_stored_token_tcp: true,
+            ..Default::default()
+        });
+        let (_, body) = ask(&s, tcp(), "GET", q, "").await;
+        assert!(!body.contains("Unix socket only"), "{body}");
     }
 }
