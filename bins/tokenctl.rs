@@ -206,8 +206,9 @@ fn open_store(
     create: bool,
 ) -> Result<sks::Store, Fail> {
     let pw = match loc {
-        sks::store::Location::Postgres(_) => sks::pg::password(password_file)
-            .map_err(|(p, e)| Fail::new(exit::NOINPUT, format!("{}: {e}", p.display())))?,
+        sks::store::Location::Postgres(_) => {
+            sks::pg::password(password_file).map_err_code(exit::NOINPUT)?
+        }
         _ => None,
     };
     sks::Store::open_location(loc, pw, create).map_err(|e| {

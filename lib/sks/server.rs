@@ -99,8 +99,8 @@ pub fn realm_services(
 /// Why [`Server::new`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {1}", .0.display())]
-    Password(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Password(#[from] super::pg::PasswordError),
     #[error("cannot open store {0}: {1}")]
     Store(String, StoreError),
 }
@@ -182,8 +182,7 @@ impl Server {
             Location::Memory => Store::open(None),
             Location::Sqlite(d) => Store::open(Some(d)),
             Location::Postgres(t) => {
-                let pw = super::pg::password(cfg.store_password_file.as_deref())
-                    .map_err(|(p, e)| Error::Password(p, e))?;
+                let pw = super::pg::password(cfg.store_password_file.as_deref())?;
                 Store::open_postgres(t, pw, true)
             }
         };
