@@ -14,7 +14,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, ALLOW, CONNECTION};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -239,11 +238,13 @@ impl Server {
         .await
     }
 
-    async fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        info: Arc<ConnInfo>,
-    ) -> Response<Body> {
+    /// Answers one request. Generic over the body, so that unit tests build requests
+    /// directly; s5d serves hyper's `Incoming`.
+    async fn handle<B>(self: Arc<Self>, req: Request<B>, info: Arc<ConnInfo>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let (method, path, version) = (
             req.method().clone(),
             req.uri().path().to_string(),
@@ -269,7 +270,11 @@ impl Server {
         resp
     }
 
-    async fn answer(&self, req: Request<Incoming>) -> (Response<Body>, &'static str) {
+    async fn answer<B>(&self, req: Request<B>) -> (Response<Body>, &'static str)
+    where
+        B: hyper::body::Body<Data = bytes::Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         if req.uri().path() != "/" {
             return (
                 http::text(
@@ -522,4 +527,119 @@ fn log_time() -> String {
         tm.tm_min,
         tm.tm_sec
     )
+}
+
+#[cfg(test)]
+mod handler_tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// A server whose token is the bytes 0, 1, 2, ...: the identifier is the first 48.
+    fn server(success_max: u64, failure_max: u64) -> (Arc<Server>, Control) {
+        let token: Vec<u8> = (0..wire::TOKEN_LEN as u8).collect();
+        let cfg = Config {
+            success_max,
+            failure_max,
+            read_timeout: Duration::from_secs(5),
+            access_log: AccessLog::None,
+            client_file: None,
+            expire: None,
+            token: Locked::from_slice(&token),
+            host: "h".into(),
+            bind_address: "127.0.0.1".into(),
+            port: 1,
+        };
+        let ctl = Control::new();
+        let s = match Server::new(cfg, ctl.clone()) {
+            Ok(s) => s,
+            Err(e) => match e {},
+        };
+        (Arc::new(s), ctl)
+    }
+
+    async fn ask(
+        s: &Arc<Server>,
+        method: &str,
+        path: &str,
+        v2: bool,
+        body: &[u8],
+    ) -> (StatusCode, Vec<u8>) {
+        let mut req = Request::builder().method(method).uri(path);
+        if v2 {
+            req = req.header(ACCEPT, wire::V2_MEDIA);
+        }
+        let req = req.body(http::Body::from(body.to_vec())).unwrap();
+        let peer = Peer::Tcp("127.0.0.1:5000".parse().unwrap());
+        let r = s
+            .clone()
+            .handle(req, Arc::new(ConnInfo::for_test(peer)))
+            .await;
+        let st = r.status();
+        (
+            st,
+            r.into_body().collect().await.unwrap().to_bytes().to_vec(),
+        )
+    }
+
+    fn id() -> Vec<u8> {
+        (0..wire::ID_LEN as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn routes_and_no_secret_yet() {
+        let (s, _) = server(1, 0);
+        assert_eq!(
+            ask(&s, "POST", "/x", false, &id()).await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            ask(&s, "GET", "/", false, b"").await.0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        let (st, body) = ask(&s, "POST", "/", false, &id()).await;
+        assert_eq!(
+            (st, body.as_slice()),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                &b"no secret loaded yet\n"[..]
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn the_identifier_gets_the_secret_once_then_s5d_stops() {
+        let (s, ctl) = server(1, 0);
+        s.load(Locked::from_slice(b"hunter2"), "test").unwrap();
+        let (st, body) = ask(&s, "POST", "/", true, &id()).await;
+        assert_eq!(st, StatusCode::OK);
+        let pad: Vec<u8> = (wire::ID_LEN as u8..wire::TOKEN_LEN as u8).collect();
+        let sealed = wire::b64decode(&body).unwrap();
+        assert_eq!(wire::open_v2(&sealed, &pad).unwrap().as_slice(), b"hunter2");
+        assert!(ctl.is_stopping());
+        let (st, _) = ask(&s, "POST", "/", true, &id()).await;
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn wrong_identifiers_count_until_failure_max() {
+        let (s, ctl) = server(1, 2);
+        s.load(Locked::from_slice(b"hunter2"), "test").unwrap();
+        let mut wrong = id();
+        wrong[0] ^= 1;
+        assert_eq!(
+            ask(&s, "POST", "/", false, &wrong).await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert!(!ctl.is_stopping());
+        assert_eq!(
+            ask(&s, "POST", "/", false, b"short").await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert!(ctl.is_stopping());
+        assert!(
+            s.status().starts_with("done: failure-max reached"),
+            "{}",
+            s.status()
+        );
+    }
 }
