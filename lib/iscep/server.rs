@@ -476,3 +476,105 @@ async fn write_frame<S: AsyncWrite + Unpin>(s: &mut S, frame: &[u8]) -> std::io:
 async fn send<S: AsyncWrite + Unpin>(s: &mut S, ty: Type, body: &Body) -> std::io::Result<()> {
     write_frame(s, &wire::encode(ty, body)).await
 }
+
+#[cfg(test)]
+mod handler_tests {
+    use super::*;
+
+    const COMMANDS: &str = r#"
+[commands.hello]
+exec = ["/bin/echo", "{\"said\": \"hello\"}"]
+allow = ["alice"]
+
+[commands.other]
+exec = ["/bin/true"]
+allow = ["bob"]
+"#;
+
+    fn server(dir: &std::path::Path) -> Server {
+        let commands = dir.join("iscepd.toml");
+        std::fs::write(&commands, COMMANDS).unwrap();
+        let tokens = dir.join("tokens.json");
+        std::fs::write(
+            &tokens,
+            r#"{"alice": "alice-token-0123456789", "bob": "bob-token-0123456789"}"#,
+        )
+        .unwrap();
+        Server::new(Config {
+            sources: Sources {
+                config: commands,
+                tokens: Some(tokens),
+            },
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    /// Answers one packet built here; the reply decoded.
+    async fn ask(s: &Server, ty: Type, token: &str, command: Option<&str>) -> Packet {
+        let p = Packet {
+            ty,
+            body: Body {
+                auth_token: Some(token.into()),
+                command: command.map(Into::into),
+                ..Default::default()
+            },
+        };
+        let peer = Peer::Tcp("127.0.0.1:5000".parse().unwrap());
+        let frame = s.handle(p, &peer).await.expect("an answer");
+        wire::decode(&frame[4..]).unwrap()
+    }
+
+    #[tokio::test]
+    async fn auth_echo_discover_and_a_command() {
+        let d = tempfile::tempdir().unwrap();
+        let s = server(d.path());
+        let r = ask(&s, Type::Echo, "wrong", None).await;
+        assert_eq!(r.ty, Type::Unauthorized);
+        let r = ask(&s, Type::Echo, "alice-token-0123456789", Some("x")).await;
+        assert_eq!((r.ty, r.body.command.as_deref()), (Type::Echo, Some("x")));
+        // DISCOVER lists only the commands the owner may run.
+        let r = ask(&s, Type::Discover, "alice-token-0123456789", None).await;
+        assert_eq!(r.ty, Type::Discover);
+        assert_eq!(r.body.response, Some(json!({"hello": {}})));
+        let r = ask(&s, Type::SendCmd, "alice-token-0123456789", Some("hello")).await;
+        assert_eq!(
+            (r.ty, r.body.response),
+            (Type::CmdResponse, Some(json!({"said": "hello"})))
+        );
+        let r = ask(&s, Type::SendCmd, "alice-token-0123456789", Some("other")).await;
+        assert_eq!(
+            (r.ty, r.body.error.as_deref()),
+            (Type::Error, Some("command not found"))
+        );
+    }
+
+    #[test]
+    fn a_missing_tokens_file_is_a_tokens_error() {
+        let d = tempfile::tempdir().unwrap();
+        let e = Server::new(Config {
+            sources: Sources {
+                config: d.path().join("none.toml"),
+                tokens: Some(d.path().join("tokens.json")),
+            },
+            ..Default::default()
+        })
+        .err()
+        .unwrap();
+        assert!(matches!(e, Error::Tokens(_)), "{e}");
+        std::fs::write(d.path().join("bad.toml"), "[commands.x]\nexec = 1\n").unwrap();
+        let e = Server::new(Config {
+            sources: Sources {
+                config: d.path().join("bad.toml"),
+                tokens: None,
+            },
+            ..Default::default()
+        })
+        .err()
+        .unwrap();
+        assert!(
+            matches!(e, Error::Commands(config::LoadError::Parse(..))),
+            "{e}"
+        );
+    }
+}
