@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use keysock::cli::{self, exit, Fail};
+use keysock::cli::{self, exit, Fail, FailContext};
 use keysock::keyfile;
 use keysock::remo::users;
 
@@ -51,10 +51,9 @@ fn run(a: Args) -> Result<(), Fail> {
     let pem = a
         .pem
         .unwrap_or_else(|| PathBuf::from(format!("{}.pem", a.user)));
-    let data = std::fs::read(&pem)
-        .map_err(|e| Fail::new(exit::NOINPUT, format!("{}: {e}", pem.display())))?;
+    let data = std::fs::read(&pem).map_err_context(exit::NOINPUT, || pem.display().to_string())?;
     let key = keyfile::parse_public(&data)
-        .map_err(|e| Fail::new(exit::DATAERR, format!("{}: {e}", pem.display())))?;
+        .map_err_context(exit::DATAERR, || pem.display().to_string())?;
     let id = key.id();
     if id != openssl::pkey::Id::ED448 && id != openssl::pkey::Id::RSA {
         return Err(Fail::new(
@@ -67,7 +66,7 @@ fn run(a: Args) -> Result<(), Fail> {
         data
     } else {
         key.public_key_to_pem()
-            .map_err(|e| Fail::new(exit::SOFTWARE, format!("encoding key: {e}")))?
+            .map_err_context(exit::SOFTWARE, || "encoding key".into())?
     };
     if let Some(u) = &a.unix_user {
         if nix::unistd::User::from_name(u).ok().flatten().is_none() {
@@ -75,8 +74,7 @@ fn run(a: Args) -> Result<(), Fail> {
         }
     }
     let db = users::db_path(&a.base);
-    let c = users::open(&db)
-        .map_err(|e| Fail::new(exit::CANTCREAT, format!("{}: {e}", db.display())))?;
+    let c = users::open(&db).map_err_context(exit::CANTCREAT, || db.display().to_string())?;
     users::add(
         &c,
         &a.user,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use keysock::autoid::{client, Entropy};
-use keysock::cli::{self, exit, Fail};
+use keysock::cli::{self, exit, Fail, FailContext};
 
 const PROGRAM: &str = "autoid";
 /// sysexits EX_PROTOCOL: the server answered something that is not auto-id.
@@ -49,21 +49,18 @@ struct Args {
 }
 
 fn run(a: Args) -> Result<(), Fail> {
-    let url = client::parse_url(&a.url).map_err(|e| Fail::new(exit::USAGE, e.to_string()))?;
+    let url = client::parse_url(&a.url).map_err_code(exit::USAGE)?;
     if !a.v1 && !keysock::autoid::valid_id(&a.secret_id) {
         return Err(Fail::new(
             exit::USAGE,
             format!("{:?}: not a secret id (A-Z a-z 0-9 . _ - @)", a.secret_id),
         ));
     }
-    let entropy = Entropy::load(&a.entropy).map_err(|e| {
-        Fail::new(
-            exit::NOINPUT,
-            format!("{}: cannot read the entropy file: {e}", a.entropy.display()),
-        )
+    let entropy = Entropy::load(&a.entropy).map_err_context(exit::NOINPUT, || {
+        format!("{}: cannot read the entropy file", a.entropy.display())
     })?;
     let key = keysock::keyfile::read_public(&a.server_key)
-        .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot read the server key: {e}")))?;
+        .map_err_context(exit::NOINPUT, || "cannot read the server key".into())?;
     if key.rsa().is_err() {
         return Err(Fail::new(
             exit::NOINPUT,
@@ -113,7 +110,7 @@ fn run(a: Args) -> Result<(), Fail> {
     out.write_all(&secret)
         .and_then(|_| out.write_all(b"\n"))
         .and_then(|_| out.flush())
-        .map_err(|e| Fail::new(exit::IOERR, format!("cannot write the secret: {e}")))
+        .map_err_context(exit::IOERR, || "cannot write the secret".into())
 }
 
 fn main() {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keysock::autoid::{self, server};
-use keysock::cli::{self, exit, Fail};
+use keysock::cli::{self, exit, Fail, FailContext};
 use keysock::{config, daemon, http};
 
 const PROGRAM: &str = "autoidd";
@@ -103,25 +103,10 @@ struct Serve {
     /// Largest request body, in bytes
     #[arg(long, value_name = "BYTES", default_value_t = 16384)]
     max_body: usize,
-    /// Most connections served at once; more get 503
-    #[arg(long, value_name = "N", default_value_t = 256)]
-    max_connections: usize,
-    /// Most connections served at once from one source (an IPv4 address, all of 127/8, an
-    /// IPv6 /64, a Unix uid); more get 503 [default: a quarter of --max-connections]
-    #[arg(long = "max-connections-per-source", value_name = "N")]
-    max_connections_per_source: Option<usize>,
-    /// Seconds allowed to send a request head (and to idle between requests)
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    header_timeout: u64,
-    /// Seconds allowed to send a whole request body
-    #[arg(long = "body-timeout", value_name = "SECONDS", default_value_t = 10)]
-    body_timeout: u64,
-    /// Exit after SECONDS with no open connection (for socket activation)
-    #[arg(long, value_name = "SECONDS")]
-    idle_exit: Option<u64>,
-    /// Log to syslog instead of stderr
-    #[arg(long)]
-    syslog: bool,
+    #[command(flatten)]
+    daemon: cli::Daemon,
+    #[command(flatten)]
+    timeouts: cli::HttpTimeouts,
     /// Log debug messages too
     #[arg(short = 'v', long)]
     verbose: bool,
@@ -143,7 +128,7 @@ fn gen_entropy(file: &Path, force: bool, if_missing: bool) -> Result<(), Fail> {
         return Ok(());
     }
     autoid::write_entropy(file, force)
-        .map_err(|e| Fail::new(exit::CANTCREAT, format!("{}: {e}", file.display())))?;
+        .map_err_context(exit::CANTCREAT, || file.display().to_string())?;
     eprintln!(
         "{PROGRAM}: wrote {} ({} bytes, mode 0600)",
         file.display(),
@@ -153,7 +138,7 @@ fn gen_entropy(file: &Path, force: bool, if_missing: bool) -> Result<(), Fail> {
 }
 
 fn run(a: Serve, conf: config::Source) -> Result<(), Fail> {
-    daemon::log::init(PROGRAM, a.syslog, a.verbose).map_err(|e| Fail::new(exit::OSERR, e))?;
+    daemon::log::init(PROGRAM, a.daemon.syslog, a.verbose).map_err_code(exit::OSERR)?;
     let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     let state = state_dir();
     let cfg = server::Config {
@@ -190,28 +175,23 @@ fn run(a: Serve, conf: config::Source) -> Result<(), Fail> {
             ),
         ));
     }
-    let srv = Arc::new(server::Server::new(cfg).map_err(|e| Fail::new(exit::NOINPUT, e))?);
+    let srv = Arc::new(server::Server::new(cfg).map_err_code(exit::NOINPUT)?);
     if a.check {
         println!("{PROGRAM}: configuration ok: file {conf}; {}", srv.status());
         return Ok(());
     }
-    let limits = Arc::new(http::Limits {
-        header_timeout: Duration::from_secs(a.header_timeout.max(1)),
-        body_timeout: Duration::from_secs(a.body_timeout.max(1)),
-        max_head: 16 * 1024,
-        ..Default::default()
-    });
-    let opts = daemon::Options {
-        idle_exit: a.idle_exit.map(Duration::from_secs),
-        max_connections: a.max_connections.max(1),
-        max_per_source: daemon::per_source(a.max_connections, a.max_connections_per_source),
-        ..Default::default()
+    let opts = http::Options {
+        daemon: a.daemon.options(),
+        tls: None,
+        limits: Arc::new(http::Limits {
+            max_head: 16 * 1024,
+            ..a.timeouts.limits()
+        }),
     };
     let fallback = [format!("127.0.0.1:{}", autoid::DEFAULT_PORT)];
     let rt = cli::runtime()?;
     rt.block_on(async move {
-        let bound = daemon::listen::open(&a.listen, &fallback)
-            .map_err(|e| Fail::new(exit::UNAVAILABLE, e))?;
+        let bound = daemon::listen::open(&a.listen, &fallback).map_err_code(exit::UNAVAILABLE)?;
         log::info!(
             "starting version={} {}",
             env!("CARGO_PKG_VERSION"),
@@ -219,7 +199,7 @@ fn run(a: Serve, conf: config::Source) -> Result<(), Fail> {
         );
         let ctl = daemon::Control::new();
         let status = srv.status();
-        let reason = http::serve(bound, opts, ctl, &status, None, limits, move |req, info| {
+        let reason = http::serve(bound, opts, ctl, &status, move |req, info| {
             srv.clone().handle(req, info)
         })
         .await;

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use keysock::cli::{self, exit, Fail};
+use keysock::cli::{self, exit, Fail, FailContext};
 use keysock::keyfile::{self, KeyType};
 
 const PROGRAM: &str = "build-key-pair";
@@ -75,16 +75,15 @@ fn run(a: Args) -> Result<(), Fail> {
             return Ok(());
         }
         keyfile::build_key_pair(kind, &a.prefix, &folder, None, false)
-            .map_err(|e| Fail::new(exit::CANTCREAT, e.to_string()))?;
+            .map_err_code(exit::CANTCREAT)?;
         eprintln!("{PROGRAM}: made {} and its public key", private.display());
         return Ok(());
     }
     let pw = cli::read_password("Password: ")
-        .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot read password: {e}")))?;
+        .map_err_context(exit::NOINPUT, || "cannot read password".into())?;
     let pw = cli::password_str(&pw)?.trim();
     let pw = (!pw.is_empty()).then_some(pw.as_bytes());
-    keyfile::build_key_pair(kind, &a.prefix, &folder, pw, a.force)
-        .map_err(|e| Fail::new(exit::CANTCREAT, e.to_string()))?;
+    keyfile::build_key_pair(kind, &a.prefix, &folder, pw, a.force).map_err_code(exit::CANTCREAT)?;
     Ok(())
 }
 

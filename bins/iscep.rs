@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Subcommand;
-use keysock::cli::{self, exit, Fail};
+use keysock::cli::{self, exit, Fail, FailContext};
 use keysock::iscep::client::{Client, ClientError, Tls};
 use keysock::iscep::wire::{Packet, Type};
 use serde_json::{Map, Value};
@@ -106,7 +106,7 @@ fn token(a: &Args) -> Result<Option<Zeroizing<String>>, Fail> {
     if let Some(f) = &a.token_file {
         let text = Zeroizing::new(
             std::fs::read_to_string(f)
-                .map_err(|e| Fail::new(exit::NOINPUT, format!("{}: {e}", f.display())))?,
+                .map_err_context(exit::NOINPUT, || f.display().to_string())?,
         );
         let line = text.lines().next().unwrap_or("").trim();
         if line.is_empty() {

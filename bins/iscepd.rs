@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keysock::cli::{self, exit, Fail};
+use keysock::cli::{self, exit, Fail, FailContext};
 use keysock::iscep::{self, server};
 use keysock::{config, daemon, tls};
 
@@ -18,7 +18,9 @@ const PROGRAM: &str = "iscepd";
     name = "iscepd",
     version,
     about = "Run configured commands for other services over the iscep protocol",
-    after_help = "Every option but --config and --check is also a key of the configuration file (idle-exit = 300);\nthe command line wins. See iscepd(8) and iscepd.toml(5)."
+    after_help = "Every option but --config and --check is also a key of the configuration file (idle-exit = 300);\nthe command line wins. See iscepd(8) and iscepd.toml(5).",
+    mut_arg("max_connections", |a| a.default_value("64").help("Most connections served at once; more get an ERROR frame and a close")),
+    mut_arg("max_connections_per_source", |a| a.help("Most connections served at once from one source (an IPv4 address, all of 127/8, an IPv6 /64, a Unix uid); more get an ERROR frame and a close [default: a quarter of --max-connections]"))
 )]
 struct Args {
     /// Configuration file: options and the commands to serve (TOML, iscepd.toml(5)); a missing default file means defaults and no command
@@ -60,55 +62,44 @@ struct Args {
     /// Largest frame accepted, in bytes (size field); larger ones get ERROR and a close
     #[arg(long = "max-frame", value_name = "BYTES", default_value_t = iscep::DEFAULT_MAX_FRAME)]
     max_frame: usize,
-    /// Most connections served at once; more get an ERROR frame and a close
-    #[arg(long = "max-connections", value_name = "N", default_value_t = 64)]
-    max_connections: usize,
-    /// Most connections served at once from one source (an IPv4 address, all of 127/8, an
-    /// IPv6 /64, a Unix uid); more get an ERROR frame and a close [default: a quarter of
-    /// --max-connections]
-    #[arg(long = "max-connections-per-source", value_name = "N")]
-    max_connections_per_source: Option<usize>,
+    #[command(flatten)]
+    daemon: cli::Daemon,
     /// Close a connection after SECONDS without a packet
     #[arg(long = "idle-timeout", value_name = "SECONDS", default_value_t = 10)]
     idle_timeout: u64,
-    /// Exit after SECONDS with no open connection (for socket activation)
-    #[arg(long = "idle-exit", value_name = "SECONDS")]
-    idle_exit: Option<u64>,
     /// Check the configuration, tokens and TLS files, report, and exit (non-zero on a problem)
     #[arg(long = "check")]
     check: bool,
-    /// Log to syslog instead of stderr
-    #[arg(long = "syslog")]
-    syslog: bool,
     /// Log debug messages too (one line per packet)
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
 }
 
 fn run(a: Args) -> Result<(), Fail> {
-    daemon::log::init(PROGRAM, a.syslog, a.verbose).map_err(|e| Fail::new(exit::OSERR, e))?;
+    daemon::log::init(PROGRAM, a.daemon.syslog, a.verbose).map_err_code(exit::OSERR)?;
     let acceptor = match (&a.tls_cert, &a.tls_key) {
-        (Some(c), Some(k)) => Some(
-            tls::from_pem(c, k)
-                .map_err(|e| Fail::new(exit::CONFIG, format!("cannot set up TLS: {e}")))?,
-        ),
+        (Some(c), Some(k)) => {
+            Some(tls::from_pem(c, k).map_err_context(exit::CONFIG, || "cannot set up TLS".into())?)
+        }
         _ => None,
     };
-    let settings = server::Settings {
+    let cfg = server::Config {
         max_frame: a.max_frame.max(64),
         idle_timeout: Duration::from_secs(a.idle_timeout.max(1)),
         handshake_timeout: Duration::from_secs(a.handshake_timeout.max(1)),
+        sources: server::Sources {
+            config: a.config.clone(),
+            tokens: (!a.no_auth).then(|| a.tokens.clone()),
+        },
+        tls: acceptor,
         ..Default::default()
     };
-    let sources = server::Sources {
-        config: a.config.clone(),
-        tokens: (!a.no_auth).then(|| a.tokens.clone()),
-    };
-    let srv = server::Server::new(settings, sources, acceptor).map_err(|e| {
-        let hint = if !a.no_auth && e.contains(&a.tokens.display().to_string()) {
-            " (create it with `tokenctl iscep add OWNER --tokens FILE`, or run with --no-auth)"
-        } else {
-            ""
+    let srv = server::Server::new(cfg).map_err(|e| {
+        let hint = match e {
+            server::Error::Tokens(_) => {
+                " (create it with `tokenctl iscep add OWNER --tokens FILE`, or run with --no-auth)"
+            }
+            server::Error::Commands(_) => "",
         };
         Fail::new(exit::CONFIG, format!("{e}{hint}"))
     })?;
@@ -117,17 +108,11 @@ fn run(a: Args) -> Result<(), Fail> {
         return Ok(());
     }
     let srv = Arc::new(srv);
-    let opts = daemon::Options {
-        idle_exit: a.idle_exit.map(Duration::from_secs),
-        max_connections: a.max_connections.max(1),
-        max_per_source: daemon::per_source(a.max_connections, a.max_connections_per_source),
-        ..Default::default()
-    };
+    let opts = a.daemon.options();
     let fallback = [daemon::listen::host_port(&a.address, a.port)];
     let rt = cli::runtime()?;
     rt.block_on(async move {
-        let bound = daemon::listen::open(&a.listen, &fallback)
-            .map_err(|e| Fail::new(exit::UNAVAILABLE, e))?;
+        let bound = daemon::listen::open(&a.listen, &fallback).map_err_code(exit::UNAVAILABLE)?;
         log::info!(
             "starting version={} config={} auth={} tls={}",
             env!("CARGO_PKG_VERSION"),
@@ -136,7 +121,7 @@ fn run(a: Args) -> Result<(), Fail> {
             a.tls_cert.is_some()
         );
         let ctl = daemon::Control::new();
-        tokio::spawn(srv.clone().watch(ctl.clone(), Duration::from_secs(2)));
+        srv.spawn_tasks(&ctl);
         let status = srv.status();
         let reason = daemon::serve(bound, opts, ctl, &status, move |conn| {
             srv.clone().serve_conn(conn)

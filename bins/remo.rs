@@ -6,7 +6,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use keysock::cli::{self, exit, Fail};
+use keysock::cli::{self, exit, Fail, FailContext};
 use keysock::keyfile;
 use keysock::remo::client::{Client, ClientError, Target};
 use keysock::remo::wire;
@@ -82,15 +82,14 @@ fn load_key(
     path: &Path,
     pwfile: Option<&Path>,
 ) -> Result<openssl::pkey::PKey<openssl::pkey::Private>, Fail> {
-    let data = std::fs::read(path)
-        .map_err(|e| Fail::new(exit::NOINPUT, format!("{}: {e}", path.display())))?;
+    let data = std::fs::read(path).map_err_context(exit::NOINPUT, || path.display().to_string())?;
     let data = zeroize::Zeroizing::new(data);
     let pw = if keyfile::is_encrypted_pem(&data) {
         Some(match pwfile {
             Some(f) => cli::read_password_file(f)
-                .map_err(|e| Fail::new(exit::NOINPUT, format!("{}: {e}", f.display())))?,
+                .map_err_context(exit::NOINPUT, || f.display().to_string())?,
             None => cli::read_password(&format!("Password for {}: ", path.display()))
-                .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot read password: {e}")))?,
+                .map_err_context(exit::NOINPUT, || "cannot read password".into())?,
         })
     } else {
         None
@@ -153,7 +152,7 @@ async fn get(c: &mut Client, remote: &str, local: &str) -> Result<(), Fail> {
     let r = c.get(remote, &mut tmp.1).await;
     match r.and_then(|_| tmp.1.flush().map_err(ClientError::Io)) {
         Ok(()) => std::fs::rename(&tmp.0, local)
-            .map_err(|e| Fail::new(exit::CANTCREAT, format!("{}: {e}", local.display()))),
+            .map_err_context(exit::CANTCREAT, || local.display().to_string()),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp.0);
             Err(fail_of(e))
@@ -167,13 +166,12 @@ fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::io::BufWriter<std::fs::File>
         .write(true)
         .create_new(true)
         .open(&p)
-        .map_err(|e| Fail::new(exit::CANTCREAT, format!("{}: {e}", p.display())))?;
+        .map_err_context(exit::CANTCREAT, || p.display().to_string())?;
     Ok((p, std::io::BufWriter::with_capacity(1 << 16, f)))
 }
 
 async fn put(c: &mut Client, remote: &str, local: &str) -> Result<(), Fail> {
-    let f = std::fs::File::open(local)
-        .map_err(|e| Fail::new(exit::NOINPUT, format!("{local}: {e}")))?;
+    let f = std::fs::File::open(local).map_err_context(exit::NOINPUT, || local.to_string())?;
     c.put(remote, f).await.map_err(fail_of)
 }
 
@@ -196,7 +194,7 @@ async fn line(c: &mut Client, l: &str) -> Result<bool, Fail> {
         None => (l.trim(), ""),
     };
     let files = |arg: &str| -> Result<(String, String), Fail> {
-        let v = wire::shlex_split(arg).map_err(|e| Fail::new(exit::USAGE, e))?;
+        let v = wire::shlex_split(arg).map_err_code(exit::USAGE)?;
         match v.as_slice() {
             [r] => Ok((r.clone(), r.clone())),
             [r, l] => Ok((r.clone(), l.clone())),
@@ -267,13 +265,12 @@ fn run(a: Args) -> Result<i32, Fail> {
         .key
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("{user}_key.pem")));
-    let server =
-        keyfile::read_public(&a.server).map_err(|e| Fail::new(exit::NOINPUT, e.to_string()))?;
+    let server = keyfile::read_public(&a.server).map_err_code(exit::NOINPUT)?;
     let key = load_key(&key_path, a.password_file.as_deref())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Fail::new(exit::OSERR, format!("cannot start runtime: {e}")))?;
+        .map_err_context(exit::OSERR, || "cannot start runtime".into())?;
     let mut c = Client::new(Target {
         host: a.host.clone(),
         port,
@@ -286,7 +283,7 @@ fn run(a: Args) -> Result<i32, Fail> {
         c.login().await.map_err(fail_of)?;
         let signal = |k| {
             tokio::signal::unix::signal(k)
-                .map_err(|e| Fail::new(exit::OSERR, format!("cannot catch signals: {e}")))
+                .map_err_context(exit::OSERR, || "cannot catch signals".into())
         };
         let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
         let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;

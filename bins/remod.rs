@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keysock::cli::{self, exit, Fail};
+use keysock::cli::{self, exit, Fail, FailContext};
 use keysock::remo::monitor::{self, confine, proto::NetConfig, Monitor};
 use keysock::remo::server;
 use keysock::{config, daemon, keyfile};
@@ -17,7 +17,9 @@ const PROGRAM: &str = "remod";
     name = "remod",
     version,
     about = "Remote administration over HTTP, wire-compatible with remo_serv 0.6.0",
-    after_help = "Every option but --config and --check is also a key of the configuration file (idle-exit = 600),\nas are the original's keys host and timeout; the command line wins. See remod(8)."
+    after_help = "Every option but --config and --check is also a key of the configuration file (idle-exit = 600),\nas are the original's keys host and timeout; the command line wins. See remod(8).",
+    mut_arg("idle_exit", |a| a.help("Exit after SECONDS with no open connection and no session (for socket activation)")),
+    mut_arg("body_timeout", |a| a.help("Seconds allowed to send a whole request body (uploads and command input: --cmd-timeout)"))
 )]
 struct Args {
     /// Configuration file (TOML; keys are the long options, and the original's); a missing default file means defaults
@@ -88,25 +90,10 @@ struct Args {
     /// Window of the failed-login count, in seconds
     #[arg(long = "login-window", value_name = "SECONDS", default_value_t = 60)]
     login_window: u64,
-    /// Most connections served at once; more get 503
-    #[arg(long = "max-connections", value_name = "N", default_value_t = 256)]
-    max_connections: usize,
-    /// Most connections served at once from one source (an IPv4 address, all of 127/8, an
-    /// IPv6 /64, a Unix uid); more get 503 [default: a quarter of --max-connections]
-    #[arg(long = "max-connections-per-source", value_name = "N")]
-    max_connections_per_source: Option<usize>,
-    /// Seconds allowed to send a request head (and to idle between requests)
-    #[arg(long = "header-timeout", value_name = "SECONDS", default_value_t = 10)]
-    header_timeout: u64,
-    /// Seconds allowed to send a whole request body (uploads and command input: --cmd-timeout)
-    #[arg(long = "body-timeout", value_name = "SECONDS", default_value_t = 10)]
-    body_timeout: u64,
-    /// Exit after SECONDS with no open connection and no session (for socket activation)
-    #[arg(long = "idle-exit", value_name = "SECONDS")]
-    idle_exit: Option<u64>,
-    /// Log to syslog instead of stderr
-    #[arg(long = "syslog")]
-    syslog: bool,
+    #[command(flatten)]
+    daemon: cli::Daemon,
+    #[command(flatten)]
+    timeouts: cli::HttpTimeouts,
     /// Identity of the unprivileged network process: a user name or UID[:GID] [default:
     /// _remod, else an unused id of systemd's dynamic range]
     #[arg(long = "privsep-user", value_name = "USER")]
@@ -122,7 +109,7 @@ fn network_user(spec: Option<&str>) -> Result<Option<(u32, u32)>, Fail> {
     match spec {
         Some(s) => confine::network_user(s)
             .map(Some)
-            .map_err(|e| Fail::new(exit::CONFIG, e)),
+            .map_err_code(exit::CONFIG),
         None => match confine::network_user("_remod") {
             Ok(ids) => Ok(Some(ids)),
             Err(_) => {
@@ -149,8 +136,7 @@ fn user_db(spec: &str) -> Result<PathBuf, Fail> {
 }
 
 fn load_key(path: &Path) -> Result<openssl::pkey::PKey<openssl::pkey::Private>, Fail> {
-    let k = keyfile::read_private_pem(path, None)
-        .map_err(|e| Fail::new(exit::CONFIG, e.to_string()))?;
+    let k = keyfile::read_private_pem(path, None).map_err_code(exit::CONFIG)?;
     if k.id() != openssl::pkey::Id::ED448 {
         return Err(Fail::new(
             exit::CONFIG,
@@ -161,8 +147,7 @@ fn load_key(path: &Path) -> Result<openssl::pkey::PKey<openssl::pkey::Private>, 
 }
 
 fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
-    keysock::daemon::log::init(PROGRAM, a.syslog, a.debug)
-        .map_err(|e| Fail::new(exit::OSERR, e))?;
+    keysock::daemon::log::init(PROGRAM, a.daemon.syslog, a.debug).map_err_code(exit::OSERR)?;
     if a.log.is_some() {
         log::warn!("ignoring the Python logging configuration (--log): remod logs to the journal, syslog or stderr");
     }
@@ -197,9 +182,9 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
     }
     // The database must open (and gets our columns) before we serve.
     keysock::remo::users::open(&users_db)
-        .map_err(|e| Fail::new(exit::CONFIG, format!("{}: {e}", users_db.display())))?;
+        .map_err_context(exit::CONFIG, || users_db.display().to_string())?;
     let exe = std::env::current_exe()
-        .map_err(|e| Fail::new(exit::OSERR, format!("cannot find own executable: {e}")))?;
+        .map_err_context(exit::OSERR, || "cannot find own executable".into())?;
     let network_user = network_user(a.privsep_user.as_deref())?;
     let cmd_timeout = Duration::from_secs(a.cmd_timeout.max(1));
     let cfg = monitor::Config {
@@ -216,21 +201,24 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
         put_helper: vec![exe.to_string_lossy().into_owned(), "--put-helper".into()],
         network_user,
     };
-    let monitor =
-        Monitor::new(cfg).map_err(|e| Fail::new(exit::SOFTWARE, format!("cannot start: {e}")))?;
+    let monitor = Monitor::new(cfg).map_err_context(exit::SOFTWARE, || "cannot start".into())?;
+    let limits = a.timeouts.limits();
     let mut net = NetConfig {
         session_timeout: Duration::from_secs_f64(timeout),
         cmd_timeout,
         login_failures: a.login_failures,
         login_window: Duration::from_secs(a.login_window),
-        max_connections: a.max_connections.max(1),
-        max_per_source: daemon::per_source(a.max_connections, a.max_connections_per_source),
-        header_timeout: Duration::from_secs(a.header_timeout.max(1)),
-        body_timeout: Duration::from_secs(a.body_timeout.max(1)),
+        max_connections: a.daemon.conn.max_connections.max(1),
+        max_per_source: daemon::per_source(
+            a.daemon.conn.max_connections,
+            a.daemon.conn.max_connections_per_source,
+        ),
+        header_timeout: limits.header_timeout,
+        body_timeout: limits.body_timeout,
         // An upload is read within --cmd-timeout before it is answered.
         request_timeout: cmd_timeout + Duration::from_secs(60),
-        idle_exit: a.idle_exit.map(Duration::from_secs),
-        syslog: a.syslog,
+        idle_exit: a.daemon.idle_exit.map(Duration::from_secs),
+        syslog: a.daemon.syslog,
         debug: a.debug,
         status: format!(
             "serving remo_serv 0.6.0 protocol, users {}",
@@ -241,14 +229,13 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
     let fallback = [daemon::listen::host_port(&host, port)];
     let rt = cli::runtime()?;
     rt.block_on(async move {
-        let bound = daemon::listen::open(&a.listen, &fallback)
-            .map_err(|e| Fail::new(exit::UNAVAILABLE, e))?;
+        let bound = daemon::listen::open(&a.listen, &fallback).map_err_code(exit::UNAVAILABLE)?;
         let mut fds = Vec::new();
         for b in &bound {
             fds.push(
                 b.listener
                     .duplicate()
-                    .map_err(|e| Fail::new(exit::OSERR, format!("{}: {e}", b.name)))?,
+                    .map_err_context(exit::OSERR, || b.name.to_string())?,
             );
             net.listeners.push(b.name.clone());
         }
@@ -262,7 +249,7 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
         for p in bound.iter().filter_map(|b| b.own_path.as_ref()) {
             let _ = std::fs::remove_file(p);
         }
-        r.map_err(|e| Fail::new(exit::SOFTWARE, e))
+        r.map_err_code(exit::SOFTWARE)
     })
 }
 

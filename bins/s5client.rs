@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use keysock::cli::{self, exit, Fail};
+use keysock::cli::{self, exit, Fail, FailContext};
 use keysock::s5::{self, client, wire};
 
 const PROGRAM: &str = "s5client";
@@ -53,7 +53,7 @@ fn fetch(f: Fetch) -> Result<(), Fail> {
             )
         })?;
         from_file = s5::parse_client_file(&text)
-            .map_err(|e| Fail::new(exit::DATAERR, format!("{}: {e}", path.display())))?;
+            .map_err_context(exit::DATAERR, || path.display().to_string())?;
     }
     let missing = |what: &str| {
         Fail::new(
@@ -76,8 +76,8 @@ fn fetch(f: Fetch) -> Result<(), Fail> {
         .map(zeroize::Zeroizing::new)
         .or(from_file.token)
         .ok_or_else(|| missing("token"))?;
-    let token = wire::parse_token(&token_text)
-        .map_err(|e| Fail::new(exit::DATAERR, format!("bad token: {e}")))?;
+    let token =
+        wire::parse_token(&token_text).map_err_context(exit::DATAERR, || "bad token".into())?;
     match client::fetch(
         &host,
         &port,
@@ -89,7 +89,7 @@ fn fetch(f: Fetch) -> Result<(), Fail> {
             let mut out = std::io::stdout().lock();
             out.write_all(&secret)
                 .and_then(|_| out.flush())
-                .map_err(|e| Fail::new(exit::IOERR, format!("cannot write the secret: {e}")))
+                .map_err_context(exit::IOERR, || "cannot write the secret".into())
         }
         Err(e) => {
             // As s5client: FAILED on stdout, exit 1; and here also why, on stderr.

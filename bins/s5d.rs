@@ -8,11 +8,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keysock::cli::{self, exit, Fail};
+use keysock::cli::{self, exit, Fail, FailContext};
 use keysock::daemon::{self, Bound, Listener};
+use keysock::locked::Locked;
 use keysock::s5::server::{AccessLog, Config, Server};
 use keysock::s5::{self, client, Source};
-use keysock::{config, detach, http, locked::Locked, privfile};
+use keysock::{config, detach, http, privfile};
 
 const PROGRAM: &str = "s5d";
 
@@ -34,7 +35,8 @@ enum SecretFrom {
     version,
     about = "Serve one secret to s5client, drop-in for s5server (SciNet Super Simple Secrets Server)",
     args_conflicts_with_subcommands = true,
-    after_help = "Every option of the server but --config and --check is also a key of the configuration file\n(failure-max = 10); the command line wins. See s5d(1)."
+    after_help = "Every option of the server but --config and --check is also a key of the configuration file\n(failure-max = 10); the command line wins. See s5d(1).",
+    mut_arg("max_connections", |a| a.default_value("64"))
 )]
 struct Cli {
     #[command(subcommand)]
@@ -125,26 +127,14 @@ struct Args {
     /// Seconds a client may take to send its request
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     timeout: u64,
-    /// Most connections served at once; more get 503
-    #[arg(long, value_name = "N", default_value_t = 64)]
-    max_connections: usize,
-    /// Most connections served at once from one source (an IPv4 address, all of 127/8, an
-    /// IPv6 /64, a Unix uid); more get 503 [default: a quarter of --max-connections]
-    #[arg(long = "max-connections-per-source", value_name = "N")]
-    max_connections_per_source: Option<usize>,
+    #[command(flatten)]
+    conn: cli::Connections,
     /// Log to syslog instead of stderr
     #[arg(long)]
     syslog: bool,
     /// Log debug messages too
     #[arg(short = 'v', long)]
     verbose: bool,
-}
-
-fn socket_activated() -> bool {
-    std::env::var("LISTEN_PID")
-        .ok()
-        .and_then(|p| p.parse::<u32>().ok())
-        == Some(std::process::id())
 }
 
 fn source(a: &Args, activated: bool) -> Source {
@@ -173,22 +163,16 @@ fn intake(src: Source) -> Result<Option<Locked>, Fail> {
             })?
         }
         Source::Prompt => s5::read_prompted()
-            .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot read the secret: {e}")))?,
+            .map_err_context(exit::NOINPUT, || "cannot read the secret".into())?,
     };
     Ok(Some(s))
 }
 
 fn bind_control(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener, Fail> {
-    let bad = |e: std::io::Error| {
-        Fail::new(
-            exit::CANTCREAT,
-            format!("cannot listen on {}: {e}", path.display()),
-        )
-    };
     // A live s5d answering on it keeps its socket (bind_unix refuses to replace it).
-    let l = daemon::listen::bind_unix(path, 0o600).map_err(bad)?;
-    l.set_nonblocking(true).map_err(bad)?;
-    Ok(l)
+    daemon::listen::bind_unix(path, 0o600).map_err_context(exit::CANTCREAT, || {
+        format!("cannot listen on {}", path.display())
+    })
 }
 
 fn access_log(a: &Args, activated: bool) -> Result<(AccessLog, Option<std::fs::File>), Fail> {
@@ -205,42 +189,33 @@ fn access_log(a: &Args, activated: bool) -> Result<(AccessLog, Option<std::fs::F
         .append(true)
         .create(true)
         .open(&path)
-        .map_err(|e| Fail::new(exit::CANTCREAT, format!("{}: {e}", path.display())))?;
+        .map_err_context(exit::CANTCREAT, || path.display().to_string())?;
     let dup = f.try_clone().ok();
     Ok((AccessLog::File(Mutex::new(f)), dup))
 }
 
 /// The TCP listener s5d binds itself: --listen's address, else the original's port search.
 fn bind_tcp(a: &Args) -> Result<std::net::TcpListener, Fail> {
-    let bad = |e: String| Fail::new(exit::UNAVAILABLE, format!("cannot listen: {e}"));
     let Some(addr) = &a.listen else {
-        return s5::bind_port_range(&a.bind_address, a.port_min, a.port_max).map_err(bad);
+        return s5::bind_port_range(&a.bind_address, a.port_min, a.port_max)
+            .map_err_context(exit::UNAVAILABLE, || "cannot listen".into());
     };
-    let l = std::net::ToSocketAddrs::to_socket_addrs(addr.as_str())
-        .and_then(|mut i| {
-            i.next()
-                .ok_or_else(|| std::io::Error::other("resolves to nothing"))
-        })
-        .and_then(std::net::TcpListener::bind)
-        .map_err(|e| bad(format!("{addr}: {e}")))?;
-    l.set_nonblocking(true)
-        .map_err(|e| bad(format!("{addr}: {e}")))?;
-    Ok(l)
+    daemon::listen::bind_tcp(addr)
+        .map_err_context(exit::UNAVAILABLE, || format!("cannot listen: {addr}"))
 }
 
 /// --check: what s5d would serve with, without binding or reading a secret.
 fn check(a: &Args, conf: &config::Source) -> Result<(), Fail> {
-    let activated = socket_activated();
-    let src = source(a, activated);
+    let src = source(a, daemon::listen::activated());
     if src == Source::Credential {
         let p = s5::credential_path()
             .ok_or_else(|| Fail::new(exit::NOINPUT, format!("no credential {}", s5::CREDENTIAL)))?;
         std::fs::File::open(&p)
-            .map_err(|e| Fail::new(exit::NOINPUT, format!("{}: cannot read: {e}", p.display())))?;
+            .map_err_context(exit::NOINPUT, || format!("{}: cannot read", p.display()))?;
     }
     if let Some(l) = &a.listen {
         std::net::ToSocketAddrs::to_socket_addrs(l.as_str())
-            .map_err(|e| Fail::new(exit::CONFIG, format!("--listen {l}: {e}")))?;
+            .map_err_context(exit::CONFIG, || format!("--listen {l}"))?;
     } else if a.bind_address.parse::<std::net::IpAddr>().is_err() || a.port_min > a.port_max {
         return Err(Fail::new(
             exit::CONFIG,
@@ -257,14 +232,97 @@ fn check(a: &Args, conf: &config::Source) -> Result<(), Fail> {
     Ok(())
 }
 
-fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
-    if a.check {
-        return check(&a, &conf);
+/// What s5d listens on, bound before any fork so that a failure reaches the caller:
+/// systemd's sockets when activated (taken on `rt`, built for that), else the TCP port and
+/// the control socket s5d binds itself.
+struct Listeners {
+    systemd: Vec<Bound>,
+    tcp: Option<std::net::TcpListener>,
+    control: Option<(std::os::unix::net::UnixListener, PathBuf)>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err_context(exit::OSERR, || "cannot start runtime".into())
+}
+
+impl Listeners {
+    fn open(a: &Args, src: Source, activated: bool) -> Result<Listeners, Fail> {
+        // The runtime's threads must not exist before a fork: built here only when activated.
+        let (systemd, rt) = if activated {
+            let rt = runtime()?;
+            let b = rt
+                .block_on(async { daemon::listen::from_systemd() })
+                .map_err_context(exit::OSERR, || "cannot take sockets from systemd".into())?
+                .unwrap_or_default();
+            (b, Some(rt))
+        } else {
+            (Vec::new(), None)
+        };
+        // Socket-activated with only the control socket (the user unit's default, so that
+        // users of a shared node do not all want one port): the original's port search.
+        let has_tcp = systemd
+            .iter()
+            .any(|b| matches!(b.listener, Listener::Tcp(_)));
+        let tcp = if has_tcp { None } else { Some(bind_tcp(a)?) };
+        let control = match (&a.control, src) {
+            (Some(p), _) if !activated => Some(p.clone()),
+            (None, Source::Put) if !activated => Some(s5::default_control_path()),
+            _ => None,
+        };
+        let control = match control {
+            Some(p) => Some((bind_control(&p)?, p)),
+            None => None,
+        };
+        Ok(Listeners {
+            systemd,
+            tcp,
+            control,
+            rt,
+        })
     }
-    daemon::log::init(PROGRAM, a.syslog, a.verbose).map_err(|e| Fail::new(exit::OSERR, e))?;
-    let activated = socket_activated();
-    let src = source(&a, activated);
-    let token = Server::new_token();
+
+    /// Where clients reach s5d: host name, bind address and port, for the client file.
+    fn address(&self, a: &Args) -> Result<(String, String, u16), Fail> {
+        if let Some(l) = &self.tcp {
+            let addr = l
+                .local_addr()
+                .map_err_context(exit::OSERR, || "cannot read the bound address".into())?;
+            let bind_address = match &a.listen {
+                Some(_) => addr.ip().to_string(),
+                None => a.bind_address.clone(),
+            };
+            return Ok((s5::hostname(), bind_address, addr.port()));
+        }
+        let addr = self.systemd.iter().find_map(|b| match &b.listener {
+            Listener::Tcp(t) => t.local_addr().ok(),
+            Listener::Unix(_) => None,
+        });
+        let addr = addr.ok_or_else(|| Fail::new(exit::SOFTWARE, "no TCP listener"))?;
+        Ok((s5::hostname(), addr.ip().to_string(), addr.port()))
+    }
+
+    /// Every listener as the daemon serves them; needs the runtime.
+    fn into_bound(self) -> Result<Vec<Bound>, Fail> {
+        let mut bound = self.systemd;
+        let cannot = || "cannot use the socket".to_string();
+        if let Some(l) = self.tcp {
+            bound.push(Bound::tcp("http", l).map_err_context(exit::OSERR, cannot)?);
+        }
+        if let Some((l, p)) = self.control {
+            bound.push(Bound::unix("control", l, &p).map_err_context(exit::OSERR, cannot)?);
+        }
+        Ok(bound)
+    }
+}
+
+/// Reads the secret when it does not come from `s5d put`, with the original's fingerprint
+/// line and a warning when only keysock's client can fetch it.
+fn secret(src: Source, activated: bool) -> Result<Option<Locked>, Fail> {
     let secret = intake(src)?;
     if let Some(s) = &secret {
         if !activated {
@@ -280,72 +338,48 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
             );
         }
     }
+    Ok(secret)
+}
+
+/// The client file s5d wrote, removed again when it exits (unless --keep-client-file).
+struct ClientFile {
+    written: Option<(PathBuf, privfile::FileId)>,
+}
+
+impl ClientFile {
+    fn write(path: Option<PathBuf>, server: &Server, keep: bool) -> Result<ClientFile, Fail> {
+        let Some(p) = path else {
+            return Ok(ClientFile { written: None });
+        };
+        let id = privfile::write_private(&p, server.client_file().to_json().as_bytes())
+            .map_err_context(exit::CANTCREAT, || p.display().to_string())?;
+        Ok(ClientFile {
+            written: (!keep).then_some((p, id)),
+        })
+    }
+
+    fn remove(&self) {
+        if let Some((p, id)) = &self.written {
+            match privfile::remove_if_same(p, *id) {
+                Ok(true) => log::info!("client-file-removed path={}", p.display()),
+                Ok(false) => {}
+                Err(e) => log::warn!("client-file-not-removed path={} error=\"{e}\"", p.display()),
+            }
+        }
+    }
+}
+
+fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
+    if a.check {
+        return check(&a, &conf);
+    }
+    daemon::log::init(PROGRAM, a.syslog, a.verbose).map_err_code(exit::OSERR)?;
+    let activated = daemon::listen::activated();
+    let src = source(&a, activated);
+    let secret = secret(src, activated)?;
     let (log, log_dup) = access_log(&a, activated)?;
-
-    // Listeners: systemd's, else the original's port search (before any fork, so that a
-    // failure reaches the caller).
-    let tcp = if activated { None } else { Some(bind_tcp(&a)?) };
-    let control_path = match (&a.control, src) {
-        (Some(p), _) => Some(p.clone()),
-        (None, Source::Put) if !activated => Some(s5::default_control_path()),
-        _ => None,
-    };
-    let control = match (&control_path, activated) {
-        (Some(p), false) => Some(bind_control(p)?),
-        _ => None,
-    };
-
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build();
-    // The runtime's threads must not exist before a fork: build it after, unless activated.
-    let (mut bound, rt) = if activated {
-        let rt = rt.map_err(|e| Fail::new(exit::OSERR, format!("cannot start runtime: {e}")))?;
-        let b = rt
-            .block_on(async { daemon::listen::from_systemd() })
-            .map_err(|e| {
-                Fail::new(
-                    exit::OSERR,
-                    format!("cannot take sockets from systemd: {e}"),
-                )
-            })?
-            .unwrap_or_default();
-        (b, Some(rt))
-    } else {
-        drop(rt);
-        (Vec::new(), None)
-    };
-    // Socket-activated with only the control socket (the user unit's default, so that users
-    // of a shared node do not all want one port): the original's port search, as unactivated.
-    let tcp = match tcp {
-        None if !bound.iter().any(|b| matches!(b.listener, Listener::Tcp(_))) => {
-            Some(bind_tcp(&a)?)
-        }
-        t => t,
-    };
-    let (host, bind_address, port) = match &tcp {
-        Some(l) => {
-            let addr = l.local_addr().map_err(|e| {
-                Fail::new(exit::OSERR, format!("cannot read the bound address: {e}"))
-            })?;
-            let bind_address = match &a.listen {
-                Some(_) => addr.ip().to_string(),
-                None => a.bind_address.clone(),
-            };
-            (s5::hostname(), bind_address, addr.port())
-        }
-        None => {
-            let addr = bound.iter().find_map(|b| match &b.listener {
-                Listener::Tcp(t) => t.local_addr().ok(),
-                Listener::Unix(_) => None,
-            });
-            let Some(addr) = addr else {
-                return Err(Fail::new(exit::SOFTWARE, "no TCP listener"));
-            };
-            (s5::hostname(), addr.ip().to_string(), addr.port())
-        }
-    };
+    let mut listeners = Listeners::open(&a, src, activated)?;
+    let (host, bind_address, port) = listeners.address(&a)?;
 
     let client_path = (!a.no_client_file).then(|| s5::expand_tilde(&a.client_file));
     let cfg = Config {
@@ -354,25 +388,18 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
         read_timeout: Duration::from_secs(a.timeout.max(1)),
         access_log: log,
         client_file: client_path.clone(),
+        expire: a.expire.map(Duration::from_secs),
+        token: Server::new_token(),
+        host: host.clone(),
+        bind_address,
+        port,
     };
     let ctl = daemon::Control::new();
-    let server = Server::new(cfg, ctl.clone(), token, host.clone(), bind_address, port);
-    let written = match &client_path {
-        Some(p) => Some(
-            privfile::write_private(p, server.client_file().to_json().as_bytes())
-                .map_err(|e| Fail::new(exit::CANTCREAT, format!("{}: {e}", p.display())))?,
-        ),
-        None => None,
+    let server = match Server::new(cfg, ctl.clone()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => match e {},
     };
-    let remove_client_file = || {
-        if let (Some(p), Some(id), false) = (&client_path, written, a.keep_client_file) {
-            match privfile::remove_if_same(p, id) {
-                Ok(true) => log::info!("client-file-removed path={}", p.display()),
-                Ok(false) => {}
-                Err(e) => log::warn!("client-file-not-removed path={} error=\"{e}\"", p.display()),
-            }
-        }
-    };
+    let client_file = ClientFile::write(client_path.clone(), &server, a.keep_client_file)?;
 
     let announce = |pid: u32| {
         println!("Process {pid} listening on {host} on port {port}.");
@@ -390,52 +417,31 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
             }
             Ok(detach::Side::Child) => {}
             Err(e) => {
-                remove_client_file();
+                client_file.remove();
                 return Err(Fail::new(exit::OSERR, format!("cannot fork: {e}")));
             }
         }
     }
 
-    let rt = match rt {
+    let rt = match listeners.rt.take() {
         Some(rt) => rt,
-        None => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| Fail::new(exit::OSERR, format!("cannot start runtime: {e}")))?,
+        None => runtime()?,
     };
-    let limits = Arc::new(http::Limits {
-        header_timeout: Duration::from_secs(a.timeout.max(1)),
-        body_timeout: Duration::from_secs(a.timeout.max(1)),
-        max_head: 16 * 1024,
-        ..Default::default()
-    });
-    let opts = daemon::Options {
-        idle_exit: None,
-        max_connections: a.max_connections.max(1),
-        max_per_source: daemon::per_source(a.max_connections, a.max_connections_per_source),
-        shutdown_grace: Duration::from_secs(5),
-        ..Default::default()
+    let opts = http::Options {
+        daemon: daemon::Options {
+            shutdown_grace: Duration::from_secs(5),
+            ..a.conn.options(None)
+        },
+        tls: None,
+        limits: Arc::new(http::Limits {
+            header_timeout: Duration::from_secs(a.timeout.max(1)),
+            body_timeout: Duration::from_secs(a.timeout.max(1)),
+            max_head: 16 * 1024,
+            ..Default::default()
+        }),
     };
     let reason = rt.block_on(async {
-        if let Some(l) = tcp {
-            let l = tokio::net::TcpListener::from_std(l)
-                .map_err(|e| Fail::new(exit::OSERR, format!("cannot use the socket: {e}")))?;
-            bound.push(Bound {
-                name: "http".into(),
-                listener: Listener::Tcp(l),
-                own_path: None,
-            });
-        }
-        if let (Some(l), Some(p)) = (control, &control_path) {
-            let l = tokio::net::UnixListener::from_std(l)
-                .map_err(|e| Fail::new(exit::OSERR, format!("cannot use the socket: {e}")))?;
-            bound.push(Bound {
-                name: "control".into(),
-                listener: Listener::Unix(l),
-                own_path: Some(p.clone()),
-            });
-        }
+        let bound = listeners.into_bound()?;
         log::info!(
             "starting version={} port={port} source={src:?} success_max={} failure_max={} expire={}",
             env!("CARGO_PKG_VERSION"),
@@ -446,15 +452,12 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
         if let Some(s) = secret {
             let _ = server.load(s, &format!("{src:?}").to_lowercase());
         }
-        if let Some(e) = a.expire {
-            server.expire_after(Duration::from_secs(e));
-        }
+        server.spawn_tasks();
         let status = server.status();
         let srv = server.clone();
-        let limits = limits.clone();
         Ok::<_, Fail>(
-            daemon::serve(bound, opts, ctl, &status, move |conn| {
-                let (srv, limits) = (srv.clone(), limits.clone());
+            daemon::serve(bound, opts.daemon, ctl, &status, move |conn| {
+                let (srv, limits) = (srv.clone(), opts.limits.clone());
                 async move {
                     if conn.peer.is_unix() {
                         srv.serve_control(conn).await
@@ -467,7 +470,7 @@ fn run(a: Args, conf: config::Source) -> Result<(), Fail> {
         )
     });
     server.wipe();
-    remove_client_file();
+    client_file.remove();
     let reason = reason?;
     log::info!("stopped reason=\"{reason}\"");
     Ok(())
@@ -479,12 +482,12 @@ fn local(l: Local, put: bool) -> Result<(), Fail> {
     let timeout = Duration::from_secs(l.timeout.max(1));
     let answer = if put {
         let secret = s5::read_prompted()
-            .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot read the secret: {e}")))?;
+            .map_err_context(exit::NOINPUT, || "cannot read the secret".into())?;
         client::put(&path, &secret, timeout)
     } else {
         client::token(&path, timeout)
     }
-    .map_err(|e| Fail::new(exit::UNAVAILABLE, e.to_string()))?;
+    .map_err_code(exit::UNAVAILABLE)?;
     let what = if put {
         "secret loaded"
     } else {
@@ -503,7 +506,7 @@ fn local(l: Local, put: bool) -> Result<(), Fail> {
     } else {
         let p = s5::expand_tilde(&l.client_file);
         privfile::write_private(&p, c.to_json().as_bytes())
-            .map_err(|e| Fail::new(exit::CANTCREAT, format!("{}: {e}", p.display())))?;
+            .map_err_context(exit::CANTCREAT, || p.display().to_string())?;
         eprintln!(
             "{PROGRAM}: {what}; port {}; client file {} written",
             c.port,

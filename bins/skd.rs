@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keysock::cli::{self, exit, Fail};
+use keysock::cli::{self, exit, Fail, FailContext};
 use keysock::{config, daemon, http, sks, tls};
 
 /// The original's single-dash flags, rewritten before parsing; -d -l -p -P are listed so that
@@ -122,25 +122,10 @@ struct Args {
     /// Window of the failed-login count, in seconds
     #[arg(long = "login-window", value_name = "SECONDS", default_value_t = 60)]
     login_window: u64,
-    /// Most connections served at once; more get 503
-    #[arg(long = "max-connections", value_name = "N", default_value_t = 256)]
-    max_connections: usize,
-    /// Most connections served at once from one source (an IPv4 address, all of 127/8, an
-    /// IPv6 /64, a Unix uid); more get 503 [default: a quarter of --max-connections]
-    #[arg(long = "max-connections-per-source", value_name = "N")]
-    max_connections_per_source: Option<usize>,
-    /// Seconds allowed to send a request head (and to idle between requests)
-    #[arg(long = "header-timeout", value_name = "SECONDS", default_value_t = 10)]
-    header_timeout: u64,
-    /// Seconds allowed to send a whole request body
-    #[arg(long = "body-timeout", value_name = "SECONDS", default_value_t = 10)]
-    body_timeout: u64,
-    /// Exit after SECONDS with no open connection (for socket activation)
-    #[arg(long = "idle-exit", value_name = "SECONDS")]
-    idle_exit: Option<u64>,
-    /// Log to syslog instead of stderr
-    #[arg(long = "syslog")]
-    syslog: bool,
+    #[command(flatten)]
+    daemon: cli::Daemon,
+    #[command(flatten)]
+    timeouts: cli::HttpTimeouts,
     /// Log debug messages too
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
@@ -156,10 +141,9 @@ fn tls_acceptor(a: &Args) -> Result<Option<openssl::ssl::SslAcceptor>, Fail> {
     // beats a file beats a literal (skd(8)).
     let password = if a.password_prompt {
         cli::read_password("Keystore password: ")
-            .map_err(|e| Fail::new(exit::NOINPUT, format!("cannot read password: {e}")))?
+            .map_err_context(exit::NOINPUT, || "cannot read password".into())?
     } else if let Some(f) = &a.password_file {
-        cli::read_password_file(f)
-            .map_err(|e| Fail::new(exit::NOINPUT, format!("{}: {e}", f.display())))?
+        cli::read_password_file(f).map_err_context(exit::NOINPUT, || f.display().to_string())?
     } else {
         let p = a.password.as_deref().unwrap_or("SessionKeyServer");
         keysock::locked::Locked::from_slice(p.as_bytes())
@@ -169,34 +153,8 @@ fn tls_acceptor(a: &Args) -> Result<Option<openssl::ssl::SslAcceptor>, Fail> {
         .map_err(bad)
 }
 
-/// The store skd serves. PostgreSQL: started even while the database is unreachable (503
-/// until it is back); a refused login, missing rights or a newer schema stop skd at once.
-fn open_store(
-    at: &sks::store::Location,
-    password_file: Option<&std::path::Path>,
-) -> Result<sks::Store, Fail> {
-    use sks::store::{Location, StoreError};
-    let opened = match at {
-        Location::Memory => sks::Store::open(None),
-        Location::Sqlite(d) => sks::Store::open(Some(d)),
-        Location::Postgres(t) => {
-            let pw = sks::pg::password(password_file)
-                .map_err(|(p, e)| Fail::new(exit::NOINPUT, format!("{}: {e}", p.display())))?;
-            sks::Store::open_postgres(t, pw, true)
-        }
-    };
-    opened.map_err(|e| {
-        let code = match e {
-            StoreError::Setup(_) => exit::CONFIG,
-            _ => exit::CANTCREAT,
-        };
-        Fail::new(code, format!("cannot open store {}: {e}", at.describe()))
-    })
-}
-
 fn run(mut a: Args, conf: config::Source) -> Result<(), Fail> {
-    keysock::daemon::log::init(PROGRAM, a.syslog, a.verbose)
-        .map_err(|e| Fail::new(exit::OSERR, e))?;
+    keysock::daemon::log::init(PROGRAM, a.daemon.syslog, a.verbose).map_err_code(exit::OSERR)?;
     if !a.default_module.eq_ignore_ascii_case("pam") {
         return Err(Fail::new(
             exit::CONFIG,
@@ -211,8 +169,9 @@ fn run(mut a: Args, conf: config::Source) -> Result<(), Fail> {
         log::warn!("ignoring -jaas/-krb5conf: skd has no JAAS; logins use PAM");
     }
     let location = match (&a.store, &a.dir) {
-        (Some(url), _) => sks::store::Location::parse(url)
-            .map_err(|e| Fail::new(exit::USAGE, format!("--store: {e}")))?,
+        (Some(url), _) => {
+            sks::store::Location::parse(url).map_err_context(exit::USAGE, || "--store".into())?
+        }
         (None, Some(d)) => sks::store::Location::Sqlite(d.clone()),
         (None, None) => sks::store::Location::Memory,
     };
@@ -230,23 +189,22 @@ fn run(mut a: Args, conf: config::Source) -> Result<(), Fail> {
     let realms = if a.realm.is_empty() {
         None
     } else {
-        Some(
-            sks::realm_services(&a.realm, a.pam_app.as_deref())
-                .map_err(|e| Fail::new(exit::USAGE, e))?,
-        )
+        Some(sks::realm_services(&a.realm, a.pam_app.as_deref()).map_err_code(exit::USAGE)?)
     };
+    let location_desc = location.describe();
     if a.check {
         println!(
             "{PROGRAM}: configuration ok: file {conf}; store {}; tls {}",
-            location.describe(),
+            location_desc,
             acceptor.is_some()
         );
         return Ok(());
     }
-    let store = open_store(&location, a.store_password_file.as_deref())?;
     // clap's copy of -P (the command line itself stays readable in /proc/PID/cmdline).
     drop(a.password.take().map(zeroize::Zeroizing::new));
     let cfg = sks::Config {
+        store: location,
+        store_password_file: a.store_password_file.clone(),
         default_module: a.default_module.clone(),
         realms,
         pam_app: a.pam_app.clone(),
@@ -257,8 +215,16 @@ fn run(mut a: Args, conf: config::Source) -> Result<(), Fail> {
         login_concurrency: a.login_concurrency.max(1),
         ..Default::default()
     };
-    let service = Arc::new(sks::Service::new(Arc::new(store), cfg));
-    for s in service.pam_services() {
+    let server = sks::Server::new(cfg).map_err(|e| {
+        let code = match &e {
+            sks::Error::Password(..) => exit::NOINPUT,
+            sks::Error::Store(_, sks::store::StoreError::Setup(_)) => exit::CONFIG,
+            sks::Error::Store(..) => exit::CANTCREAT,
+        };
+        Fail::new(code, e.to_string())
+    })?;
+    let server = Arc::new(server);
+    for s in server.pam_services() {
         if !keysock::pam::service_exists(s) {
             log::warn!("pam-service-missing service={s} effect=\"logins through it answer 503 until /etc/pam.d/{s} exists\"");
         }
@@ -266,45 +232,29 @@ fn run(mut a: Args, conf: config::Source) -> Result<(), Fail> {
     if rustix::process::geteuid().is_root() {
         log::warn!("running-as-root effect=\"not needed: PAM's pam_unix reads /etc/shadow as a member of group shadow, as the shipped unit runs skd (DynamicUser=yes, SupplementaryGroups=shadow)\"");
     }
-    let limits = Arc::new(http::Limits {
-        header_timeout: Duration::from_secs(a.header_timeout.max(1)),
-        body_timeout: Duration::from_secs(a.body_timeout.max(1)),
-        ..Default::default()
-    });
-    let opts = daemon::Options {
-        idle_exit: a.idle_exit.map(Duration::from_secs),
-        max_connections: a.max_connections.max(1),
-        max_per_source: daemon::per_source(a.max_connections, a.max_connections_per_source),
-        ..Default::default()
+    let opts = http::Options {
+        daemon: a.daemon.options(),
+        tls: acceptor.clone(),
+        limits: Arc::new(a.timeouts.limits()),
     };
     let fallback = [daemon::listen::host_port(&a.address, a.port)];
+    let store_desc = location_desc;
 
     let rt = cli::runtime()?;
     rt.block_on(async move {
-        let bound = daemon::listen::open(&a.listen, &fallback)
-            .map_err(|e| Fail::new(exit::UNAVAILABLE, e))?;
-        let store_desc = location.describe();
+        let bound = daemon::listen::open(&a.listen, &fallback).map_err_code(exit::UNAVAILABLE)?;
         log::info!(
             "starting version={} protocol={} store={store_desc} tls={} config=\"{conf}\"",
             env!("CARGO_PKG_VERSION"),
             sks::wire::VERSION,
             acceptor.is_some()
         );
-        service.spawn_purger();
+        server.spawn_tasks();
         let ctl = daemon::Control::new();
-        let status = format!(
-            "serving SessionKeyServer {} protocol, store {store_desc}",
-            sks::wire::VERSION
-        );
-        let reason = http::serve(
-            bound,
-            opts,
-            ctl,
-            &status,
-            acceptor,
-            limits,
-            move |req, info| service.clone().handle(req, info),
-        )
+        let status = server.status();
+        let reason = http::serve(bound, opts, ctl, &status, move |req, info| {
+            server.clone().handle(req, info)
+        })
         .await;
         log::info!("stopped reason={reason}");
         Ok(())

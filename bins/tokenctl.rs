@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use keysock::cli::{self, exit, Fail};
+use keysock::cli::{self, exit, Fail, FailContext};
 use keysock::locked::Locked;
 use keysock::sks::{self, Validity};
 
@@ -197,7 +197,7 @@ fn open_at(at: &At, create: bool) -> Result<sks::Store, Fail> {
 }
 
 fn parse_store(option: &str, url: &str) -> Result<sks::store::Location, Fail> {
-    sks::store::Location::parse(url).map_err(|e| Fail::new(exit::USAGE, format!("{option}: {e}")))
+    sks::store::Location::parse(url).map_err_context(exit::USAGE, || option.to_string())
 }
 
 fn open_store(
@@ -206,8 +206,9 @@ fn open_store(
     create: bool,
 ) -> Result<sks::Store, Fail> {
     let pw = match loc {
-        sks::store::Location::Postgres(_) => sks::pg::password(password_file)
-            .map_err(|(p, e)| Fail::new(exit::NOINPUT, format!("{}: {e}", p.display())))?,
+        sks::store::Location::Postgres(_) => {
+            sks::pg::password(password_file).map_err_code(exit::NOINPUT)?
+        }
         _ => None,
     };
     sks::Store::open_location(loc, pw, create).map_err(|e| {
@@ -243,7 +244,7 @@ fn stdin_tokens(one_line: bool) -> Result<Locked, Fail> {
     } else {
         keysock::locked::read_all(stdin, MAX_STDIN)
     }
-    .map_err(|e| Fail::new(exit::NOINPUT, format!("standard input: {e}")))
+    .map_err_context(exit::NOINPUT, || "standard input".into())
 }
 
 /// The tokens in `text`: one a line, blank lines skipped.
@@ -340,9 +341,9 @@ fn run(cmd: SkdCmd, json: bool) -> Result<i32, Fail> {
             } else {
                 std::fs::read_to_string(&dump)
             }
-            .map_err(|e| Fail::new(exit::NOINPUT, format!("{}: {e}", dump.display())))?;
+            .map_err_context(exit::NOINPUT, || dump.display().to_string())?;
             let pairs = sks::jedump::parse(&text)
-                .map_err(|e| Fail::new(exit::DATAERR, format!("{}: {e}", dump.display())))?;
+                .map_err_context(exit::DATAERR, || dump.display().to_string())?;
             let store = open_at(&at, true)?;
             let n = store.import(&pairs, overwrite).map_err(db_err)?;
             if json {
@@ -502,10 +503,7 @@ fn run_iscep(cmd: IscepCmd, json: bool) -> Result<i32, Fail> {
             Fail::new(code, e.to_string())
         })
     };
-    let save = |t: &Tokens, p: &std::path::Path| {
-        t.save(p)
-            .map_err(|e| Fail::new(exit::CANTCREAT, e.to_string()))
-    };
+    let save = |t: &Tokens, p: &std::path::Path| t.save(p).map_err_code(exit::CANTCREAT);
     let check_owner = |o: &str| {
         if o.is_empty() || o.chars().any(char::is_control) {
             Err(Fail::new(

@@ -36,10 +36,102 @@ impl Fail {
     }
 }
 
+/// Turns any error into a [`Fail`] at the binary's boundary, as uutils' `map_err_context`:
+/// the one place where a library's typed error gets its exit code and its wording.
+pub trait FailContext<T> {
+    /// `context: error`, exiting with `code`.
+    fn map_err_context(self, code: i32, context: impl FnOnce() -> String) -> Result<T, Fail>;
+    /// The error's own message, exiting with `code`.
+    fn map_err_code(self, code: i32) -> Result<T, Fail>;
+}
+
+impl<T, E: std::fmt::Display> FailContext<T> for Result<T, E> {
+    fn map_err_context(self, code: i32, context: impl FnOnce() -> String) -> Result<T, Fail> {
+        self.map_err(|e| Fail::new(code, format!("{}: {e}", context())))
+    }
+
+    fn map_err_code(self, code: i32) -> Result<T, Fail> {
+        self.map_err(|e| Fail::new(code, e.to_string()))
+    }
+}
+
 /// Prints `program: msg` and exits with the failure's code.
 pub fn exit_with(program: &str, f: Fail) -> ! {
     eprintln!("{program}: {}", f.msg);
     std::process::exit(f.code)
+}
+
+/// The connection caps every daemon takes, flattened into its clap `Args`
+/// (`#[command(flatten)]`); a daemon with another default or wording changes it with
+/// `#[command(mut_arg(..))]`. Keys of the configuration file like any option.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Connections {
+    /// Most connections served at once; more get 503
+    #[arg(long = "max-connections", value_name = "N", default_value_t = 256)]
+    pub max_connections: usize,
+    /// Most connections served at once from one source (an IPv4 address, all of 127/8, an
+    /// IPv6 /64, a Unix uid); more get 503 [default: a quarter of --max-connections]
+    #[arg(long = "max-connections-per-source", value_name = "N")]
+    pub max_connections_per_source: Option<usize>,
+}
+
+impl Connections {
+    /// The daemon's serving options: these caps, `--idle-exit SECONDS` if any, defaults for
+    /// the rest.
+    pub fn options(&self, idle_exit: Option<u64>) -> crate::daemon::Options {
+        crate::daemon::Options {
+            idle_exit: idle_exit.map(std::time::Duration::from_secs),
+            max_connections: self.max_connections.max(1),
+            max_per_source: crate::daemon::per_source(
+                self.max_connections,
+                self.max_connections_per_source,
+            ),
+            ..Default::default()
+        }
+    }
+}
+
+/// What every socket-activated daemon takes besides its own options: [`Connections`],
+/// `--idle-exit` and `--syslog`, flattened as [`Connections`] is.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Daemon {
+    #[command(flatten)]
+    pub conn: Connections,
+    /// Exit after SECONDS with no open connection (for socket activation)
+    #[arg(long = "idle-exit", value_name = "SECONDS")]
+    pub idle_exit: Option<u64>,
+    /// Log to syslog instead of stderr
+    #[arg(long = "syslog")]
+    pub syslog: bool,
+}
+
+impl Daemon {
+    /// The daemon's serving options: caps, idle exit, defaults for the rest.
+    pub fn options(&self) -> crate::daemon::Options {
+        self.conn.options(self.idle_exit)
+    }
+}
+
+/// The request timeouts of the HTTP daemons, flattened as [`Connections`] is.
+#[derive(clap::Args, Clone, Debug)]
+pub struct HttpTimeouts {
+    /// Seconds allowed to send a request head (and to idle between requests)
+    #[arg(long = "header-timeout", value_name = "SECONDS", default_value_t = 10)]
+    pub header_timeout: u64,
+    /// Seconds allowed to send a whole request body
+    #[arg(long = "body-timeout", value_name = "SECONDS", default_value_t = 10)]
+    pub body_timeout: u64,
+}
+
+impl HttpTimeouts {
+    /// HTTP limits with these timeouts (at least a second each), defaults for the rest.
+    pub fn limits(&self) -> crate::http::Limits {
+        crate::http::Limits {
+            header_timeout: std::time::Duration::from_secs(self.header_timeout.max(1)),
+            body_timeout: std::time::Duration::from_secs(self.body_timeout.max(1)),
+            ..Default::default()
+        }
+    }
 }
 
 /// The single-threaded tokio runtime a daemon's `main` runs on (more threads come from
@@ -48,7 +140,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Fail::new(exit::OSERR, format!("cannot start runtime: {e}")))
+        .map_err_context(exit::OSERR, || "cannot start runtime".into())
 }
 
 /// Parses the command line with clap; `--help`/`--version` print and exit 0, a usage error

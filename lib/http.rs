@@ -78,6 +78,18 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
+    /// A connection's description without a socket, for handlers called directly in unit
+    /// tests ([`ConnInfo::peer_closed`] then says `None`).
+    #[cfg(test)]
+    pub(crate) fn for_test(peer: Peer) -> ConnInfo {
+        ConnInfo {
+            peer,
+            listener: "test".into(),
+            tls: false,
+            fd: -1,
+        }
+    }
+
     /// A future that resolves when the client shuts its sending side or the socket fails
     /// (EPOLLRDHUP), for answers that are pointless once the client has gone (a command's
     /// streamed output). Hyper answers clients that half-close, so it does not tell us.
@@ -148,7 +160,12 @@ pub enum BodyError {
 }
 
 /// Reads a whole request body of at most `max` bytes, by the request's [`body_deadline`].
-pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, BodyError> {
+/// Any body: hyper's `Incoming` when serving, a [`Body`] built directly in a unit test.
+pub async fn read_body<B>(body: B, max: usize) -> Result<Bytes, BodyError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let read = Limited::new(body, max).collect();
     match tokio::time::timeout_at(body_deadline(), read).await {
         Err(_) => Err(BodyError::TimedOut),
@@ -158,16 +175,21 @@ pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, BodyError> {
     }
 }
 
+/// How [`serve`] serves: the daemon's limits, TLS or not, and HTTP's own limits.
+#[derive(Clone, Default)]
+pub struct Options {
+    pub daemon: crate::daemon::Options,
+    pub tls: Option<Arc<SslAcceptor>>,
+    pub limits: Arc<Limits>,
+}
+
 /// Serves HTTP/1.1 on every listener in `bound` until the daemon stops ([`daemon::serve`]),
 /// each connection with [`serve_conn`]; returns the reason for stopping.
-#[allow(clippy::too_many_arguments)]
 pub async fn serve<H, Fut, B>(
     bound: Vec<crate::daemon::Bound>,
-    opts: crate::daemon::Options,
+    opts: Options,
     ctl: Control,
     status: &str,
-    tls: Option<Arc<SslAcceptor>>,
-    limits: Arc<Limits>,
     handler: H,
 ) -> String
 where
@@ -176,8 +198,13 @@ where
     B: hyper::body::Body<Data = Bytes> + From<Body> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let Options {
+        daemon,
+        tls,
+        limits,
+    } = opts;
     let c2 = ctl.clone();
-    crate::daemon::serve(bound, opts, ctl, status, move |conn| {
+    crate::daemon::serve(bound, daemon, ctl, status, move |conn| {
         serve_conn(
             conn,
             c2.clone(),

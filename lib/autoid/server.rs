@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use openssl::pkey::{PKey, Private};
 use zeroize::Zeroizing;
@@ -105,31 +104,42 @@ pub struct Server {
     throttle: Throttle<Source>,
 }
 
+/// Why the key or the entropy file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The key or entropy file cannot be read (or looked at).
+    #[error("{}: {1}", .0.display())]
+    File(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Key(#[from] crate::keyfile::KeyError),
+    #[error("{}: not an RSA key", .0.display())]
+    NotRsa(PathBuf),
+    #[error("{}: RSA key of {1} bits: at least 2048 are needed", .0.display())]
+    ShortKey(PathBuf, u32),
+    #[error("lock poisoned")]
+    Poisoned,
+}
+
+fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::File(path.into(), e)
+}
+
 /// Loads the server's RSA private key (PKCS#8 or PKCS#1 PEM, unencrypted).
-fn load_private_key(path: &Path) -> Result<PKey<Private>, String> {
-    let k = crate::keyfile::read_private_pem(path, None).map_err(|e| e.to_string())?;
-    let rsa = k
-        .rsa()
-        .map_err(|_| format!("{}: not an RSA key", path.display()))?;
+fn load_private_key(path: &Path) -> Result<PKey<Private>, Error> {
+    let k = crate::keyfile::read_private_pem(path, None)?;
+    let rsa = k.rsa().map_err(|_| Error::NotRsa(path.into()))?;
     if rsa.size() < 256 {
-        return Err(format!(
-            "{}: RSA key of {} bits: at least 2048 are needed",
-            path.display(),
-            rsa.size() * 8
-        ));
+        return Err(Error::ShortKey(path.into(), rsa.size() * 8));
     }
     Ok(k)
 }
 
 impl Material {
-    fn load(cfg: &Config) -> Result<Material, String> {
-        let ks =
-            Stamp::of(&cfg.key_path).map_err(|e| format!("{}: {e}", cfg.key_path.display()))?;
-        let es = Stamp::of(&cfg.entropy_path)
-            .map_err(|e| format!("{}: {e}", cfg.entropy_path.display()))?;
+    fn load(cfg: &Config) -> Result<Material, Error> {
+        let ks = Stamp::of(&cfg.key_path).map_err(file_error(&cfg.key_path))?;
+        let es = Stamp::of(&cfg.entropy_path).map_err(file_error(&cfg.entropy_path))?;
         let key = load_private_key(&cfg.key_path)?;
-        let entropy = Entropy::load(&cfg.entropy_path)
-            .map_err(|e| format!("{}: {e}", cfg.entropy_path.display()))?;
+        let entropy = Entropy::load(&cfg.entropy_path).map_err(file_error(&cfg.entropy_path))?;
         Ok(Material {
             key,
             entropy,
@@ -187,7 +197,7 @@ fn v2_internal(msg: &str, why: impl ToString) -> Outcome {
 
 impl Server {
     /// Loads the key and entropy file once, so a bad configuration fails at start-up.
-    pub fn new(cfg: Config) -> Result<Server, String> {
+    pub fn new(cfg: Config) -> Result<Server, Error> {
         let m = Material::load(&cfg)?;
         let throttle = Throttle::new(cfg.failures, cfg.failure_window);
         Ok(Server {
@@ -209,22 +219,17 @@ impl Server {
     }
 
     /// The current key and entropy file, re-read if either changed on disk.
-    fn material(&self) -> Result<Arc<Material>, String> {
+    fn material(&self) -> Result<Arc<Material>, Error> {
         let now = (
-            Stamp::of(&self.cfg.key_path)
-                .map_err(|e| format!("{}: {e}", self.cfg.key_path.display()))?,
-            Stamp::of(&self.cfg.entropy_path)
-                .map_err(|e| format!("{}: {e}", self.cfg.entropy_path.display()))?,
+            Stamp::of(&self.cfg.key_path).map_err(file_error(&self.cfg.key_path))?,
+            Stamp::of(&self.cfg.entropy_path).map_err(file_error(&self.cfg.entropy_path))?,
         );
         if let Ok(g) = self.material.read() {
             if let Some(m) = g.as_ref().filter(|m| m.stamps == now) {
                 return Ok(m.clone());
             }
         }
-        let mut g = self
-            .material
-            .write()
-            .map_err(|_| "lock poisoned".to_string())?;
+        let mut g = self.material.write().map_err(|_| Error::Poisoned)?;
         if let Some(m) = g.as_ref().filter(|m| m.stamps == now) {
             return Ok(m.clone());
         }
@@ -241,11 +246,13 @@ impl Server {
         Ok(m)
     }
 
-    pub async fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        info: Arc<ConnInfo>,
-    ) -> Response<Body> {
+    /// Answers one request. Generic over the body, so that unit tests build requests
+    /// directly; autoidd serves hyper's `Incoming`.
+    pub async fn handle<B>(self: Arc<Self>, req: Request<B>, info: Arc<ConnInfo>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         // Limits count per source group (127/8 as one, an IPv6 /64, a uid), not per address.
         let src = info.peer.source();
         let path = req.uri().path().to_string();
@@ -586,5 +593,88 @@ impl Server {
     /// Spent challenges remembered, and source groups with a challenge budget in use.
     pub fn tracked(&self) -> (usize, usize) {
         (self.spent.len(), self.issuer.sources())
+    }
+}
+
+#[cfg(test)]
+mod handler_tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// A key of `bits`, a fresh entropy file and an empty secrets directory.
+    fn config(dir: &Path, bits: u32) -> Config {
+        let key = openssl::rsa::Rsa::generate(bits).unwrap();
+        let pem = PKey::from_rsa(key)
+            .unwrap()
+            .private_key_to_pem_pkcs8()
+            .unwrap();
+        let key_path = dir.join("key.pem");
+        std::fs::write(&key_path, pem).unwrap();
+        let entropy_path = dir.join("entropy");
+        super::super::write_entropy(&entropy_path, true).unwrap();
+        Config {
+            key_path,
+            entropy_path,
+            store: Store { dir: dir.into() },
+            ..Default::default()
+        }
+    }
+
+    async fn ask(s: &Arc<Server>, method: &str, uri: &str, body: Vec<u8>) -> Response<Body> {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(http::Body::from(body))
+            .unwrap();
+        let peer = crate::daemon::Peer::Tcp("127.0.0.1:5000".parse().unwrap());
+        s.clone()
+            .handle(req, Arc::new(ConnInfo::for_test(peer)))
+            .await
+    }
+
+    async fn text(r: Response<Body>) -> String {
+        let b = r.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&b).into_owned()
+    }
+
+    #[tokio::test]
+    async fn routes_methods_v1_switch_and_body_limit() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Arc::new(Server::new(config(d.path(), 2048)).unwrap());
+        let r = ask(&s, "POST", "/elsewhere", vec![]).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let r = ask(&s, "GET", "/v2/challenge", vec![]).await;
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers()[hyper::header::ALLOW], "POST");
+        let r = ask(&s, "POST", "/v2/verify", vec![b'x'; 16 * 1024 + 1]).await;
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(text(r).await.contains("larger than 16384 bytes"));
+
+        let s = Arc::new(
+            Server::new(Config {
+                v1: false,
+                ..config(d.path(), 2048)
+            })
+            .unwrap(),
+        );
+        let r = ask(&s, "POST", "/Stage/verify", b"{}".to_vec()).await;
+        assert_eq!(r.status(), StatusCode::GONE);
+        assert!(text(r).await.contains("v1 is disabled"));
+    }
+
+    #[test]
+    fn a_short_key_or_a_missing_file_is_a_typed_error() {
+        let d = tempfile::tempdir().unwrap();
+        let e = Server::new(config(d.path(), 1024)).err().unwrap();
+        assert!(matches!(e, Error::ShortKey(_, 1024)), "{e}");
+        assert!(e
+            .to_string()
+            .ends_with("key.pem: RSA key of 1024 bits: at least 2048 are needed"));
+        let missing = Config {
+            entropy_path: d.path().join("none"),
+            ..config(d.path(), 2048)
+        };
+        let e = Server::new(missing).err().unwrap();
+        assert!(matches!(e, Error::File(..)), "{e}");
     }
 }

@@ -214,6 +214,48 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// Whether systemd passed this process its sockets (`LISTEN_PID` is ours), without taking
+/// them: for what must be decided before a runtime exists (s5d forks unless activated).
+pub fn activated() -> bool {
+    std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id())
+}
+
+impl Bound {
+    /// A TCP listener bound before the runtime existed (before a fork); needs a runtime.
+    pub fn tcp(name: &str, l: std::net::TcpListener) -> io::Result<Bound> {
+        l.set_nonblocking(true)?;
+        Ok(Bound {
+            name: name.to_string(),
+            listener: Listener::Tcp(TcpListener::from_std(l)?),
+            own_path: None,
+        })
+    }
+
+    /// An AF_UNIX listener bound by [`bind_unix`] at `path`, removed again on exit; needs a
+    /// runtime.
+    pub fn unix(name: &str, l: std::os::unix::net::UnixListener, path: &Path) -> io::Result<Bound> {
+        l.set_nonblocking(true)?;
+        Ok(Bound {
+            name: name.to_string(),
+            listener: Listener::Unix(UnixListener::from_std(l)?),
+            own_path: Some(path.into()),
+        })
+    }
+}
+
+/// Binds the TCP address `addr` (`host:port` or `[v6]:port`, the first it resolves to),
+/// without a runtime.
+pub fn bind_tcp(addr: &str) -> io::Result<std::net::TcpListener> {
+    let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+    let first = addrs
+        .first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "address resolves to nothing"))?;
+    std::net::TcpListener::bind(first)
+}
+
 /// Sockets passed by systemd, if this process was socket-activated. Clears the `LISTEN_*`
 /// variables so that children do not inherit them. Must run inside a tokio runtime.
 pub fn from_systemd() -> io::Result<Option<Vec<Bound>>> {
@@ -322,25 +364,10 @@ pub fn bind_unix(path: &Path, mode: u32) -> io::Result<std::os::unix::net::UnixL
 /// inside a tokio runtime.
 pub fn bind(addr: &str) -> io::Result<Bound> {
     if addr.starts_with('/') {
-        let l = bind_unix(Path::new(addr), 0o660)?;
-        l.set_nonblocking(true)?;
-        return Ok(Bound {
-            name: addr.to_string(),
-            listener: Listener::Unix(UnixListener::from_std(l)?),
-            own_path: Some(addr.into()),
-        });
+        let path = Path::new(addr);
+        return Bound::unix(addr, bind_unix(path, 0o660)?, path);
     }
-    let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
-    let first = addrs
-        .first()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "address resolves to nothing"))?;
-    let std_l = std::net::TcpListener::bind(first)?;
-    std_l.set_nonblocking(true)?;
-    Ok(Bound {
-        name: addr.to_string(),
-        listener: Listener::Tcp(TcpListener::from_std(std_l)?),
-        own_path: None,
-    })
+    Bound::tcp(addr, bind_tcp(addr)?)
 }
 
 /// `host:port` for [`bind`] from a host and a port given apart (`-l`/`-p` style): `*` is
@@ -353,15 +380,24 @@ pub fn host_port(host: &str, port: u16) -> String {
     }
 }
 
+/// Why [`open`] has no listeners.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot take sockets from systemd: {0}")]
+    Systemd(io::Error),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(String, io::Error),
+}
+
 /// The listeners to serve: systemd's if socket-activated, else `listen`, else `fallback`.
-pub fn open(listen: &[String], fallback: &[String]) -> Result<Vec<Bound>, String> {
-    if let Some(v) = from_systemd().map_err(|e| format!("cannot take sockets from systemd: {e}"))? {
+pub fn open(listen: &[String], fallback: &[String]) -> Result<Vec<Bound>, OpenError> {
+    if let Some(v) = from_systemd().map_err(OpenError::Systemd)? {
         return Ok(v);
     }
     let addrs = if listen.is_empty() { fallback } else { listen };
     addrs
         .iter()
-        .map(|a| bind(a).map_err(|e| format!("cannot listen on {a}: {e}")))
+        .map(|a| bind(a).map_err(|e| OpenError::Bind(a.clone(), e)))
         .collect()
 }
 

@@ -40,9 +40,18 @@ fn stderr_is_journal() -> bool {
     dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino)
 }
 
+/// Why [`init`] installed no logger.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("cannot open syslog: {0}")]
+    Syslog(String),
+    #[error(transparent)]
+    AlreadySet(#[from] log::SetLoggerError),
+}
+
 /// Installs the process-wide logger. `use_syslog` sends lines to the local syslog daemon
 /// (facility daemon); if that fails the error is returned and nothing is installed.
-pub fn init(program: &'static str, use_syslog: bool, verbose: bool) -> Result<(), String> {
+pub fn init(program: &'static str, use_syslog: bool, verbose: bool) -> Result<(), InitError> {
     let level = if verbose {
         LevelFilter::Debug
     } else {
@@ -56,14 +65,14 @@ pub fn init(program: &'static str, use_syslog: bool, verbose: bool) -> Result<()
             pid: std::process::id(),
         };
         Sink::Syslog(Mutex::new(
-            syslog::unix(f).map_err(|e| format!("cannot open syslog: {e}"))?,
+            syslog::unix(f).map_err(|e| InitError::Syslog(e.to_string()))?,
         ))
     } else if stderr_is_journal() {
         Sink::Journal
     } else {
         Sink::Stderr(program)
     };
-    log::set_boxed_logger(Box::new(Logger { sink, level })).map_err(|e| e.to_string())?;
+    log::set_boxed_logger(Box::new(Logger { sink, level }))?;
     log::set_max_level(level);
     Ok(())
 }

@@ -1,6 +1,34 @@
 //! What every daemon shares: listeners (systemd's or `--listen`), `sd_notify` (READY, STATUS,
 //! STOPPING, watchdog), idle exit, connection caps (overall and per [`Source`]), graceful
 //! shutdown on SIGTERM/SIGINT, and logging (see [`log`]).
+//!
+//! # One shape for every daemon
+//!
+//! The five daemons (s5d, skd, iscepd, autoidd, remod) follow one convention, written here so
+//! that a sixth is built the same way. It is a convention, not a trait: nothing calls these
+//! methods generically, and each protocol's request type differs.
+//!
+//! - **`Config`**, in the protocol's `server` module: the parsed options and file, plain
+//!   data. The bin turns its clap `Args` into it and does nothing else of substance.
+//! - **`Server::new(config) -> Result<Server, Error>`**: loads what must be right at start
+//!   (keys, stores, command files) so that a bad configuration fails before serving. `Error`
+//!   is the module's `thiserror` enum; a server that cannot fail says
+//!   `Result<Server, Infallible>`. A handle from the serving loop it needs (s5d's
+//!   [`Control`], remod's link to its monitor) is a second argument. Never `Arc<Server>`:
+//!   the caller wraps it.
+//! - **`status()`**: the `STATUS=` line for systemd, passed to [`serve`] and sent again
+//!   through [`Control::set_status`] when it changes.
+//! - **`is_busy()`**, only where the daemon holds state that idle exit must not drop
+//!   (remod's sessions): handed to [`Options::is_busy`], as systemd's own `check_idle`, so no
+//!   daemon runs an idle loop of its own.
+//! - **`spawn_tasks()`**: every timer and background task (purgers, reloads, expiry),
+//!   started by the library, called once inside the runtime before serving.
+//! - **`handle(request)`** for HTTP daemons (given to [`crate::http::serve`]), or
+//!   `serve_conn(conn)` for a framed protocol (given to [`serve`]).
+//!
+//! Errors are typed inside the library and turned into an answer once, at the boundary: an
+//! HTTP status or an error frame in the server, an exit status and `PROGRAM: message` in
+//! the bin (through [`crate::cli::FailContext::map_err_context`]).
 
 pub mod listen;
 pub mod log;
@@ -33,6 +61,25 @@ pub struct Options {
     /// Threads accepting and serving connections, each with a single-threaded runtime; the
     /// caller's runtime is the first. Blocking work goes to tokio's blocking pool anyway.
     pub workers: usize,
+    /// The daemon's own idle check, as systemd's `check_idle`: while it says busy (sessions
+    /// held in memory, say), idle exit waits even with no connection open.
+    pub is_busy: Option<IsBusy>,
+}
+
+/// A daemon's "am I busy?" check for [`Options::is_busy`].
+#[derive(Clone)]
+pub struct IsBusy(pub Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl IsBusy {
+    pub fn new(f: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        IsBusy(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for IsBusy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IsBusy(..)")
+    }
 }
 
 impl Default for Options {
@@ -45,6 +92,7 @@ impl Default for Options {
             workers: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+            is_busy: None,
         }
     }
 }
@@ -289,79 +337,124 @@ where
     H: Fn(Conn) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let where_: Vec<String> = bound
+    let where_ = describe_all(&bound);
+    let own_paths: Vec<_> = bound.iter().filter_map(|b| b.own_path.clone()).collect();
+    start_workers(&bound, &opts, &ctl, &handler);
+    let accepters: Vec<_> = bound
+        .into_iter()
+        .map(|b| tokio::spawn(accept_loop(b, ctl.clone(), handler.clone(), opts.clone())))
+        .collect();
+    ::log::info!("listening {}", where_.join(" "));
+    announce_ready(&ctl, status);
+    spawn_watchdog();
+
+    let reason = wait_for_stop(&ctl, &opts).await;
+    notify(&[
+        sd_notify::NotifyState::Stopping,
+        sd_notify::NotifyState::Status(&format!("stopping: {reason}")),
+    ]);
+    for a in &accepters {
+        a.abort();
+    }
+    finish_open(&ctl, opts.shutdown_grace).await;
+    for p in own_paths {
+        let _ = std::fs::remove_file(p);
+    }
+    reason
+}
+
+/// Each listener as `name=where` (or just `where` when the name says it), for the log.
+fn describe_all(bound: &[Bound]) -> Vec<String> {
+    bound
         .iter()
         .map(|b| match listen::describe(&b.listener) {
             d if d == b.name => d,
             d => format!("{}={d}", b.name),
         })
-        .collect();
-    let own_paths: Vec<_> = bound.iter().filter_map(|b| b.own_path.clone()).collect();
-    // Extra workers: each its own single-threaded runtime accepting on duplicates of the
-    // listeners (nginx's model). Cheaper than one work-stealing runtime, whose cross-thread
-    // wake-ups cost more than a token look-up.
+        .collect()
+}
+
+fn worker_not_started(w: usize, e: impl std::fmt::Display) {
+    ::log::warn!("worker-not-started worker={w} error=\"{e}\"");
+}
+
+/// Starts `opts.workers - 1` extra workers: each its own single-threaded runtime accepting
+/// on duplicates of the listeners (nginx's model). Cheaper than one work-stealing runtime,
+/// whose cross-thread wake-ups cost more than a token look-up. A worker that cannot start
+/// is logged and left out.
+fn start_workers<H, Fut>(bound: &[Bound], opts: &Options, ctl: &Control, handler: &H)
+where
+    H: Fn(Conn) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     for w in 1..opts.workers.max(1) {
         let mut dups = Vec::new();
-        for b in &bound {
+        for b in bound {
             match b.listener.duplicate() {
                 Ok(fd) => dups.push((b.name.clone(), fd)),
-                Err(e) => ::log::warn!("worker-not-started worker={w} error=\"{e}\""),
+                Err(e) => worker_not_started(w, e),
             }
         }
         let (ctl, handler, opts) = (ctl.clone(), handler.clone(), opts.clone());
         let started = std::thread::Builder::new()
             .name(format!("worker-{w}"))
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => return ::log::warn!("worker-not-started worker={w} error=\"{e}\""),
-                };
-                rt.block_on(async move {
-                    for (name, fd) in dups {
-                        match listen::adopt(fd) {
-                            Ok(listener) => {
-                                let b = Bound {
-                                    name,
-                                    listener,
-                                    own_path: None,
-                                };
-                                tokio::spawn(accept_loop(
-                                    b,
-                                    ctl.clone(),
-                                    handler.clone(),
-                                    opts.clone(),
-                                ));
-                            }
-                            Err(e) => ::log::warn!("worker-not-started worker={w} error=\"{e}\""),
-                        }
-                    }
-                    ctl.stopping().await;
-                    drain(&ctl, opts.shutdown_grace).await;
-                });
-            });
+            .spawn(move || run_worker(w, dups, ctl, handler, opts));
         if let Err(e) = started {
-            ::log::warn!("worker-not-started worker={w} error=\"{e}\"");
+            worker_not_started(w, e);
         }
     }
-    let accepters: Vec<_> = bound
-        .into_iter()
-        .map(|b| tokio::spawn(accept_loop(b, ctl.clone(), handler.clone(), opts.clone())))
-        .collect();
+}
 
-    ::log::info!("listening {}", where_.join(" "));
+/// One extra worker's thread: accepts on `dups` until a stop, then lets its connections end.
+fn run_worker<H, Fut>(
+    w: usize,
+    dups: Vec<(String, std::os::fd::OwnedFd)>,
+    ctl: Control,
+    handler: H,
+    opts: Options,
+) where
+    H: Fn(Conn) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
     {
-        // A status set while starting up (e.g. a secret loaded already) beats the initial one.
-        let last = ctl.0.status.lock().unwrap_or_else(|p| p.into_inner());
-        let status = last.as_deref().unwrap_or(status);
-        notify(&[
-            sd_notify::NotifyState::Ready,
-            sd_notify::NotifyState::Status(status),
-        ]);
-    }
+        Ok(rt) => rt,
+        Err(e) => return worker_not_started(w, e),
+    };
+    rt.block_on(async move {
+        for (name, fd) in dups {
+            match listen::adopt(fd) {
+                Ok(listener) => {
+                    let b = Bound {
+                        name,
+                        listener,
+                        own_path: None,
+                    };
+                    tokio::spawn(accept_loop(b, ctl.clone(), handler.clone(), opts.clone()));
+                }
+                Err(e) => worker_not_started(w, e),
+            }
+        }
+        ctl.stopping().await;
+        drain(&ctl, opts.shutdown_grace).await;
+    });
+}
 
+/// READY=1 with the status: one set while starting up (a secret loaded already) beats the
+/// initial `status`.
+fn announce_ready(ctl: &Control, status: &str) {
+    let last = ctl.0.status.lock().unwrap_or_else(|p| p.into_inner());
+    let status = last.as_deref().unwrap_or(status);
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(status),
+    ]);
+}
+
+/// WATCHDOG=1 at half the period systemd asks for, when it asks.
+fn spawn_watchdog() {
     let mut wd_usec = 0u64;
     if sd_notify::watchdog_enabled(false, &mut wd_usec) && wd_usec > 0 {
         let period = Duration::from_micros(wd_usec / 2);
@@ -372,7 +465,11 @@ where
             }
         });
     }
+}
 
+/// Waits for SIGTERM/SIGINT, idle exit or [`Control::stop`]; returns the reason.
+async fn wait_for_stop(ctl: &Control, opts: &Options) -> String {
+    let reason = || ctl.0.reason.lock().map(|r| r.clone()).unwrap_or_default();
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -381,7 +478,7 @@ where
         _ => {
             ::log::error!("cannot install signal handlers");
             ctl.stop(Stop::NoSignalHandlers);
-            return ctl.0.reason.lock().map(|r| r.clone()).unwrap_or_default();
+            return reason();
         }
     };
     let tick = opts
@@ -393,38 +490,38 @@ where
             _ = int.recv() => ctl.stop(Stop::Signal("SIGINT")),
             _ = ctl.stopping() => break,
             _ = tokio::time::sleep(tick.unwrap_or(Duration::from_secs(3600))), if tick.is_some() => {
-                let idle_for = ctl.0.last_idle.lock().map(|t| t.elapsed()).unwrap_or_default();
-                if let Some(limit) = opts.idle_exit {
-                    if ctl.active() == 0 && idle_for >= limit {
-                        ctl.stop(Stop::Idle);
-                    }
+                if is_idle(ctl, opts) {
+                    ctl.stop(Stop::Idle);
                 }
             }
         }
     }
+    reason()
+}
 
-    let reason = ctl.0.reason.lock().map(|r| r.clone()).unwrap_or_default();
-    notify(&[
-        sd_notify::NotifyState::Stopping,
-        sd_notify::NotifyState::Status(&format!("stopping: {reason}")),
-    ]);
-    for a in &accepters {
-        a.abort();
+/// True once no connection has been open for `opts.idle_exit` and the daemon's own
+/// [`Options::is_busy`] check (sessions in memory, say) has said no for as long.
+fn is_idle(ctl: &Control, opts: &Options) -> bool {
+    let Some(limit) = opts.idle_exit else {
+        return false;
+    };
+    let mut last = ctl.0.last_idle.lock().unwrap_or_else(|p| p.into_inner());
+    if opts.is_busy.as_ref().is_some_and(|b| (b.0)()) {
+        *last = Instant::now();
+        return false;
     }
+    ctl.active() == 0 && last.elapsed() >= limit
+}
+
+/// Lets open connections finish within `grace` after a stop.
+async fn finish_open(ctl: &Control, grace: Duration) {
     let open = ctl.active();
     if open > 0 {
-        ::log::info!(
-            "draining connections={open} grace={}s",
-            opts.shutdown_grace.as_secs()
-        );
-        if !drain(&ctl, opts.shutdown_grace).await {
+        ::log::info!("draining connections={open} grace={}s", grace.as_secs());
+        if !drain(ctl, grace).await {
             ::log::warn!("shutdown-timeout abandoned-connections={}", ctl.active());
         }
     }
-    for p in own_paths {
-        let _ = std::fs::remove_file(p);
-    }
-    reason
 }
 
 /// Accepts connections on one listener until a stop is requested; each runs `handler` on its

@@ -244,13 +244,22 @@ fn system_user(name: &str) -> Option<(u32, u32)> {
 
 /// Reads `path`; a file that does not exist is an empty configuration (no command), as for
 /// every daemon's configuration file (crate::config); iscepd refuses a named one at start.
-pub fn load(path: &Path) -> Result<Config, String> {
+pub fn load(path: &Path) -> Result<Config, LoadError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
-        Err(e) => return Err(format!("cannot read configuration {}: {e}", path.display())),
+        Err(e) => return Err(LoadError::Read(path.into(), e)),
     };
-    parse(&text, &system_user).map_err(|e| format!("configuration {}: {e}", path.display()))
+    parse(&text, &system_user).map_err(|e| LoadError::Parse(path.into(), e))
+}
+
+/// Why [`load`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read configuration {}: {1}", .0.display())]
+    Read(std::path::PathBuf, std::io::Error),
+    #[error("configuration {}: {1}", .0.display())]
+    Parse(std::path::PathBuf, String),
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use openssl::ssl::SslAcceptor;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::config::{self, Config, Output};
+use super::config::{self, Config as Commands, Output};
 use super::tokens::Tokens;
 use super::wire::{self, Body, Packet, Read, Type};
 use super::Ordered;
@@ -24,39 +24,51 @@ use crate::daemon::log::quoted;
 use crate::daemon::{Conn, Control, Peer};
 use crate::privfile::Stamp;
 
-#[derive(Clone, Debug)]
-pub struct Settings {
+/// iscepd's parsed options: limits, where the commands and tokens are, TLS.
+pub struct Config {
     pub max_frame: usize,
     pub idle_timeout: Duration,
     pub handshake_timeout: Duration,
     /// Environment given to every command.
     pub command_env: Vec<(String, String)>,
+    pub sources: Sources,
+    /// `None`: plain TCP.
+    pub tls: Option<SslAcceptor>,
 }
 
-impl Default for Settings {
+impl Default for Config {
     fn default() -> Self {
-        Settings {
+        Config {
             max_frame: super::DEFAULT_MAX_FRAME,
             idle_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             command_env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())],
+            sources: Sources::default(),
+            tls: None,
         }
     }
 }
 
 /// Where the configuration and tokens come from.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Sources {
     pub config: PathBuf,
     /// None: --no-auth.
     pub tokens: Option<PathBuf>,
 }
 
+/// Why [`Server::new`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Commands(#[from] config::LoadError),
+    #[error(transparent)]
+    Tokens(#[from] super::tokens::TokensError),
+}
+
 pub struct Server {
-    pub settings: Settings,
-    sources: Sources,
-    tls: Option<SslAcceptor>,
-    config: RwLock<Arc<Config>>,
+    cfg: Config,
+    config: RwLock<Arc<Commands>>,
     tokens: RwLock<Arc<Tokens>>,
     stamps: std::sync::Mutex<[Option<Stamp>; 2]>,
 }
@@ -86,31 +98,26 @@ fn stamp(p: &std::path::Path) -> Option<Stamp> {
 
 impl Server {
     /// Loads the configuration and the tokens; any failure is an error (no silent fallback).
-    pub fn new(
-        settings: Settings,
-        sources: Sources,
-        tls: Option<SslAcceptor>,
-    ) -> Result<Server, String> {
+    pub fn new(cfg: Config) -> Result<Server, Error> {
+        let sources = &cfg.sources;
         let stamps = [
             stamp(&sources.config),
             sources.tokens.as_deref().and_then(stamp),
         ];
-        let cfg = config::load(&sources.config)?;
+        let commands = config::load(&sources.config)?;
         let tokens = match &sources.tokens {
-            Some(p) => Tokens::load(p).map_err(|e| e.to_string())?,
+            Some(p) => Tokens::load(p)?,
             None => Tokens::default(),
         };
         Ok(Server {
-            settings,
-            sources,
-            tls,
-            config: RwLock::new(Arc::new(cfg)),
+            cfg,
+            config: RwLock::new(Arc::new(commands)),
             tokens: RwLock::new(Arc::new(tokens)),
             stamps: std::sync::Mutex::new(stamps),
         })
     }
 
-    pub fn commands(&self) -> Arc<Config> {
+    pub fn commands(&self) -> Arc<Commands> {
         match self.config.read() {
             Ok(c) => c.clone(),
             Err(p) => p.into_inner().clone(),
@@ -125,7 +132,7 @@ impl Server {
     }
 
     pub fn auth(&self) -> bool {
-        self.sources.tokens.is_some()
+        self.cfg.sources.tokens.is_some()
     }
 
     pub fn status(&self) -> String {
@@ -137,7 +144,7 @@ impl Server {
             } else {
                 "no auth".into()
             },
-            if self.tls.is_some() {
+            if self.cfg.tls.is_some() {
                 "TLS"
             } else {
                 "plain TCP"
@@ -148,7 +155,7 @@ impl Server {
     /// Reads the configuration and the tokens again. A file that fails to load keeps the
     /// previous contents (logged); a tokens file that was removed empties the token set.
     fn reload(&self, why: Reload) {
-        match config::load(&self.sources.config) {
+        match config::load(&self.cfg.sources.config) {
             Ok(c) => {
                 log::info!("reload what=config why={why} commands={}", c.commands.len());
                 if let Ok(mut g) = self.config.write() {
@@ -157,7 +164,7 @@ impl Server {
             }
             Err(e) => log::error!("reload-failed what=config why={why} error={}", quoted(&e)),
         }
-        if let Some(p) = &self.sources.tokens {
+        if let Some(p) = &self.cfg.sources.tokens {
             match Tokens::load_or_empty(p) {
                 Ok(t) => {
                     if t.is_empty() {
@@ -174,8 +181,13 @@ impl Server {
         }
     }
 
+    /// The background tasks: [`Server::watch`] every two seconds.
+    pub fn spawn_tasks(self: &Arc<Self>, ctl: &Control) {
+        tokio::spawn(self.clone().watch(ctl.clone(), Duration::from_secs(2)));
+    }
+
     /// Reloads on SIGHUP, and when either file changes (checked every `every`), until stop.
-    pub async fn watch(self: Arc<Self>, ctl: Control, every: Duration) {
+    async fn watch(self: Arc<Self>, ctl: Control, every: Duration) {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hup = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
@@ -191,8 +203,8 @@ impl Server {
                 _ = tokio::time::sleep(every) => Reload::Changed,
             };
             let now = [
-                stamp(&self.sources.config),
-                self.sources.tokens.as_deref().and_then(stamp),
+                stamp(&self.cfg.sources.config),
+                self.cfg.sources.tokens.as_deref().and_then(stamp),
             ];
             let changed = match self.stamps.lock() {
                 Ok(mut s) => {
@@ -215,7 +227,7 @@ impl Server {
         log::info!(
             "access peer={peer} listener={} tls={}{}",
             conn.listener,
-            self.tls.is_some(),
+            self.cfg.tls.is_some(),
             if conn.over_capacity {
                 " refused=over-capacity"
             } else {
@@ -228,12 +240,12 @@ impl Server {
             // initial 16 KiB would split larger answers.
             let _ = rustix::net::sockopt::set_socket_send_buffer_size(
                 t,
-                (self.settings.max_frame + 64).min(SNDBUF_MAX),
+                (self.cfg.max_frame + 64).min(SNDBUF_MAX),
             );
         }
-        match &self.tls {
+        match &self.cfg.tls {
             Some(acc) => {
-                match crate::tls::accept(acc, conn.stream, self.settings.handshake_timeout).await {
+                match crate::tls::accept(acc, conn.stream, self.cfg.handshake_timeout).await {
                     Ok(s) => self.session(s, &peer, conn.over_capacity).await,
                     Err(e) => log::warn!("connection-error peer={peer} error={}", quoted(&e)),
                 }
@@ -253,7 +265,7 @@ impl Server {
             let _ = s.shutdown().await;
             return;
         }
-        let idle = self.settings.idle_timeout;
+        let idle = self.cfg.idle_timeout;
         loop {
             // The idle timeout counts from the last reply to the first byte of a frame; the
             // rest of the frame must then follow within the same time again.
@@ -274,7 +286,7 @@ impl Server {
                 if first < 4 {
                     s.read_exact(&mut head[first..]).await?;
                 }
-                wire::read_content(&mut s, u32::from_be_bytes(head), self.settings.max_frame).await
+                wire::read_content(&mut s, u32::from_be_bytes(head), self.cfg.max_frame).await
             };
             let read = match tokio::time::timeout(idle, rest).await {
                 Ok(Ok(r)) => r,
@@ -294,7 +306,7 @@ impl Server {
                 Read::TooLarge(n) => {
                     log::warn!(
                         "request-error peer={peer} error=\"frame of {n} bytes over the limit of {}\"",
-                        self.settings.max_frame
+                        self.cfg.max_frame
                     );
                     let _ = send(&mut s, Type::Error, &Body::error("frame too large")).await;
                     // Close gently: a close with the peer's data still unread would send a
@@ -412,7 +424,7 @@ impl Server {
                 .map(|(n, u, g)| child::RunAs::of(n, *u, *g)),
             timeout: cmd.timeout,
             max_output: cmd.max_output,
-            env: self.settings.command_env.clone(),
+            env: self.cfg.command_env.clone(),
         };
         let t0 = Instant::now();
         let stdin = crate::pyjson::dumps(&input);
@@ -476,4 +488,106 @@ async fn write_frame<S: AsyncWrite + Unpin>(s: &mut S, frame: &[u8]) -> std::io:
 
 async fn send<S: AsyncWrite + Unpin>(s: &mut S, ty: Type, body: &Body) -> std::io::Result<()> {
     write_frame(s, &wire::encode(ty, body)).await
+}
+
+#[cfg(test)]
+mod handler_tests {
+    use super::*;
+
+    const COMMANDS: &str = r#"
+[commands.hello]
+exec = ["/bin/echo", "{\"said\": \"hello\"}"]
+allow = ["alice"]
+
+[commands.other]
+exec = ["/bin/true"]
+allow = ["bob"]
+"#;
+
+    fn server(dir: &std::path::Path) -> Server {
+        let commands = dir.join("iscepd.toml");
+        std::fs::write(&commands, COMMANDS).unwrap();
+        let tokens = dir.join("tokens.json");
+        std::fs::write(
+            &tokens,
+            r#"{"alice": "alice-token-0123456789", "bob": "bob-token-0123456789"}"#,
+        )
+        .unwrap();
+        Server::new(Config {
+            sources: Sources {
+                config: commands,
+                tokens: Some(tokens),
+            },
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    /// Answers one packet built here; the reply decoded.
+    async fn ask(s: &Server, ty: Type, token: &str, command: Option<&str>) -> Packet {
+        let p = Packet {
+            ty,
+            body: Body {
+                auth_token: Some(token.into()),
+                command: command.map(Into::into),
+                ..Default::default()
+            },
+        };
+        let peer = Peer::Tcp("127.0.0.1:5000".parse().unwrap());
+        let frame = s.handle(p, &peer).await.expect("an answer");
+        wire::decode(&frame[4..]).unwrap()
+    }
+
+    #[tokio::test]
+    async fn auth_echo_discover_and_a_command() {
+        let d = tempfile::tempdir().unwrap();
+        let s = server(d.path());
+        let r = ask(&s, Type::Echo, "wrong", None).await;
+        assert_eq!(r.ty, Type::Unauthorized);
+        let r = ask(&s, Type::Echo, "alice-token-0123456789", Some("x")).await;
+        assert_eq!((r.ty, r.body.command.as_deref()), (Type::Echo, Some("x")));
+        // DISCOVER lists only the commands the owner may run.
+        let r = ask(&s, Type::Discover, "alice-token-0123456789", None).await;
+        assert_eq!(r.ty, Type::Discover);
+        assert_eq!(r.body.response, Some(json!({"hello": {}})));
+        let r = ask(&s, Type::SendCmd, "alice-token-0123456789", Some("hello")).await;
+        assert_eq!(
+            (r.ty, r.body.response),
+            (Type::CmdResponse, Some(json!({"said": "hello"})))
+        );
+        let r = ask(&s, Type::SendCmd, "alice-token-0123456789", Some("other")).await;
+        assert_eq!(
+            (r.ty, r.body.error.as_deref()),
+            (Type::Error, Some("command not found"))
+        );
+    }
+
+    #[test]
+    fn a_missing_tokens_file_is_a_tokens_error() {
+        let d = tempfile::tempdir().unwrap();
+        let e = Server::new(Config {
+            sources: Sources {
+                config: d.path().join("none.toml"),
+                tokens: Some(d.path().join("tokens.json")),
+            },
+            ..Default::default()
+        })
+        .err()
+        .unwrap();
+        assert!(matches!(e, Error::Tokens(_)), "{e}");
+        std::fs::write(d.path().join("bad.toml"), "[commands.x]\nexec = 1\n").unwrap();
+        let e = Server::new(Config {
+            sources: Sources {
+                config: d.path().join("bad.toml"),
+                tokens: None,
+            },
+            ..Default::default()
+        })
+        .err()
+        .unwrap();
+        assert!(
+            matches!(e, Error::Commands(config::LoadError::Parse(..))),
+            "{e}"
+        );
+    }
 }

@@ -168,13 +168,31 @@ pub fn read_prompted() -> std::io::Result<crate::locked::Locked> {
     crate::locked::prompt_or_stdin("Enter secret: ", MAX_SECRET)
 }
 
+/// Why [`bind_port_range`] bound nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("--bind-address {0:?} is not an IP address")]
+    NotAnIp(String),
+    #[error("--port-min {0} is above --port-max {1}")]
+    EmptyRange(u16, u16),
+    #[error("{0}: {1}")]
+    Socket(String, std::io::Error),
+    #[error("could not find a free port in {min}-{max} on {addr}: {last}")]
+    NoFreePort {
+        min: u16,
+        max: u16,
+        addr: String,
+        last: String,
+    },
+}
+
 /// Binds the first free port of `min..=max` on `addr`, as s5server does.
-pub fn bind_port_range(addr: &str, min: u16, max: u16) -> Result<std::net::TcpListener, String> {
+pub fn bind_port_range(addr: &str, min: u16, max: u16) -> Result<std::net::TcpListener, BindError> {
     let ip: std::net::IpAddr = addr
         .parse()
-        .map_err(|_| format!("--bind-address {addr:?} is not an IP address"))?;
+        .map_err(|_| BindError::NotAnIp(addr.to_string()))?;
     if min > max {
-        return Err(format!("--port-min {min} is above --port-max {max}"));
+        return Err(BindError::EmptyRange(min, max));
     }
     let mut last = None;
     for port in min..=max {
@@ -183,15 +201,17 @@ pub fn bind_port_range(addr: &str, min: u16, max: u16) -> Result<std::net::TcpLi
                 return l
                     .set_nonblocking(true)
                     .map(|_| l)
-                    .map_err(|e| format!("{addr}:{port}: {e}"))
+                    .map_err(|e| BindError::Socket(format!("{addr}:{port}"), e))
             }
             Err(e) => last = Some(e),
         }
     }
-    Err(format!(
-        "could not find a free port in {min}-{max} on {addr}: {}",
-        last.map(|e| e.to_string()).unwrap_or_default()
-    ))
+    Err(BindError::NoFreePort {
+        min,
+        max,
+        addr: addr.to_string(),
+        last: last.map(|e| e.to_string()).unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]

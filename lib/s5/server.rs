@@ -14,7 +14,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, ALLOW, CONNECTION};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,6 +45,14 @@ pub struct Config {
     pub access_log: AccessLog,
     /// The client file s5d wrote, if any (reported to `s5d put`).
     pub client_file: Option<PathBuf>,
+    /// Stop after this long, served or not (`--expire`).
+    pub expire: Option<Duration>,
+    /// identifier ‖ pad ([`Server::new_token`]).
+    pub token: Locked,
+    /// Where clients reach s5d, as written to the client file.
+    pub host: String,
+    pub bind_address: String,
+    pub port: u16,
 }
 
 struct State {
@@ -59,14 +66,10 @@ struct State {
 pub struct Server {
     cfg: Config,
     ctl: Control,
-    /// identifier ‖ pad.
-    token: Locked,
-    host: String,
-    bind_address: String,
-    port: u16,
     state: Mutex<State>,
 }
 
+/// Why [`Server::load`] took no secret.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("a secret is already loaded")]
@@ -84,21 +87,12 @@ fn limit(n: u64) -> String {
 }
 
 impl Server {
-    pub fn new(
-        cfg: Config,
-        ctl: Control,
-        token: Locked,
-        host: String,
-        bind_address: String,
-        port: u16,
-    ) -> Arc<Server> {
-        Arc::new(Server {
+    /// A server with no secret yet ([`Server::load`]); `ctl` is the serving loop's, which
+    /// it stops once a limit is reached. Cannot fail.
+    pub fn new(cfg: Config, ctl: Control) -> Result<Server, std::convert::Infallible> {
+        Ok(Server {
             cfg,
             ctl,
-            token,
-            host,
-            bind_address,
-            port,
             state: Mutex::new(State {
                 secret: None,
                 successes: 0,
@@ -117,20 +111,20 @@ impl Server {
     }
 
     fn identifier(&self) -> &[u8] {
-        &self.token.as_bytes()[..wire::ID_LEN]
+        &self.cfg.token.as_bytes()[..wire::ID_LEN]
     }
 
     fn pad(&self) -> &[u8] {
-        &self.token.as_bytes()[wire::ID_LEN..]
+        &self.cfg.token.as_bytes()[wire::ID_LEN..]
     }
 
     /// The connection details, as written to the client file.
     pub fn client_file(&self) -> ClientFile {
         ClientFile {
-            host: self.host.clone(),
-            bind_address: self.bind_address.clone(),
-            port: self.port,
-            token: zeroize::Zeroizing::new(wire::b64encode(self.token.as_bytes())),
+            host: self.cfg.host.clone(),
+            bind_address: self.cfg.bind_address.clone(),
+            port: self.cfg.port,
+            token: zeroize::Zeroizing::new(wire::b64encode(self.cfg.token.as_bytes())),
             v2: true,
         }
     }
@@ -149,13 +143,13 @@ impl Server {
         if st.secret.is_none() {
             return format!(
                 "waiting for a secret (s5d put) on port {}, success-max {}",
-                self.port,
+                self.cfg.port,
                 limit(self.cfg.success_max)
             );
         }
         format!(
             "serving a secret on port {}: {} of {} served, {} of {} failed",
-            self.port,
+            self.cfg.port,
             st.successes,
             limit(self.cfg.success_max),
             st.failures,
@@ -194,8 +188,11 @@ impl Server {
         Ok(())
     }
 
-    /// Stops serving after `after` (`--expire`).
-    pub fn expire_after(self: &Arc<Self>, after: Duration) {
+    /// The background tasks: with `--expire`, stops serving after that long.
+    pub fn spawn_tasks(self: &Arc<Self>) {
+        let Some(after) = self.cfg.expire else {
+            return;
+        };
         let me = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
@@ -238,11 +235,13 @@ impl Server {
         .await
     }
 
-    async fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        info: Arc<ConnInfo>,
-    ) -> Response<Body> {
+    /// Answers one request. Generic over the body, so that unit tests build requests
+    /// directly; s5d serves hyper's `Incoming`.
+    async fn handle<B>(self: Arc<Self>, req: Request<B>, info: Arc<ConnInfo>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let (method, path, version) = (
             req.method().clone(),
             req.uri().path().to_string(),
@@ -268,7 +267,11 @@ impl Server {
         resp
     }
 
-    async fn answer(&self, req: Request<Incoming>) -> (Response<Body>, &'static str) {
+    async fn answer<B>(&self, req: Request<B>) -> (Response<Body>, &'static str)
+    where
+        B: hyper::body::Body<Data = bytes::Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         if req.uri().path() != "/" {
             return (
                 http::text(
@@ -518,4 +521,119 @@ fn log_time() -> String {
         tm.tm_min,
         tm.tm_sec
     )
+}
+
+#[cfg(test)]
+mod handler_tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// A server whose token is the bytes 0, 1, 2, ...: the identifier is the first 48.
+    fn server(success_max: u64, failure_max: u64) -> (Arc<Server>, Control) {
+        let token: Vec<u8> = (0..wire::TOKEN_LEN as u8).collect();
+        let cfg = Config {
+            success_max,
+            failure_max,
+            read_timeout: Duration::from_secs(5),
+            access_log: AccessLog::None,
+            client_file: None,
+            expire: None,
+            token: Locked::from_slice(&token),
+            host: "h".into(),
+            bind_address: "127.0.0.1".into(),
+            port: 1,
+        };
+        let ctl = Control::new();
+        let s = match Server::new(cfg, ctl.clone()) {
+            Ok(s) => s,
+            Err(e) => match e {},
+        };
+        (Arc::new(s), ctl)
+    }
+
+    async fn ask(
+        s: &Arc<Server>,
+        method: &str,
+        path: &str,
+        v2: bool,
+        body: &[u8],
+    ) -> (StatusCode, Vec<u8>) {
+        let mut req = Request::builder().method(method).uri(path);
+        if v2 {
+            req = req.header(ACCEPT, wire::V2_MEDIA);
+        }
+        let req = req.body(http::Body::from(body.to_vec())).unwrap();
+        let peer = Peer::Tcp("127.0.0.1:5000".parse().unwrap());
+        let r = s
+            .clone()
+            .handle(req, Arc::new(ConnInfo::for_test(peer)))
+            .await;
+        let st = r.status();
+        (
+            st,
+            r.into_body().collect().await.unwrap().to_bytes().to_vec(),
+        )
+    }
+
+    fn id() -> Vec<u8> {
+        (0..wire::ID_LEN as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn routes_and_no_secret_yet() {
+        let (s, _) = server(1, 0);
+        assert_eq!(
+            ask(&s, "POST", "/x", false, &id()).await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            ask(&s, "GET", "/", false, b"").await.0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        let (st, body) = ask(&s, "POST", "/", false, &id()).await;
+        assert_eq!(
+            (st, body.as_slice()),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                &b"no secret loaded yet\n"[..]
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn the_identifier_gets_the_secret_once_then_s5d_stops() {
+        let (s, ctl) = server(1, 0);
+        s.load(Locked::from_slice(b"hunter2"), "test").unwrap();
+        let (st, body) = ask(&s, "POST", "/", true, &id()).await;
+        assert_eq!(st, StatusCode::OK);
+        let pad: Vec<u8> = (wire::ID_LEN as u8..wire::TOKEN_LEN as u8).collect();
+        let sealed = wire::b64decode(&body).unwrap();
+        assert_eq!(wire::open_v2(&sealed, &pad).unwrap().as_slice(), b"hunter2");
+        assert!(ctl.is_stopping());
+        let (st, _) = ask(&s, "POST", "/", true, &id()).await;
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn wrong_identifiers_count_until_failure_max() {
+        let (s, ctl) = server(1, 2);
+        s.load(Locked::from_slice(b"hunter2"), "test").unwrap();
+        let mut wrong = id();
+        wrong[0] ^= 1;
+        assert_eq!(
+            ask(&s, "POST", "/", false, &wrong).await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert!(!ctl.is_stopping());
+        assert_eq!(
+            ask(&s, "POST", "/", false, b"short").await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert!(ctl.is_stopping());
+        assert!(
+            s.status().starts_with("done: failure-max reached"),
+            "{}",
+            s.status()
+        );
+    }
 }

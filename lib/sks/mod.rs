@@ -8,5 +8,5 @@ pub mod server;
 pub mod store;
 pub mod wire;
 
-pub use server::{realm_services, Config, Service, DEFAULT_PAM_SERVICE};
+pub use server::{realm_services, Config, Error, Server, DEFAULT_PAM_SERVICE};
 pub use store::{RealmHash, Store, Validity};

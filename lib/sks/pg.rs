@@ -116,7 +116,7 @@ impl Target {
 /// (`LoadCredential=store-password:…`), else none.
 pub fn password(
     file: Option<&std::path::Path>,
-) -> Result<Option<crate::locked::Locked>, (std::path::PathBuf, std::io::Error)> {
+) -> Result<Option<crate::locked::Locked>, PasswordError> {
     let path = match file {
         Some(f) => f.to_path_buf(),
         None => match std::env::var_os("CREDENTIALS_DIRECTORY") {
@@ -132,7 +132,15 @@ pub fn password(
     };
     crate::cli::read_password_file(&path)
         .map(Some)
-        .map_err(|e| (path, e))
+        .map_err(|source| PasswordError { path, source })
+}
+
+/// The password file named or found could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", .path.display())]
+pub struct PasswordError {
+    pub path: std::path::PathBuf,
+    pub source: std::io::Error,
 }
 
 /// What a PostgreSQL error means for skd: unreachable or busy (503, retried), a setup

@@ -3,13 +3,13 @@
 //! login throttling, 400 answers where the original dropped or hung the connection).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::store::{GroupCreate, RealmHash, Store, StoreError, UserKey, Validity};
+use super::store::{GroupCreate, Location, RealmHash, Store, StoreError, UserKey, Validity};
 use super::wire;
 use crate::daemon::log::quoted;
 use crate::daemon::{Peer, Source};
@@ -24,6 +24,11 @@ const MAX_USER: usize = 256;
 
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Where the tokens are kept (`--store`, `--dir`).
+    pub store: Location,
+    /// The PostgreSQL password's file (`--store-password-file`; default: the systemd
+    /// credential `store-password`, if any).
+    pub store_password_file: Option<PathBuf>,
     /// Module for `/auth_token` without `module=` (the original's `-default`).
     pub default_module: String,
     /// The realms skd serves, each with its PAM service (`--realm NAME[=SERVICE]`); `None`:
@@ -50,6 +55,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            store: Location::Memory,
+            store_password_file: None,
             default_module: "pam".into(),
             realms: None,
             pam_app: None,
@@ -90,7 +97,16 @@ pub fn realm_services(
     Ok(m)
 }
 
-pub struct Service {
+/// Why [`Server::new`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Password(#[from] super::pg::PasswordError),
+    #[error("cannot open store {0}: {1}")]
+    Store(String, StoreError),
+}
+
+pub struct Server {
     store: Arc<Store>,
     cfg: Config,
     by_user: Throttle<(String, String)>,
@@ -157,17 +173,37 @@ const NAME_PARAMS: &[&str] = &[
     "module",
 ];
 
-impl Service {
-    pub fn new(store: Arc<Store>, cfg: Config) -> Self {
+impl Server {
+    /// Opens the store. PostgreSQL: started even while the database is unreachable (503
+    /// until it is back); a refused login, missing rights or a newer schema are errors.
+    pub fn new(cfg: Config) -> Result<Server, Error> {
+        let opened = match &cfg.store {
+            Location::Memory => Store::open(None),
+            Location::Sqlite(d) => Store::open(Some(d)),
+            Location::Postgres(t) => {
+                let pw = super::pg::password(cfg.store_password_file.as_deref())?;
+                Store::open_postgres(t, pw, true)
+            }
+        };
+        let store = opened.map_err(|e| Error::Store(cfg.store.describe(), e))?;
         let (n, w) = (cfg.login_failures, cfg.login_window);
         let slots = cfg.login_concurrency.max(1);
-        Service {
-            store,
+        Ok(Server {
+            store: Arc::new(store),
             cfg,
             by_user: Throttle::new(n, w),
             by_source: Throttle::new(n.saturating_mul(4), w),
             pam_slots: tokio::sync::Semaphore::new(slots),
-        }
+        })
+    }
+
+    /// The `STATUS=` line for systemd.
+    pub fn status(&self) -> String {
+        format!(
+            "serving SessionKeyServer {} protocol, store {}",
+            wire::VERSION,
+            self.cfg.store.describe()
+        )
     }
 
     /// The PAM service of `realm`, or `None` when skd does not serve that realm.
@@ -189,8 +225,9 @@ impl Service {
         v
     }
 
-    /// With `--token-ttl`, deletes expired tokens at start and every ten minutes.
-    pub fn spawn_purger(&self) {
+    /// The background tasks: with `--token-ttl`, deletes expired tokens at start and every
+    /// ten minutes.
+    pub fn spawn_tasks(&self) {
         if self.cfg.token_ttl.is_none() {
             return;
         }
@@ -214,12 +251,13 @@ impl Service {
             .map(|t| super::store::now() + t.as_secs() as i64)
     }
 
-    /// Answers one request.
-    pub async fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        conn: Arc<ConnInfo>,
-    ) -> Response<Body> {
+    /// Answers one request. Generic over the body, so that unit tests build requests
+    /// directly; skd serves hyper's `Incoming`.
+    pub async fn handle<B>(self: Arc<Self>, req: Request<B>, conn: Arc<ConnInfo>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let (parts, body) = req.into_parts();
         let raw_path = parts.uri.path();
         let raw_query = parts.uri.query().unwrap_or("");
@@ -628,5 +666,99 @@ impl Service {
                 Some(h) => ok_text(format!("{h}\n")),
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn server(cfg: Config) -> Arc<Server> {
+        Arc::new(Server::new(cfg).unwrap())
+    }
+
+    fn tcp() -> Arc<ConnInfo> {
+        Arc::new(ConnInfo::for_test(Peer::Tcp(
+            "127.0.0.1:5000".parse().unwrap(),
+        )))
+    }
+
+    fn unix() -> Arc<ConnInfo> {
+        let peer = Peer::Unix {
+            uid: 1000,
+            gid: 1000,
+            pid: 1,
+        };
+        Arc::new(ConnInfo::for_test(peer))
+    }
+
+    /// Answers one request built here: status and body text.
+    async fn ask(
+        s: &Arc<Server>,
+        conn: Arc<ConnInfo>,
+        method: &str,
+        uri: &str,
+        body: &str,
+    ) -> (StatusCode, String) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(http::Body::from(body.to_string()))
+            .unwrap();
+        let resp = s.clone().handle(req, conn).await;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn version_bad_escapes_and_missing_realm() {
+        let s = server(Config::default());
+        let (st, body) = ask(&s, tcp(), "GET", "/version", "").await;
+        assert_eq!((st, body), (StatusCode::OK, format!("{}\n", wire::VERSION)));
+        let (st, body) = ask(&s, tcp(), "GET", "/valid?realm=%zz", "").await;
+        assert_eq!(
+            (st, body.as_str()),
+            (StatusCode::BAD_REQUEST, wire::BAD_ESCAPE_BODY)
+        );
+        let (st, body) = ask(&s, tcp(), "GET", "/valid?token=x", "").await;
+        assert_eq!(
+            (st, body.as_str()),
+            (StatusCode::BAD_REQUEST, "ERR: missing realm\n")
+        );
+        let (st, _) = ask(&s, tcp(), "GET", "/nothing?realm=r", "").await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+        let (st, body) = ask(&s, tcp(), "GET", "/valid?realm=r&token=nonsense", "").await;
+        assert_eq!((st, body.as_str()), (StatusCode::OK, "NO\n"));
+    }
+
+    #[tokio::test]
+    async fn login_form_over_the_limit_is_413() {
+        let s = server(Config {
+            max_form: 16,
+            ..Default::default()
+        });
+        let form = "realm=r&user=u&password=0123456789";
+        let (st, body) = ask(&s, tcp(), "POST", "/auth_token", form).await;
+        assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(body, "ERR: form body over 16 bytes\n");
+    }
+
+    #[tokio::test]
+    async fn stored_token_only_on_unix_sockets_unless_allowed() {
+        let s = server(Config::default());
+        let q = "/stored_token?realm=r&user=u&token=t";
+        let (st, body) = ask(&s, tcp(), "GET", q, "").await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+        assert!(body.contains("Unix socket only"), "{body}");
+        let (st, body) = ask(&s, unix(), "GET", q, "").await;
+        assert!(!body.contains("Unix socket only"), "{st} {body}");
+        let s = server(Config {
+            allow_stored_token_tcp: true,
+            ..Default::default()
+        });
+        let (_, body) = ask(&s, tcp(), "GET", q, "").await;
+        assert!(!body.contains("Unix socket only"), "{body}");
     }
 }

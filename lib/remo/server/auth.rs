@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Service {
+impl Server {
     pub(super) async fn auth(
         &self,
         req: Request<Incoming>,

@@ -43,7 +43,7 @@ pub(super) fn refusal(ctx: &Ctx, (status, why): (u16, String)) -> Response<RBody
     framed(ctx, status, why.as_bytes())
 }
 
-impl Service {
+impl Server {
     /// Splits a command line as the original's `shlex.split`.
     pub(super) fn command(ctx: &Ctx, line: &str) -> Result<Vec<String>, Box<Response<RBody>>> {
         match wire::shlex_split(line) {

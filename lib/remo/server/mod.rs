@@ -49,23 +49,33 @@ use {exec::*, framing::*, session::*, transfer::*};
 /// Request header by which our client asks for the exit status in the final token.
 pub const STATUS_HEADER: &str = "remo-exit-status";
 
-/// The network process's HTTP service: it holds each session's key and request number; the
+/// The network process's HTTP server: it holds each session's key and request number; the
 /// monitor, reached through `link`, holds who the session is and runs its processes.
-pub struct Service {
+pub struct Server {
     cfg: NetConfig,
     sessions: Mutex<HashMap<String, Session>>,
     throttle: Throttle<crate::daemon::Source>,
     link: Arc<Link>,
 }
 
-impl Service {
-    pub fn new(cfg: NetConfig, link: Arc<Link>) -> Self {
-        Service {
+impl Server {
+    pub fn new(cfg: NetConfig, link: Arc<Link>) -> Result<Server, Infallible> {
+        Ok(Server {
             throttle: Throttle::new(cfg.login_failures, cfg.login_window),
             cfg,
             sessions: Mutex::new(HashMap::new()),
             link,
-        }
+        })
+    }
+
+    /// The `STATUS=` line for systemd.
+    pub fn status(&self) -> String {
+        self.cfg.status.clone()
+    }
+
+    /// Busy while a session is open: sessions live in memory, so no idle exit then.
+    pub fn is_busy(&self) -> bool {
+        self.sessions() > 0
     }
 
     pub async fn handle(

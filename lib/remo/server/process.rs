@@ -64,61 +64,41 @@ pub fn network_process() -> i32 {
                 what = quoted(what)
             );
         }
-        let link = Link::new(ch);
-        let service = Arc::new(Service::new(cfg.clone(), link.clone()));
-        let ctl = daemon::Control::new();
-        {
-            let (svc, ctl) = (Arc::downgrade(&service), ctl.clone());
-            tokio::spawn(async move {
-                link.read(move |sid| {
-                    if let Some(s) = svc.upgrade() {
-                        s.ended(&sid);
-                    }
-                })
-                .await;
-                // Without the monitor nothing can be done: stop.
-                ctl.stop(daemon::Stop::MonitorGone);
-            });
-        }
-        service.spawn_purger();
-        if let Some(idle) = cfg.idle_exit {
-            let (svc, ctl) = (service.clone(), ctl.clone());
-            tokio::spawn(async move {
-                let mut quiet = Instant::now();
-                loop {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    if ctl.active() > 0 || svc.sessions() > 0 {
-                        quiet = Instant::now();
-                    } else if quiet.elapsed() >= idle {
-                        ctl.stop(daemon::Stop::Idle);
-                        break;
-                    }
-                }
-            });
-        }
-        let opts = daemon::Options {
-            // Sessions live in memory: never exit idle while one is open (checked above).
-            idle_exit: None,
-            max_connections: cfg.max_connections,
-            max_per_source: cfg.max_per_source,
-            // One thread, the one that reads the monitor's replies: a reply reaches its
-            // request without a hop between threads (each costs a wake-up on every /cmd),
-            // and the monitor that every request waits for is one thread too.
-            workers: 1,
-            ..Default::default()
+        let server = match Server::new(cfg.clone(), Link::new(ch)) {
+            Ok(s) => Arc::new(s),
+            Err(e) => match e {},
         };
-        let limits = Arc::new(crate::http::Limits {
-            header_timeout: cfg.header_timeout,
-            body_timeout: cfg.body_timeout,
-            request_timeout: cfg.request_timeout,
-            ..Default::default()
-        });
-        let status = cfg.status.clone();
-        let reason =
-            crate::http::serve(bound, opts, ctl, &status, None, limits, move |req, info| {
-                service.clone().handle(req, info)
-            })
-            .await;
+        let ctl = daemon::Control::new();
+        server.spawn_tasks(&ctl);
+        let svc = Arc::downgrade(&server);
+        let opts = crate::http::Options {
+            daemon: daemon::Options {
+                idle_exit: cfg.idle_exit,
+                // Sessions live in memory: never exit idle while one is open.
+                is_busy: Some(daemon::IsBusy::new(move || {
+                    svc.upgrade().is_some_and(|s| s.is_busy())
+                })),
+                max_connections: cfg.max_connections,
+                max_per_source: cfg.max_per_source,
+                // One thread, the one that reads the monitor's replies: a reply reaches its
+                // request without a hop between threads (each costs a wake-up on every
+                // /cmd), and the monitor that every request waits for is one thread too.
+                workers: 1,
+                ..Default::default()
+            },
+            tls: None,
+            limits: Arc::new(crate::http::Limits {
+                header_timeout: cfg.header_timeout,
+                body_timeout: cfg.body_timeout,
+                request_timeout: cfg.request_timeout,
+                ..Default::default()
+            }),
+        };
+        let status = server.status();
+        let reason = crate::http::serve(bound, opts, ctl, &status, move |req, info| {
+            server.clone().handle(req, info)
+        })
+        .await;
         log::info!("stopped reason={reason}");
         if reason == "monitor-gone" {
             70

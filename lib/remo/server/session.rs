@@ -53,9 +53,22 @@ pub(super) fn with_cookie(mut r: Response<RBody>, sid: &str) -> Response<RBody> 
     r
 }
 
-impl Service {
-    /// Forgets expired sessions every few seconds (the monitor ends them on its side).
-    pub fn spawn_purger(self: &Arc<Self>) {
+impl Server {
+    /// The background tasks: the reader of the monitor's messages (a session it ended is
+    /// forgotten here; without the monitor nothing can be done, so `ctl` stops), and the
+    /// purger forgetting expired sessions every few seconds (the monitor ends them on its
+    /// side).
+    pub fn spawn_tasks(self: &Arc<Self>, ctl: &crate::daemon::Control) {
+        let (me, link, ctl) = (Arc::downgrade(self), self.link.clone(), ctl.clone());
+        tokio::spawn(async move {
+            link.read(move |sid| {
+                if let Some(s) = me.upgrade() {
+                    s.ended(&sid);
+                }
+            })
+            .await;
+            ctl.stop(crate::daemon::Stop::MonitorGone);
+        });
         let me = Arc::downgrade(self);
         let every = (self.cfg.session_timeout / 2)
             .clamp(Duration::from_millis(200), Duration::from_secs(5));

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Service {
+impl Server {
     pub(super) async fn get(&self, ctx: Ctx, name: String) -> Response<RBody> {
         let mut p = match self.start(&ctx, Run::Get(name)).await {
             Ok(p) => p,
