@@ -243,7 +243,11 @@ pub async fn serve_conn<H, Fut, B>(
         Some(acc) => {
             match crate::tls::accept(&acc, conn.stream, limits.tls_handshake_timeout).await {
                 Ok(s) => run(TokioIo::new(s), over, info, ctl, &limits, handler).await,
-                Err(e) => log::info!("tls-handshake-failed peer={} error=\"{e}\"", info.peer),
+                Err(e) => log::info!(
+                    "tls-handshake-failed peer={} error={}",
+                    info.peer,
+                    crate::daemon::log::quoted(&e)
+                ),
             }
         }
     }
@@ -318,7 +322,10 @@ async fn run<I, H, Fut, B>(
                     r.map(B::from)
                 }
                 Err(e) => {
-                    log::error!("request-failed peer={peer} error=\"{e}\" answer=500");
+                    log::error!(
+                        "request-failed peer={peer} error={} answer=500",
+                        crate::daemon::log::quoted(&e)
+                    );
                     bare(StatusCode::INTERNAL_SERVER_ERROR).map(B::from)
                 }
             })
@@ -334,7 +341,10 @@ async fn run<I, H, Fut, B>(
         }
     };
     if let Err(e) = res {
-        log::debug!("http-connection-closed peer={peer} error=\"{e}\"");
+        log::debug!(
+            "http-connection-closed peer={peer} error={}",
+            crate::daemon::log::quoted(&e)
+        );
     }
 }
 

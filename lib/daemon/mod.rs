@@ -375,7 +375,10 @@ fn describe_all(bound: &[Bound]) -> Vec<String> {
 }
 
 fn worker_not_started(w: usize, e: impl std::fmt::Display) {
-    ::log::warn!("worker-not-started worker={w} error=\"{e}\"");
+    ::log::warn!(
+        "worker-not-started worker={w} error={qe}",
+        qe = crate::daemon::log::quoted(&e)
+    );
 }
 
 /// Starts `opts.workers - 1` extra workers: each its own single-threaded runtime accepting
@@ -561,7 +564,10 @@ where
                 });
             }
             Err(e) => {
-                ::log::warn!("accept-failed listener={name} error=\"{e}\"");
+                ::log::warn!(
+                    "accept-failed listener={name} error={qe}",
+                    qe = crate::daemon::log::quoted(&e)
+                );
                 // Out of descriptors or memory: back off instead of spinning.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

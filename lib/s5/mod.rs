@@ -21,12 +21,23 @@ pub const MAX_SECRET: usize = 64 * 1024;
 /// Name of the systemd credential holding the secret (`$CREDENTIALS_DIRECTORY/s5-secret`).
 pub const CREDENTIAL: &str = "s5-secret";
 
-/// `~` and `~/...` expanded with `$HOME` (as Python's `os.path.expanduser`).
+/// `~` and `~/...` expanded with `$HOME`, or without it the user's home directory from the
+/// passwd database (as Python's `os.path.expanduser`).
 pub fn expand_tilde(p: &str) -> PathBuf {
-    expand_tilde_in(p, std::env::var_os("HOME").map(PathBuf::from))
+    expand_tilde_in(p, home_dir(std::env::var_os("HOME")))
 }
 
-/// [`expand_tilde`] with `home` for `$HOME` (unset: `~` stays as it is).
+/// `$HOME` (`env`), else the passwd database's home directory of our user.
+fn home_dir(env: Option<std::ffi::OsString>) -> Option<PathBuf> {
+    env.map(PathBuf::from).or_else(|| {
+        nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|u| u.dir)
+    })
+}
+
+/// [`expand_tilde`] with `home` for the home directory (none: `~` stays as it is).
 fn expand_tilde_in(p: &str, home: Option<PathBuf>) -> PathBuf {
     match (p.strip_prefix('~'), home) {
         (Some(""), Some(h)) => h,
@@ -255,7 +266,21 @@ mod tests {
         assert_eq!(expand_tilde_in("~", h()), PathBuf::from("/home/u"));
         assert_eq!(expand_tilde_in("~x", h()), PathBuf::from("~x"));
         assert_eq!(expand_tilde_in("/a/~", h()), PathBuf::from("/a/~"));
-        // Without HOME, nothing is expanded.
+        // Without a home directory, nothing is expanded.
         assert_eq!(expand_tilde_in("~/x", None), PathBuf::from("~/x"));
+    }
+
+    #[test]
+    fn without_home_the_passwd_home_directory() {
+        assert_eq!(home_dir(Some("/h".into())), Some(PathBuf::from("/h")));
+        // As getent(1) reads the passwd database.
+        let uid = nix::unistd::getuid().to_string();
+        let out = std::process::Command::new("getent")
+            .args(["passwd", &uid])
+            .output()
+            .expect("getent runs");
+        let line = String::from_utf8(out.stdout).unwrap();
+        let dir = line.trim_end().split(':').nth(5).expect("a passwd line");
+        assert_eq!(home_dir(None), Some(PathBuf::from(dir)));
     }
 }

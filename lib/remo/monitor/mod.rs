@@ -299,7 +299,10 @@ impl Monitor {
         .await
         .map_err(|_| "lookup failed")?
         .map_err(|e| {
-            log::error!("user-database error=\"{e}\"");
+            log::error!(
+                "user-database error={qe}",
+                qe = crate::daemon::log::quoted(&e)
+            );
             "database error"
         })?;
         let mut msg = user.as_bytes().to_vec();
@@ -475,7 +478,10 @@ impl Monitor {
             merge_stderr: merge,
         };
         let started = child::start_command(&spec, &opts).map_err(|e| {
-            log::info!("cmd-failed user={user} program={prog:?} error=\"{e}\"");
+            log::info!(
+                "cmd-failed user={user} program={prog:?} error={qe}",
+                qe = crate::daemon::log::quoted(&e)
+            );
             let status = match &e {
                 child::RunError::Spawn(_, io) if io.kind() == std::io::ErrorKind::NotFound => 404,
                 child::RunError::Spawn(_, io)
@@ -615,7 +621,10 @@ impl Monitor {
             let status = match me.serve_one(&listeners, &net).await {
                 Ok(st) => st,
                 Err(e) => {
-                    log::error!("network-process-failed error=\"{e}\"");
+                    log::error!(
+                        "network-process-failed error={qe}",
+                        qe = crate::daemon::log::quoted(&e)
+                    );
                     -1
                 }
             };
@@ -677,7 +686,10 @@ impl Monitor {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(e) => {
-                    log::warn!("network-process-refused error=\"{e}\"");
+                    log::warn!(
+                        "network-process-refused error={qe}",
+                        qe = crate::daemon::log::quoted(&e)
+                    );
                     break;
                 }
             };
