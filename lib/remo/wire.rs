@@ -533,8 +533,17 @@ mod tests {
     }
 }
 
+/// Why a command line cannot be split (Python's `shlex` messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ShlexError {
+    #[error("no closing quotation")]
+    NoClosingQuotation,
+    #[error("no escaped character")]
+    NoEscapedCharacter,
+}
+
 /// Splits a command line as Python's `shlex.split` (POSIX mode, no comments) does.
-pub fn shlex_split(s: &str) -> Result<Vec<String>, &'static str> {
+pub fn shlex_split(s: &str) -> Result<Vec<String>, ShlexError> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;
@@ -548,14 +557,14 @@ pub fn shlex_split(s: &str) -> Result<Vec<String>, &'static str> {
                 }
             }
             '\\' => {
-                cur.push(it.next().ok_or("no escaped character")?);
+                cur.push(it.next().ok_or(ShlexError::NoEscapedCharacter)?);
                 in_word = true;
             }
             '\'' => {
                 in_word = true;
                 loop {
                     match it.next() {
-                        None => return Err("no closing quotation"),
+                        None => return Err(ShlexError::NoClosingQuotation),
                         Some('\'') => break,
                         Some(c) => cur.push(c),
                     }
@@ -565,10 +574,10 @@ pub fn shlex_split(s: &str) -> Result<Vec<String>, &'static str> {
                 in_word = true;
                 loop {
                     match it.next() {
-                        None => return Err("no closing quotation"),
+                        None => return Err(ShlexError::NoClosingQuotation),
                         Some('"') => break,
                         Some('\\') => match it.next() {
-                            None => return Err("no closing quotation"),
+                            None => return Err(ShlexError::NoClosingQuotation),
                             Some(c @ ('"' | '\\')) => cur.push(c),
                             Some(c) => {
                                 cur.push('\\');

@@ -37,43 +37,32 @@ pub(super) async fn fill(io: &mut UnixStream, buf: &mut [u8]) -> std::io::Result
     Ok(n)
 }
 
-/// A refusal of the monitor as the client's framed answer.
-pub(super) fn refusal(ctx: &Ctx, (status, why): (u16, String)) -> Response<RBody> {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    framed(ctx, status, why.as_bytes())
+/// A refusal (of the monitor, or of a command line) as the client's framed answer.
+pub(super) fn refusal(ctx: &Ctx, r: Refused) -> Response<RBody> {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    framed(ctx, status, r.why.as_bytes())
 }
 
 impl Server {
     /// Splits a command line as the original's `shlex.split`.
-    pub(super) fn command(ctx: &Ctx, line: &str) -> Result<Vec<String>, Box<Response<RBody>>> {
+    pub(super) fn command(line: &str) -> Result<Vec<String>, Refused> {
+        let bad = |why: String| Refused { status: 400, why };
         match wire::shlex_split(line) {
             Ok(v) if !v.is_empty() => Ok(v),
-            Ok(_) => Err(Box::new(framed(
-                ctx,
-                StatusCode::BAD_REQUEST,
-                b"empty command",
-            ))),
-            Err(e) => Err(Box::new(framed(ctx, StatusCode::BAD_REQUEST, e.as_bytes()))),
+            Ok(_) => Err(bad("empty command".into())),
+            Err(e) => Err(bad(e.to_string())),
         }
     }
 
-    /// Has the monitor start `what` for the request's session.
-    pub(super) async fn start(&self, ctx: &Ctx, what: Run) -> Result<Proc, Box<Response<RBody>>> {
-        self.link
-            .spawn(&ctx.sid, what)
-            .await
-            .map_err(|r| Box::new(refusal(ctx, r)))
-    }
-
     pub(super) async fn cmd(&self, ctx: Ctx, line: String, mut rd: TokenReader) -> Response<RBody> {
-        let argv = match Self::command(&ctx, &line) {
+        let argv = match Self::command(&line) {
             Ok(a) => a,
-            Err(r) => return *r,
+            Err(r) => return refusal(&ctx, r),
         };
         let prog = argv[0].clone();
-        let p = match self.start(&ctx, Run::Command(argv)).await {
+        let p = match self.link.spawn(&ctx.sid, Run::Command(argv)).await {
             Ok(p) => p,
-            Err(r) => return *r,
+            Err(r) => return refusal(&ctx, r),
         };
         log::info!(
             "cmd user={} unix_user={} program={prog:?}",
@@ -156,18 +145,18 @@ impl Server {
     }
 
     pub(super) async fn icm(&self, ctx: Ctx, line: String, rd: TokenReader) -> Response<RBody> {
-        let argv = match Self::command(&ctx, &line) {
+        let argv = match Self::command(&line) {
             Ok(a) => a,
-            Err(r) => return *r,
+            Err(r) => return refusal(&ctx, r),
         };
         let mut slot = ctx.iproc.lock().await;
         // The session's previous process ends here (the original leaked it); the monitor
         // also ends it when it starts the new one.
         *slot = None;
         let prog = argv[0].clone();
-        let p = match self.start(&ctx, Run::Interactive(argv)).await {
+        let p = match self.link.spawn(&ctx.sid, Run::Interactive(argv)).await {
             Ok(p) => p,
-            Err(r) => return *r,
+            Err(r) => return refusal(&ctx, r),
         };
         log::info!(
             "icm user={} unix_user={} program={prog:?}",

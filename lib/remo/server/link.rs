@@ -24,6 +24,23 @@ pub struct Link {
 #[derive(Debug)]
 pub struct Gone;
 
+/// Why no process was started: the HTTP status for the client and the reason it reads.
+#[derive(Debug, thiserror::Error)]
+#[error("{why}")]
+pub struct Refused {
+    pub status: u16,
+    pub why: String,
+}
+
+impl Refused {
+    fn monitor_gone() -> Refused {
+        Refused {
+            status: 500,
+            why: "monitor unavailable".into(),
+        }
+    }
+}
+
 impl Link {
     pub fn new(ch: Channel) -> Arc<Link> {
         Arc::new(Link {
@@ -88,20 +105,16 @@ impl Link {
     }
 
     /// Asks the monitor to start `what` for session `sid`.
-    pub async fn spawn(
-        self: &Arc<Self>,
-        sid: &str,
-        what: proto::Run,
-    ) -> Result<Proc, (u16, String)> {
+    pub async fn spawn(self: &Arc<Self>, sid: &str, what: proto::Run) -> Result<Proc, Refused> {
         let req = Request::Spawn {
             sid: sid.to_string(),
             what,
         };
-        let gone = || (500, "monitor unavailable".to_string());
+        let gone = Refused::monitor_gone;
         let (reply, fds) = self.call(&req).await.map_err(|_| gone())?;
         let id = match reply {
             Reply::Spawned { id } => id,
-            Reply::Refused { status, why } => return Err((status, why)),
+            Reply::Refused { status, why } => return Err(Refused { status, why }),
             _ => return Err(gone()),
         };
         // Without its descriptors the process is of no use: the monitor kills it.

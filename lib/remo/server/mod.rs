@@ -39,7 +39,7 @@ use super::wire::{self, Fernet, Head};
 use crate::daemon::log::quoted;
 use crate::http::ConnInfo;
 use crate::throttle::Throttle;
-use link::{Link, Proc};
+use link::{Link, Proc, Refused};
 
 pub use framing::RBody;
 pub use process::network_process;

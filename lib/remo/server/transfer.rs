@@ -5,9 +5,9 @@ use super::*;
 
 impl Server {
     pub(super) async fn get(&self, ctx: Ctx, name: String) -> Response<RBody> {
-        let mut p = match self.start(&ctx, Run::Get(name)).await {
+        let mut p = match self.link.spawn(&ctx.sid, Run::Get(name)).await {
             Ok(p) => p,
-            Err(r) => return *r,
+            Err(r) => return refusal(&ctx, r),
         };
         let _ = p.io.shutdown().await;
         let mut first = vec![0u8; CHUNK];
@@ -76,9 +76,9 @@ impl Server {
     }
 
     pub(super) async fn put(&self, ctx: Ctx, name: String, mut rd: TokenReader) -> Response<RBody> {
-        let mut p = match self.start(&ctx, Run::Put(name)).await {
+        let mut p = match self.link.spawn(&ctx.sid, Run::Put(name)).await {
             Ok(p) => p,
-            Err(r) => return *r,
+            Err(r) => return refusal(&ctx, r),
         };
         let limit = self.cfg.cmd_timeout;
         rd.unbounded();
