@@ -1,10 +1,11 @@
 //! remo_serv 0.6.0 on the wire: base64url, the login messages, ConcatKDF-SHA256, Fernet, and
 //! the body framing (begin/end marks, request and token numbers, path hash or status).
 
+use openssl::cipher::CipherRef;
+use openssl::cipher_ctx::CipherCtx;
 use openssl::hash::MessageDigest;
 use openssl::pkey::{Id, PKey, Private, Public};
 use openssl::sign::{Signer, Verifier};
-use openssl::symm::{Cipher, Crypter, Mode};
 
 /// The protocol version we speak (reported by `/info`).
 pub const VERSION: &str = "0.6.0";
@@ -187,11 +188,33 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
-fn hmac256(key: &[u8], data: &[u8]) -> Option<Vec<u8>> {
-    let k = PKey::hmac(key).ok()?;
-    let mut s = Signer::new(MessageDigest::sha256(), &k).ok()?;
-    s.update(data).ok()?;
-    s.sign_to_vec().ok()
+/// AES-128-CBC, fetched from OpenSSL's provider once: OpenSSL 3 looks a built-in cipher up in
+/// the provider tables again at every initialisation, a cost paid for each token.
+fn aes_128_cbc() -> &'static CipherRef {
+    static FETCHED: std::sync::OnceLock<Option<openssl::cipher::Cipher>> =
+        std::sync::OnceLock::new();
+    match FETCHED.get_or_init(|| openssl::cipher::Cipher::fetch(None, "AES-128-CBC", None).ok()) {
+        Some(c) => c,
+        None => openssl::cipher::Cipher::aes_128_cbc(),
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104) over OpenSSL's SHA-256 functions. OpenSSL 3's EVP HMAC looks its
+/// algorithm up in the provider tables on every call, a cost paid for each token. The padded
+/// key is wiped; what SHA-256 keeps after its final step is only derived from the output.
+fn hmac256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut pad = zeroize::Zeroizing::new([0u8; 64]);
+    pad[..key.len()].copy_from_slice(key);
+    pad.iter_mut().for_each(|b| *b ^= 0x36);
+    let mut h = openssl::sha::Sha256::new();
+    h.update(&pad[..]);
+    h.update(data);
+    let inner = h.finish();
+    pad.iter_mut().for_each(|b| *b ^= 0x36 ^ 0x5c);
+    let mut h = openssl::sha::Sha256::new();
+    h.update(&pad[..]);
+    h.update(&inner);
+    h.finish()
 }
 
 impl Fernet {
@@ -220,15 +243,17 @@ impl Fernet {
         out.push(0x80);
         out.extend_from_slice(&ts.to_be_bytes());
         out.extend_from_slice(iv);
-        let c = Cipher::aes_128_cbc();
         // Encryption with a valid 16-byte key and IV does not fail.
-        if let Ok(mut cr) = Crypter::new(c, Mode::Encrypt, &self.key[16..32], Some(iv)) {
-            let mut buf = vec![0u8; plain.len() + 32];
-            let n = cr.update(plain, &mut buf).unwrap_or(0);
-            let m = cr.finalize(&mut buf[n..]).unwrap_or(0);
-            out.extend_from_slice(&buf[..n + m]);
+        if let Ok(mut cr) = CipherCtx::new() {
+            if cr
+                .encrypt_init(Some(aes_128_cbc()), Some(&self.key[16..32]), Some(iv))
+                .is_ok()
+            {
+                let _ = cr.cipher_update_vec(plain, &mut out);
+                let _ = cr.cipher_final_vec(&mut out);
+            }
         }
-        let mac = hmac256(&self.key[..16], &out).unwrap_or_default();
+        let mac = hmac256(&self.key[..16], &out);
         out.extend_from_slice(&mac);
         b64url(&out)
     }
@@ -241,7 +266,7 @@ impl Fernet {
             return None;
         }
         let (signed, mac) = raw.split_at(raw.len() - 32);
-        let want = hmac256(&self.key[..16], signed)?;
+        let want = hmac256(&self.key[..16], signed);
         if !crate::secret::ct_eq(&want, mac) {
             return None;
         }
@@ -254,17 +279,12 @@ impl Fernet {
         }
         let iv = &signed[9..25];
         let ct = &signed[25..];
-        let mut cr = Crypter::new(
-            Cipher::aes_128_cbc(),
-            Mode::Decrypt,
-            &self.key[16..32],
-            Some(iv),
-        )
-        .ok()?;
-        let mut buf = vec![0u8; ct.len() + 32];
-        let n = cr.update(ct, &mut buf).ok()?;
-        let m = cr.finalize(&mut buf[n..]).ok()?;
-        buf.truncate(n + m);
+        let mut cr = CipherCtx::new().ok()?;
+        cr.decrypt_init(Some(aes_128_cbc()), Some(&self.key[16..32]), Some(iv))
+            .ok()?;
+        let mut buf = Vec::with_capacity(ct.len() + 16);
+        cr.cipher_update_vec(ct, &mut buf).ok()?;
+        cr.cipher_final_vec(&mut buf).ok()?;
         Some(buf)
     }
 }

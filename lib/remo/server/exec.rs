@@ -141,7 +141,7 @@ impl Server {
                 }
             }
         });
-        resp
+        head_start(resp).await
     }
 
     pub(super) async fn icm(&self, ctx: Ctx, line: String, rd: TokenReader) -> Response<RBody> {
@@ -235,6 +235,6 @@ impl Server {
             }
             drop(ip);
         });
-        resp
+        head_start(resp).await
     }
 }

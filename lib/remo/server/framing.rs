@@ -8,7 +8,8 @@ pub(super) const CHUNK: usize = 64 * 1024;
 pub enum RBody {
     Full(Full<Bytes>),
     Once(Option<Bytes>),
-    Stream(mpsc::Receiver<Bytes>),
+    /// Tokens as they come; the first may have been taken already ([`head_start`]).
+    Stream(Option<Bytes>, mpsc::Receiver<Bytes>),
 }
 
 impl From<crate::http::Body> for RBody {
@@ -28,7 +29,10 @@ impl HttpBody for RBody {
         match self.get_mut() {
             RBody::Full(f) => Pin::new(f).poll_frame(cx),
             RBody::Once(o) => Poll::Ready(o.take().map(|b| Ok(Frame::data(b)))),
-            RBody::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+            RBody::Stream(first, rx) => match first.take() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+            },
         }
     }
 
@@ -36,7 +40,7 @@ impl HttpBody for RBody {
         match self {
             RBody::Full(f) => f.is_end_stream(),
             RBody::Once(o) => o.is_none(),
-            RBody::Stream(_) => false,
+            RBody::Stream(..) => false,
         }
     }
 
@@ -120,7 +124,7 @@ pub(super) fn framed(ctx: &Ctx, status: StatusCode, payload: &[u8]) -> Response<
 /// A streamed 200 answer; the returned encoder and sender produce its tokens.
 pub(super) fn streamed(ctx: &Ctx) -> (Response<RBody>, Enc, mpsc::Sender<Bytes>) {
     let (tx, rx) = mpsc::channel(4);
-    let mut r = Response::new(RBody::Stream(rx));
+    let mut r = Response::new(RBody::Stream(None, rx));
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     let enc = Enc {
@@ -130,6 +134,21 @@ pub(super) fn streamed(ctx: &Ctx) -> (Response<RBody>, Enc, mpsc::Sender<Bytes>)
         status: 200,
     };
     (with_cookie(r, &ctx.sid), enc, tx)
+}
+
+/// How long a streamed answer's head waits for its first token.
+const HEAD_START: Duration = Duration::from_millis(20);
+
+/// Holds a streamed answer until its first token is there (at most [`HEAD_START`]): the head
+/// and a short answer, such as a quick command's final token, then leave in one write and the
+/// client wakes once for them; a command silent for longer still gets its head at once.
+pub(super) async fn head_start(mut r: Response<RBody>) -> Response<RBody> {
+    if let RBody::Stream(first @ None, rx) = r.body_mut() {
+        if let Ok(Some(b)) = tokio::time::timeout(HEAD_START, rx.recv()).await {
+            *first = Some(b);
+        }
+    }
+    r
 }
 
 /// A request body's tokens: the first (path hash), then the rest with their numbering and end
