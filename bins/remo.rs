@@ -337,11 +337,10 @@ async fn session(c: &mut Client, cmd: &[String]) -> Result<i32, Fail> {
             print!("{prompt}");
             let _ = std::io::stdout().flush();
         }
-        let buf = match lines.recv().await {
-            None => break,
-            Some(Ok(b)) => b,
-            Some(Err(e)) => return Err(Fail::new(exit::IOERR, format!("reading commands: {e}"))),
+        let Some(read) = lines.recv().await else {
+            break;
         };
+        let buf = read.map_err_context(exit::IOERR, || "reading commands".into())?;
         match line(c, &buf).await {
             Ok(true) => {}
             Ok(false) => break,
@@ -373,7 +372,7 @@ fn read_ahead() -> Result<tokio::sync::mpsc::Receiver<std::io::Result<String>>, 
                 }
             }
         })
-        .map_err(|e| Fail::new(exit::OSERR, format!("reading commands: {e}")))?;
+        .map_err_context(exit::OSERR, || "reading commands".into())?;
     Ok(rx)
 }
 

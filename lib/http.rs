@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use openssl::ssl::SslAcceptor;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::daemon::log::quoted;
 use crate::daemon::{Conn, Control, Peer};
 
 pub type Body = Full<Bytes>;
@@ -246,7 +247,7 @@ pub async fn serve_conn<H, Fut, B>(
                 Err(e) => log::info!(
                     "tls-handshake-failed peer={} error={}",
                     info.peer,
-                    crate::daemon::log::quoted(&e)
+                    quoted(&e)
                 ),
             }
         }
@@ -322,10 +323,7 @@ async fn run<I, H, Fut, B>(
                     r.map(B::from)
                 }
                 Err(e) => {
-                    log::error!(
-                        "request-failed peer={peer} error={} answer=500",
-                        crate::daemon::log::quoted(&e)
-                    );
+                    log::error!("request-failed peer={peer} error={} answer=500", quoted(&e));
                     bare(StatusCode::INTERNAL_SERVER_ERROR).map(B::from)
                 }
             })
@@ -341,10 +339,7 @@ async fn run<I, H, Fut, B>(
         }
     };
     if let Err(e) = res {
-        log::debug!(
-            "http-connection-closed peer={peer} error={}",
-            crate::daemon::log::quoted(&e)
-        );
+        log::debug!("http-connection-closed peer={peer} error={}", quoted(&e));
     }
 }
 

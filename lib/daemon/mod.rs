@@ -377,7 +377,7 @@ fn describe_all(bound: &[Bound]) -> Vec<String> {
 fn worker_not_started(w: usize, e: impl std::fmt::Display) {
     ::log::warn!(
         "worker-not-started worker={w} error={qe}",
-        qe = crate::daemon::log::quoted(&e)
+        qe = log::quoted(&e)
     );
 }
 
@@ -566,7 +566,7 @@ where
             Err(e) => {
                 ::log::warn!(
                     "accept-failed listener={name} error={qe}",
-                    qe = crate::daemon::log::quoted(&e)
+                    qe = log::quoted(&e)
                 );
                 // Out of descriptors or memory: back off instead of spinning.
                 tokio::time::sleep(Duration::from_millis(100)).await;

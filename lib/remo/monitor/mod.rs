@@ -23,6 +23,7 @@ use tokio::sync::watch;
 
 use super::{users, wire};
 use crate::child::{self, RunAs, SpawnOpts};
+use crate::daemon::log::quoted;
 use proto::{Channel, NetConfig, Reply, Request, Run};
 
 /// Client keys remembered at most (about 100 bytes each); past it, logins wait for old ones
@@ -299,10 +300,7 @@ impl Monitor {
         .await
         .map_err(|_| "lookup failed")?
         .map_err(|e| {
-            log::error!(
-                "user-database error={qe}",
-                qe = crate::daemon::log::quoted(&e)
-            );
+            log::error!("user-database error={qe}", qe = quoted(&e));
             "database error"
         })?;
         let mut msg = user.as_bytes().to_vec();
@@ -480,7 +478,7 @@ impl Monitor {
         let started = child::start_command(&spec, &opts).map_err(|e| {
             log::info!(
                 "cmd-failed user={user} program={prog:?} error={qe}",
-                qe = crate::daemon::log::quoted(&e)
+                qe = quoted(&e)
             );
             let status = match &e {
                 child::RunError::Spawn(_, io) if io.kind() == std::io::ErrorKind::NotFound => 404,
@@ -621,10 +619,7 @@ impl Monitor {
             let status = match me.serve_one(&listeners, &net).await {
                 Ok(st) => st,
                 Err(e) => {
-                    log::error!(
-                        "network-process-failed error={qe}",
-                        qe = crate::daemon::log::quoted(&e)
-                    );
+                    log::error!("network-process-failed error={qe}", qe = quoted(&e));
                     -1
                 }
             };
@@ -686,10 +681,7 @@ impl Monitor {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(e) => {
-                    log::warn!(
-                        "network-process-refused error={qe}",
-                        qe = crate::daemon::log::quoted(&e)
-                    );
+                    log::warn!("network-process-refused error={qe}", qe = quoted(&e));
                     break;
                 }
             };

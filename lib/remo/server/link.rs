@@ -104,6 +104,14 @@ impl Link {
         let _ = self.ch.send(&proto::encode(0, req), &[]).await;
     }
 
+    /// Has the monitor kill process `id` (from a runtime task: callers may not be async).
+    fn kill_later(self: &Arc<Self>, id: u64) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let link = self.clone();
+            rt.spawn(async move { link.tell(&Request::Kill { id }).await });
+        }
+    }
+
     /// Asks the monitor to start `what` for session `sid`.
     pub async fn spawn(self: &Arc<Self>, sid: &str, what: proto::Run) -> Result<Proc, Refused> {
         let req = Request::Spawn {
@@ -119,8 +127,7 @@ impl Link {
         };
         // Without its descriptors the process is of no use: the monitor kills it.
         let kill = || {
-            let link = self.clone();
-            tokio::spawn(async move { link.tell(&Request::Kill { id }).await });
+            self.kill_later(id);
             gone()
         };
         let mut fds = fds.into_iter().map(crate::child::async_stream);
@@ -155,8 +162,7 @@ pub struct Proc {
 impl Proc {
     /// Has the monitor kill the process group now.
     pub fn kill(&self) {
-        let (link, id) = (self.link.clone(), self.id);
-        tokio::spawn(async move { link.tell(&Request::Kill { id }).await });
+        self.link.kill_later(self.id);
     }
 
     /// Waits (at most `limit`) for the process to exit; returns the exit code, or minus the
@@ -185,8 +191,7 @@ impl Proc {
                 }
                 Ok(_) => Err(std::io::ErrorKind::NotFound.into()),
                 Err(_) => {
-                    let link = link.clone();
-                    tokio::spawn(async move { link.tell(&Request::Kill { id }).await });
+                    link.kill_later(id);
                     Err(std::io::ErrorKind::TimedOut.into())
                 }
             }
@@ -198,10 +203,7 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         if !self.exited.load(Ordering::Relaxed) {
-            let (link, id) = (self.link.clone(), self.id);
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move { link.tell(&Request::Kill { id }).await });
-            }
+            self.kill();
         }
     }
 }
